@@ -1,0 +1,194 @@
+"""Evaluation shared by every trainer: metrics, per-language breakdown and the results files.
+
+Each trainer ends with `write_results`, which writes `metrics.json`, appends a readable block to
+`results_category.txt` and draws the confusion matrix, so every model is compared the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_labels: int) -> np.ndarray:
+    """Rows are true labels, columns predicted labels."""
+    cm = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return cm
+
+
+def _scores_from_cm(cm: np.ndarray) -> dict:
+    tp = np.diag(cm).astype(float)
+    support = cm.sum(axis=1).astype(float)
+    predicted = cm.sum(axis=0).astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        recall = np.where(support > 0, tp / support, 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    n = cm.sum()
+    # Macro over the classes that occur in the truth or the predictions (sklearn's default):
+    # a class absent from both says nothing about the model and would drag the mean to 0.
+    present = (support > 0) | (predicted > 0)
+    macro_f1 = float(f1[present].mean()) if present.any() else 0.0
+    weighted_f1 = float((f1 * support).sum() / n) if n else 0.0
+    accuracy = float(tp.sum() / n) if n else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support,
+            "macro_f1": macro_f1, "weighted_f1": weighted_f1, "accuracy": accuracy, "n": int(n)}
+
+
+def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str],
+                    languages: Sequence[str] | None = None, lang_min_samples: int = 30,
+                    lang_top_k: int = 10) -> dict:
+    """Accuracy, macro/micro/weighted F1, per-class scores, confusion matrix, per-language scores.
+
+    Micro-F1 equals accuracy for single-label classification; it is reported under its own name
+    because readers of multi-label papers look for it.
+    """
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
+    k = len(label_names)
+    cm = confusion_matrix(y_true, y_pred, k)
+    s = _scores_from_cm(cm)
+    out = {
+        "n": s["n"],
+        "accuracy": s["accuracy"],
+        "macro_f1": s["macro_f1"],
+        "micro_f1": s["accuracy"],
+        "weighted_f1": s["weighted_f1"],
+        "per_class": {
+            name: {"precision": float(s["precision"][i]), "recall": float(s["recall"][i]),
+                   "f1": float(s["f1"][i]), "support": int(s["support"][i])}
+            for i, name in enumerate(label_names)
+        },
+        "confusion_matrix": cm.tolist(),
+    }
+    if languages is not None:
+        out["per_language"] = per_language_metrics(y_true, y_pred, k, languages,
+                                                   lang_min_samples, lang_top_k)
+    return out
+
+
+def per_language_metrics(y_true, y_pred, num_labels: int, languages: Sequence[str],
+                         min_samples: int = 30, top_k: int = 10) -> dict:
+    """Scores for the `top_k` most frequent languages that have at least `min_samples` offers."""
+    if len(languages) != len(y_true):
+        raise ValueError(f"{len(languages)} languages for {len(y_true)} labels")
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    langs = np.asarray([lang or "unknown" for lang in languages])
+    result = {}
+    for lang, count in Counter(langs.tolist()).most_common():
+        if count < min_samples or len(result) >= top_k:
+            continue
+        idx = langs == lang
+        s = _scores_from_cm(confusion_matrix(y_true[idx], y_pred[idx], num_labels))
+        result[lang] = {"n": int(count), "accuracy": s["accuracy"], "macro_f1": s["macro_f1"],
+                        "micro_f1": s["accuracy"]}
+    return result
+
+
+def evaluate_split(split, predictions: Sequence[int], label_names: Sequence[str], args=None) -> dict:
+    """Metrics for a datasets split and its predictions; `args` carries the shared eval flags."""
+    langs = None
+    if "language" in split.column_names and not getattr(args, "no_lang_metrics", False):
+        langs = split["language"]
+    return compute_metrics(split["label"], predictions, label_names, languages=langs,
+                           lang_min_samples=getattr(args, "lang_min_samples", 30),
+                           lang_top_k=getattr(args, "lang_top_k", 10))
+
+
+def format_metrics(m: Mapping, label_names: Sequence[str], title: str = "") -> str:
+    """A plain-text block: headline figures, per-class table, confusion matrix, languages."""
+    lines = []
+    if title:
+        lines.append(title)
+    lines.append(f"n={m['n']}  accuracy={m['accuracy']:.4f}  macro_f1={m['macro_f1']:.4f}  "
+                 f"micro_f1={m['micro_f1']:.4f}  weighted_f1={m['weighted_f1']:.4f}")
+    width = max(12, max(len(n) for n in label_names))
+    lines.append(f"{'class':<{width}} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}")
+    for name in label_names:
+        c = m["per_class"][name]
+        lines.append(f"{name:<{width}} {c['precision']:>9.4f} {c['recall']:>9.4f} {c['f1']:>9.4f} "
+                     f"{c['support']:>8d}")
+    lines.append("confusion matrix (rows: true, columns: predicted)")
+    short = [n[:7] for n in label_names]
+    lines.append(" " * (width + 1) + " ".join(f"{s:>7}" for s in short))
+    for name, row in zip(label_names, m["confusion_matrix"]):
+        lines.append(f"{name:<{width}} " + " ".join(f"{v:>7d}" for v in row))
+    if m.get("per_language"):
+        lines.append("per language")
+        for lang, v in m["per_language"].items():
+            lines.append(f"  {lang:<8} n={v['n']:<7d} accuracy={v['accuracy']:.4f} "
+                         f"macro_f1={v['macro_f1']:.4f}")
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(cm, label_names: Sequence[str], path, title: str = "") -> Path:
+    """Row-normalised heat map with raw counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    k = len(label_names)
+    size = max(4.0, 0.6 * k + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), label_names, rotation=45, ha="right", fontsize=8 if k > 10 else 10)
+    ax.set_yticks(range(k), label_names, fontsize=8 if k > 10 else 10)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
+    ax.set_title(title or "confusion matrix")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_results(out_dir, model_name: str, config: Mapping, split_metrics: Mapping[str, Mapping],
+                  label_names: Sequence[str], extra: Mapping | None = None) -> dict:
+    """Write metrics.json, append to results_category.txt, draw confusion_matrix[_split].png.
+
+    `split_metrics` maps a split name ("validation", "test") to `compute_metrics` output.
+    Returns the dict written to metrics.json.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    date = time.strftime("%Y-%m-%d %H:%M:%S")
+    payload = {"model": model_name, "date": date, "labels": list(label_names),
+               "config": dict(config), **{k: dict(v) for k, v in split_metrics.items()}}
+    if extra:
+        payload.update(extra)
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+
+    for split, m in split_metrics.items():
+        plot_confusion_matrix(m["confusion_matrix"], label_names, out / f"confusion_matrix_{split}.png",
+                              title=f"{model_name}: {split}")
+    main_split = "test" if "test" in split_metrics else next(iter(split_metrics), None)
+    if main_split:
+        plot_confusion_matrix(split_metrics[main_split]["confusion_matrix"], label_names,
+                              out / "confusion_matrix.png", title=f"{model_name}: {main_split}")
+
+    block = [f"=== {model_name} | {date} ===",
+             "config: " + json.dumps(dict(config), default=str, sort_keys=True)]
+    if extra:
+        block.append("extra: " + json.dumps(dict(extra), default=str, sort_keys=True))
+    for split, m in split_metrics.items():
+        block.append(format_metrics(m, label_names, title=f"[{split}]"))
+    with open(out / "results_category.txt", "a", encoding="utf-8") as fh:
+        fh.write("\n".join(block) + "\n\n")
+    return payload
