@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="DatasetDict directory from build_lspc_dataset.py")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--features", choices=["tfidf", "hashing"], default=d.features)
+    p.add_argument("--features", choices=["hashed", "tfidf"], default=d.features,
+                   help="hashed: numpy n-gram hashing (fast, default); tfidf: scikit-learn vectorizers")
+    p.add_argument("--hash_bits", type=int, default=d.hash_bits, help="2**bits columns per block (hashed)")
     p.add_argument("--word_ngrams", type=int, nargs=2, default=list(d.word_ngrams), metavar=("MIN", "MAX"))
     p.add_argument("--char_ngrams", type=int, nargs=2, default=list(d.char_ngrams), metavar=("MIN", "MAX"))
     p.add_argument("--char_min_df", type=int, default=d.char_min_df)
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
     labels = label_names(dsd)
     train = get_split(dsd, "train")
     cfg = LinearConfig(features=args.features, word_ngrams=tuple(args.word_ngrams),
-                       char_ngrams=tuple(args.char_ngrams), char_min_df=args.char_min_df, C=args.C,
+                       char_ngrams=tuple(args.char_ngrams), char_min_df=args.char_min_df,
+                       hash_bits=args.hash_bits, C=args.C,
                        class_weight=None if args.class_weight == "none" else args.class_weight,
                        seed=args.seed)
     print(f"training linear model on {len(train)} offers, {len(labels)} classes")
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
 
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data),
                figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()})
-    write_results(args.out, "linear (n-gram TF-IDF + LinearSVC)", asdict(cfg), metrics, labels,
+    write_results(args.out, f"linear ({cfg.features} n-grams + LinearSVC)", asdict(cfg), metrics, labels,
                   extra={"train_seconds": round(train_seconds, 2), "train_size": len(train),
                          "temperature": model.temperature})
     for split, m in metrics.items():
