@@ -1,0 +1,38 @@
+"""Fine-tune a Hugging Face model (Qwen3-Embedding-0.6B by default) for offer classification with LoRA.
+
+Writes the adapter and head, merged/ (a plain transformers model), metrics and results files.
+Runs unchanged under `torchrun --nproc_per_node N` and `accelerate launch` (see docs/lora.md).
+"""
+
+if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
+    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+import sys
+
+from category_classification.cli import add_eval_args, run
+from category_classification.lora import LoraTrainConfig, add_train_args, config_from_args, train
+
+
+def build_parser(defaults: LoraTrainConfig | None = None, description: str | None = None):
+    parser = argparse.ArgumentParser(description=description or __doc__.splitlines()[0])
+    add_train_args(parser, defaults)
+    add_eval_args(parser)
+    return parser
+
+
+def main(argv=None, defaults: LoraTrainConfig | None = None):
+    args = build_parser(defaults).parse_args(argv)
+    result = train(config_from_args(args), eval_args=args)
+    if result:  # empty on the non-main processes of a distributed run
+        from category_classification.evaluation import format_metrics
+
+        print(f"trained in {result['train_seconds']:.1f}s; validation macro_f1="
+              f"{result['validation']['macro_f1']:.4f} accuracy={result['validation']['accuracy']:.4f}")
+        print(format_metrics(result["test"], result["labels"], title="[test]"))
+        print(f"model written to {args.out} (merged model in {args.out}/merged)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,175 @@
+"""LoRA trainer on a tiny random Qwen3 with the offline Qwen3 tokenizer: targets, batches, errors, and the
+whole script end to end (adapter, merged model, results files)."""
+
+import json
+import os
+import random
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from category_classification import lora  # noqa: E402
+from category_classification.cli import run  # noqa: E402
+
+LABELS = ["Automotive", "Books", "Shoes"]
+WORDS = {"Automotive": ["brake", "tyre", "engine", "bumper", "wiper"],
+         "Books": ["novel", "paperback", "author", "chapter", "edition"],
+         "Shoes": ["sneaker", "boot", "sandal", "heel", "loafer"]}
+
+
+def make_dataset(path, n_train=240, n_eval=30, seed=0):
+    from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+
+    rng = random.Random(seed)
+    feats = Features({"text": Value("string"), "label": ClassLabel(names=LABELS), "cluster": Value("int64")})
+
+    def rows(n, offset):
+        out = []
+        for i in range(n):
+            y = i % len(LABELS)
+            words = rng.sample(WORDS[LABELS[y]], 3) + [rng.choice(["red", "new", "sale", "x2"])]
+            out.append({"text": " ".join(words), "label": y, "cluster": offset + i})
+        return Dataset.from_list(out, features=feats)
+
+    DatasetDict({"train": rows(n_train, 0), "validation": rows(n_eval, 10_000),
+                 "test": rows(n_eval, 20_000)}).save_to_disk(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from category_classification.tokenization import load_qwen_tokenizer
+
+    root = tmp_path_factory.mktemp("lora")
+    model_dir = lora.save_tiny_qwen3(root / "tiny_qwen3", load_qwen_tokenizer())
+    data_dir = make_dataset(root / "data")
+    return {"root": root, "model": model_dir, "data": data_dir}
+
+
+def _train_argv(tiny, out, *extra):
+    return ["--data", str(tiny["data"]), "--out", str(out), "--model", str(tiny["model"]),
+            "--seq_len", "16", "--batch", "16", "--micro_batch", "8", "--epochs", "1", "--lr", "5e-3",
+            "--device", "cpu", "--cpu_threads", "1", "--logging_steps", "5", "--no_lang_metrics", *extra]
+
+
+def test_derive_batches():
+    assert lora.derive_batches(32, 16, 1) == (16, 2)
+    assert lora.derive_batches(512, 16, 2) == (16, 16)  # 16 x 16 x 2 processes
+    assert lora.derive_batches(8, 16, 1) == (8, 1)  # never a micro-batch larger than the effective batch
+    assert lora.derive_batches(30, 8, 1) == (8, 4)  # rounds up to the next multiple
+    from category_classification.cli import UserError
+
+    with pytest.raises(UserError):
+        lora.derive_batches(0, 8, 1)
+
+
+def test_target_modules_follow_the_architecture(tiny):
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+    qwen = AutoModelForSequenceClassification.from_pretrained(str(tiny["model"]), num_labels=3)
+    assert lora.lora_target_modules(qwen) == sorted(
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+         "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"])
+    assert lora.lora_target_modules(qwen, "mlp") == ["mlp.down_proj", "mlp.gate_proj", "mlp.up_proj"]
+    assert lora.head_modules(qwen) == ["score"]
+
+    bert = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=2,
+                                                    num_attention_heads=2, intermediate_size=32, num_labels=3))
+    targets = lora.lora_target_modules(bert)
+    assert "attention.self.query" in targets and "intermediate.dense" in targets and "output.dense" in targets
+    assert lora.lora_target_modules(bert, "attention") == [
+        "attention.output.dense", "attention.self.key", "attention.self.query", "attention.self.value"]
+    assert lora.head_modules(bert) == ["classifier", "pooler"]
+    assert lora.head_modules(bert, train_pooler=False) == ["classifier"]
+    # the pooler is a head module, never a LoRA target, though its layer is also called `dense`
+    peft_bert = lora.add_lora(bert, lora.LoraTrainConfig(lora_r=2, lora_alpha=4))
+    names = [n for n, _ in peft_bert.named_modules()]
+    assert not any("pooler" in n and "lora_A" in n for n in names)
+    assert any("layer.1.output.dense.lora_A" in n for n in names)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--optim", "paged_adamw_8bit"], "needs a CUDA GPU"),
+    (["--optim", "adamw_bnb_8bit"], "needs a CUDA GPU"),
+    (["--load_in_4bit"], "needs a CUDA GPU"),
+])
+def test_cuda_only_options_fail_clearly_on_cpu(tiny, tmp_path, capsys, flags, message):
+    from category_classification import train_qwen3_lora
+
+    code = run(train_qwen3_lora.main, _train_argv(tiny, tmp_path / "out", *flags))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "merged").exists()
+
+
+def test_script_end_to_end(tiny, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from category_classification import train_qwen3_lora
+
+    out = tmp_path / "run"
+    assert run(train_qwen3_lora.main, _train_argv(tiny, out, "--lora_r", "4", "--lora_alpha", "8")) == 0
+
+    # results files through the shared evaluation
+    metrics = json.loads((out / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        assert 0.0 <= metrics[split]["macro_f1"] <= 1.0 and metrics[split]["n"] == 30
+    assert (out / "results_category.txt").is_file() and (out / "confusion_matrix.png").is_file()
+    assert json.loads((out / lora.CONFIG_FILE).read_text())["lora_r"] == 4
+    assert not (out / "checkpoints").exists()
+
+    # the model directory describes itself, at the top and inside merged/
+    top = json.loads((out / "category_model.json").read_text())
+    inner = json.loads((out / "merged" / "category_model.json").read_text())
+    assert top["kind"] == inner["kind"] == "hf_sequence_classification"
+    assert top["path"] == "merged" and inner["path"] == "."
+    assert top["labels"] == inner["labels"] == LABELS and top["max_length"] == 16
+
+    merged = AutoModelForSequenceClassification.from_pretrained(str(out / "merged")).eval()
+    tok = AutoTokenizer.from_pretrained(str(out / "merged"))
+    assert merged.config.id2label == dict(enumerate(LABELS))
+    assert merged.config.label2id == {n: i for i, n in enumerate(LABELS)}
+
+    # LoRA weights moved; base weights did not: merged = base + B A * alpha / r, exactly
+    adapter = load_file(str(out / "adapter_model.safetensors"))
+    base = load_file(str(tiny["model"] / "model.safetensors"))
+    scale = 8 / 4
+    checked = 0
+    for key, b in adapter.items():
+        if ".lora_B." not in key:
+            continue
+        assert b.abs().sum() > 0, f"{key} never trained (lora_B starts at zero)"
+        a = adapter[key.replace(".lora_B.", ".lora_A.")]
+        module = key.split("base_model.model.", 1)[1].rsplit(".lora_B.", 1)[0]  # model.layers.0.mlp.up_proj
+        base_w = base[module.split("model.", 1)[1] + ".weight"]
+        merged_w = merged.state_dict()[module + ".weight"]
+        assert not torch.allclose(merged_w, base_w)
+        torch.testing.assert_close(merged_w - (b @ a) * scale, base_w, atol=1e-5, rtol=1e-4)
+        checked += 1
+    assert checked == 2 * 7  # 2 layers x 7 projections
+    torch.testing.assert_close(merged.model.embed_tokens.weight, base["embed_tokens.weight"])
+    assert any(k.startswith("base_model.model.score") for k in adapter)  # the head is saved in full
+
+    # the merged model gives the logits of base + adapter
+    with_adapter = lora.load_adapter_model(out, str(tiny["model"]), LABELS, pad_token_id=tok.pad_token_id).eval()
+    batch = tok(["brake engine red", "novel author", "a much longer sneaker boot heel title x2"],
+                padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, with_adapter(**batch).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_v2_entry_point_has_its_defaults():
+    from category_classification.train_qwen3_lora import build_parser
+    from category_classification.train_qwen3_lora_v2 import V2_DEFAULTS
+
+    args = build_parser(V2_DEFAULTS).parse_args(["--data", "d", "--out", "o"])
+    assert (args.lora_r, args.lora_alpha, args.micro_batch, args.batch) == (32, 64, 16, 512)
+    assert (args.lr_scheduler_type, args.warmup_ratio, args.max_grad_norm) == ("cosine", 0.05, 0.5)
+    assert args.model == lora.DEFAULT_MODEL
