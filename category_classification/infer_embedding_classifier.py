@@ -1,0 +1,81 @@
+"""Evaluate a trained encoder directory on a dataset split; optionally write predictions to JSONL.
+
+    python category_classification/infer_embedding_classifier.py --data runs/mwpd6 --checkpoint runs/encoder \
+        --split test --save_preds runs/encoder/test_preds.jsonl
+"""
+
+if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
+    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from category_classification.cli import UserError, add_eval_args, run
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="dataset directory written by build_lspc_dataset.py")
+    p.add_argument("--checkpoint", required=True,
+                   help="model directory written by train_embedding_classifier.py (or a checkpoint-epochX.pt "
+                        "inside its checkpoints/ folder)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--max_length", type=int, default=None, help="tokens per offer (default: as trained)")
+    p.add_argument("--save_preds", default=None, help="JSONL file: one {text, label, pred, ...} per offer")
+    p.add_argument("--device", default="auto")
+    add_eval_args(p)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from category_classification import evaluation
+    from category_classification.data import get_split, label_names, load_dataset_dir
+    from category_classification.devices import pick_device
+    from category_classification.encoder_io import load_encoder, predict_logits
+    from category_classification.training import load_checkpoint
+
+    device = pick_device(args.device)
+    ckpt = Path(args.checkpoint)
+    model_dir = ckpt.parent.parent if ckpt.is_file() else ckpt
+    if not ckpt.exists():
+        raise UserError(f"checkpoint not found: {ckpt}")
+    model, tokenizer, info = load_encoder(model_dir, device=device)
+    if ckpt.is_file():  # weights of one epoch's training checkpoint instead of the kept best epoch
+        model.load_state_dict(load_checkpoint(ckpt)["model"])
+    labels = info["labels"]
+    dsd = load_dataset_dir(args.data)
+    if label_names(dsd) != labels:
+        raise UserError(f"the dataset's labels {label_names(dsd)} differ from the model's {labels}")
+    split = get_split(dsd, args.split)
+    max_length = args.max_length or info["max_length"]
+    texts = list(split["text"])
+    t0 = time.perf_counter()
+    logits = predict_logits(model, tokenizer, texts, max_length, args.batch_size, device)
+    seconds = time.perf_counter() - t0
+    probs = torch.softmax(logits, -1)
+    preds = logits.argmax(-1).tolist()
+    metrics = evaluation.evaluate_split(split, preds, labels, args)
+    print(evaluation.format_metrics(metrics, labels, title=f"[{args.split}] {model_dir}"))
+    print(f"{len(texts)} offers in {seconds:.2f}s ({len(texts) / max(seconds, 1e-9):.0f} offers/s)")
+    if args.save_preds:
+        out = Path(args.save_preds)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        gold = list(split["label"])
+        with open(out, "w", encoding="utf-8") as fh:
+            for i, (text, y, p) in enumerate(zip(texts, gold, preds)):
+                fh.write(json.dumps({"index": i, "text": text, "label": labels[y], "label_id": int(y),
+                                     "pred": labels[p], "pred_id": int(p), "prob": round(float(probs[i, p]), 6)},
+                                    ensure_ascii=False) + "\n")
+        print(f"predictions written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

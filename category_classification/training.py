@@ -1,0 +1,190 @@
+"""Shared pieces of the training loops: LR schedule, length-bucketed (distributed) batches, padding,
+atomic checkpoints with RNG state, and torchrun / accelerate set-up."""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def lr_at(step: int, total_steps: int, base_lr: float, schedule: str = "cosine", warmup_steps: int = 0,
+          min_scale: float = 0.0) -> float:
+    """Learning rate at optimizer step `step` (0-based): linear warm-up, then none/cosine/exponential decay
+    from base_lr down to base_lr * min_scale at the last step."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    if schedule == "none":
+        return base_lr
+    span = max(total_steps - warmup_steps - 1, 1)
+    progress = min(max(step - warmup_steps, 0) / span, 1.0)
+    if schedule == "cosine":
+        scale = min_scale + (1.0 - min_scale) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    elif schedule == "exponential":
+        scale = max(min_scale, 1e-8) ** progress
+    else:
+        raise ValueError(f"unknown lr schedule {schedule!r}")
+    return base_lr * scale
+
+
+class LengthBucketBatchSampler:
+    """Batches of similar-length offers (little padding), in a shuffled order fixed by seed and epoch.
+
+    Under DDP every rank builds the same batch list and takes every world_size-th batch, trimmed so all ranks
+    run the same number of steps: it is the distributed sampler, and a resumed run sees the same batches.
+    """
+
+    def __init__(self, lengths, batch_size: int, shuffle: bool = True, seed: int = 0, rank: int = 0,
+                 world_size: int = 1, bucket_batches: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+        self.rank, self.world_size, self.bucket_batches = rank, world_size, bucket_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _all_batches(self) -> list[list[int]]:
+        n = len(self.lengths)
+        if not self.shuffle:
+            order = np.argsort(-self.lengths, kind="stable")
+            return [order[i:i + self.batch_size].tolist() for i in range(0, n, self.batch_size)]
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n)
+        chunk = self.batch_size * self.bucket_batches
+        batches = []
+        for start in range(0, n, chunk):
+            part = order[start:start + chunk]
+            part = part[np.argsort(-self.lengths[part], kind="stable")]
+            batches += [part[i:i + self.batch_size].tolist() for i in range(0, len(part), self.batch_size)]
+        rng.shuffle(batches)
+        return batches
+
+    def __iter__(self):
+        batches = self._all_batches()
+        if self.world_size > 1:
+            usable = len(batches) - len(batches) % self.world_size
+            batches = batches[self.rank:usable:self.world_size]
+        return iter(batches)
+
+    def __len__(self) -> int:
+        n = math.ceil(len(self.lengths) / self.batch_size) if not self.shuffle else len(self._all_batches())
+        return n // self.world_size if self.world_size > 1 else n
+
+
+def pad_batch(sequences, pad_id: int):
+    """Right-pad token id lists to the longest in the batch: (input_ids, attention_mask) tensors."""
+    longest = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def capture_rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path, payload: dict) -> Path:
+    """torch.save to a temporary file, then rename: a run killed mid-write never leaves a torn checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path) -> dict:
+    # The checkpoint holds numpy/python RNG states, so it is not a weights-only file.
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def latest_checkpoint(directory) -> Path | None:
+    found = []
+    for p in Path(directory).glob("checkpoint-epoch*.pt"):
+        try:
+            found.append((int(p.stem.removeprefix("checkpoint-epoch")), p))
+        except ValueError:
+            continue
+    return max(found)[1] if found else None
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed(device_preference: str | None = None) -> tuple[DistInfo, torch.device]:
+    """Join the process group when started by torchrun / accelerate launch (WORLD_SIZE > 1); else single process.
+
+    NCCL on CUDA (one GPU per local rank), gloo on CPU.
+    """
+    from .devices import pick_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), pick_device(device_preference)
+    import torch.distributed as dist
+
+    info = DistInfo(rank=int(os.environ["RANK"]), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
+    device = pick_device(device_preference)
+    if device.type == "cuda":
+        torch.cuda.set_device(info.local_rank)
+        device = torch.device("cuda", info.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return info, device
+
+
+def cleanup_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def gather_to_main(obj, dist_info: DistInfo):
+    """Every rank's `obj` as a list on rank 0 (None elsewhere); [obj] without DDP."""
+    if not dist_info.enabled:
+        return [obj]
+    import torch.distributed as dist
+
+    out = [None] * dist_info.world_size if dist_info.is_main else None
+    dist.gather_object(obj, out, dst=0)
+    return out
+
+
+def barrier(dist_info: DistInfo) -> None:
+    if dist_info.enabled:
+        import torch.distributed as dist
+
+        dist.barrier()
