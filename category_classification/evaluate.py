@@ -1,0 +1,90 @@
+"""The shared metrics for any trained model directory on any split of a built dataset.
+
+    python category_classification/evaluate.py --model runs/linear --data runs/mwpd6 --split test
+    python category_classification/evaluate.py --model runs/encoder --data runs/mwpd6 --split validation --target_precision 0.98
+
+With --target_precision or --target_coverage it also picks the "none of these" threshold on that split
+(use validation, never test) and prints coverage and precision at a few thresholds.
+"""
+
+if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
+    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+import argparse
+import json
+import sys
+import time
+
+from category_classification.cli import UserError, add_eval_args, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="a trained model directory (holds category_model.json)")
+    p.add_argument("--data", required=True, help="dataset directory written by build_lspc_dataset.py")
+    p.add_argument("--split", default="test")
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="ONNX directories only")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--out", default=None,
+                   help="write metrics.json, results_category.txt and the confusion matrix here")
+    p.add_argument("--save_preds", default=None, help="write per-offer predictions (JSONL) here")
+    t = p.add_mutually_exclusive_group()
+    t.add_argument("--target_precision", type=float, default=None,
+                   help="pick the lowest threshold whose kept predictions reach this precision")
+    t.add_argument("--target_coverage", type=float, default=None,
+                   help="pick the threshold that keeps this share of offers")
+    add_eval_args(p)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from category_classification import evaluation
+    from category_classification.data import get_split, label_names, load_dataset_dir
+    from category_classification.predictors import choose_threshold, load_predictor, threshold_table
+
+    for name in ("target_precision", "target_coverage"):
+        v = getattr(args, name)
+        if v is not None and not 0.0 < v <= 1.0:
+            raise UserError(f"--{name} is a share between 0 and 1")
+    dsd = load_dataset_dir(args.data)
+    split = get_split(dsd, args.split)
+    data_labels = label_names(dsd)
+    predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
+                               precision=args.precision, threads=args.threads)
+    if predictor.labels != data_labels:
+        raise UserError(f"the model's labels {predictor.labels} differ from the dataset's {data_labels}")
+    t0 = time.perf_counter()
+    probs = predictor.predict_proba(split["text"])
+    seconds = time.perf_counter() - t0
+    preds = probs.argmax(axis=1).tolist()
+    m = evaluation.evaluate_split(split, preds, data_labels, args)
+    desc = predictor.describe()
+    name = f"{desc['kind']}:{desc['runtime']}"
+    print(evaluation.format_metrics(m, data_labels, title=f"{name} on {args.split} ({args.model})"))
+    print(f"{len(preds)} offers in {seconds:.2f}s ({len(preds) / max(seconds, 1e-9):.0f} titles/s)")
+    extra = {"eval_seconds": round(seconds, 3), "model_dir": str(args.model)}
+    if args.target_precision is not None or args.target_coverage is not None:
+        pick = choose_threshold(probs, split["label"], target_precision=args.target_precision,
+                                target_coverage=args.target_coverage)
+        print("threshold  coverage  precision")
+        for row in threshold_table(probs, split["label"]):
+            print(f"{row['threshold']:>9.2f}  {row['coverage']:>8.4f}  {row['precision']:>9.4f}")
+        print(f"chosen threshold {pick['threshold']:.4f}: keeps {pick['coverage']:.2%} of {args.split} offers, "
+              f"{pick['precision']:.4f} of them correct (pass --threshold {pick['threshold']:.4f})")
+        extra["threshold"] = pick
+    if args.out:
+        evaluation.write_results(args.out, name, {"model": str(args.model), "split": args.split},
+                                 {args.split: m}, data_labels, extra=extra)
+        print(f"results written to {args.out}")
+    if args.save_preds:
+        with open(args.save_preds, "w", encoding="utf-8") as fh:
+            for y, p, row in zip(split["label"], preds, probs):
+                fh.write(json.dumps({"label": int(y), "pred": int(p), "score": float(row.max())}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,61 @@
+"""Export an encoder or merged LoRA model directory to ONNX, optionally int8, and check parity with torch.
+
+    python category_classification/export_onnx.py --model runs/encoder_small --out runs/encoder_small_onnx --quantize int8
+    python category_classification/export_onnx.py --model runs/lora_minilm --out runs/lora_minilm_onnx --quantize int8 --check_data runs/mwpd6
+
+The output directory runs anywhere predict.py, evaluate.py and serve.py take --model.
+"""
+
+if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
+    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+import argparse
+import sys
+
+from category_classification.cli import UserError, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="an encoder or LoRA (merged) model directory")
+    p.add_argument("--out", required=True, help="directory for model.onnx, the tokenizer and category_model.json")
+    p.add_argument("--quantize", choices=("int8",), default=None, help="also write model.int8.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--check_data", default=None,
+                   help="a dataset directory: compare ONNX and torch predictions on --check_split")
+    p.add_argument("--check_split", default="test")
+    p.add_argument("--check_limit", type=int, default=0, help="only the first N offers of the split (0: all)")
+    p.add_argument("--batch_size", type=int, default=64)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from category_classification.onnx_export import export_onnx, parity, write_parity
+    from category_classification.predictors import load_predictor
+
+    info = export_onnx(args.model, args.out, quantize=args.quantize, opset=args.opset)
+    print(f"{args.out}: kind onnx from {info['source_kind']}, files {info['files']}")
+    if args.check_data:
+        from category_classification.data import get_split, load_dataset_dir
+
+        split = get_split(load_dataset_dir(args.check_data), args.check_split)
+        if args.check_limit:
+            split = split.select(range(min(args.check_limit, len(split))))
+        torch_pred = load_predictor(args.model, batch_size=args.batch_size)
+        onnx_preds = {p: load_predictor(args.out, batch_size=args.batch_size, precision=p) for p in info["files"]}
+        report = parity(torch_pred, onnx_preds, split["text"], split["label"])
+        report["split"] = args.check_split
+        write_parity(args.out, report)
+        print(f"parity on {args.check_split} ({report['n']} offers): torch macro-F1 {report['torch']['macro_f1']:.4f}")
+        for p in info["files"]:
+            r = report[p]
+            print(f"  {p}: agreement {r['agreement']:.4%}, macro-F1 {r['macro_f1']:.4f} "
+                  f"({r['macro_f1_delta']:+.4f}), max |logit diff| {r['max_abs_logit_diff']:.2e}")
+        if report["fp32"]["agreement"] < 0.999:
+            raise UserError(f"fp32 export agrees with torch on only {report['fp32']['agreement']:.4%} (< 99.9%)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,314 @@
+"""One predictor for every trained model directory: linear, encoder, merged LoRA model, or ONNX export.
+
+`load_predictor(model_dir)` reads category_model.json and returns a `Predictor` whose `predict_proba`
+gives class probabilities and `predict` gives label, score and top-k per text, with an optional
+"none of these" threshold. The CLI (predict.py), evaluate.py, serve.py and the benchmarks all use it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .artifacts import read_model_info
+from .cli import UserError
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class Predictor:
+    """Base class: subclasses implement `predict_proba(texts) -> (n, num_labels)` probabilities."""
+
+    kind = "base"
+    runtime = "python"
+
+    def __init__(self, model_dir, info: dict, batch_size: int = 64):
+        self.model_dir = Path(model_dir)
+        self.info = info
+        self.labels: list[str] = list(info["labels"])
+        self.batch_size = batch_size
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, texts: Sequence[str], top_k: int = 1, threshold: float | None = None) -> list[dict]:
+        """Per text: {"label", "score", "top_k": [{"label", "prob"}, ...]}; label None when score < threshold."""
+        return self.format(self.predict_proba(list(texts)), top_k=top_k, threshold=threshold)
+
+    def format(self, probs: np.ndarray, top_k: int = 1, threshold: float | None = None) -> list[dict]:
+        k = max(1, min(int(top_k), len(self.labels)))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        out = []
+        for row, idx in zip(probs, order):
+            best = float(row[idx[0]])
+            label = self.labels[idx[0]] if threshold is None or best >= threshold else None
+            out.append({"label": label, "score": best,
+                        "top_k": [{"label": self.labels[j], "prob": float(row[j])} for j in idx]})
+        return out
+
+    def describe(self) -> dict:
+        """What serve.py's GET /model and the benchmarks show about the model."""
+        return {"kind": self.kind, "runtime": self.runtime, "labels": self.labels,
+                "model_dir": str(self.model_dir), "max_length": self.info.get("max_length"),
+                "source_kind": self.info.get("source_kind")}
+
+
+class LinearPredictor(Predictor):
+    kind = "linear"
+    runtime = "numpy"
+
+    def __init__(self, model_dir, info, batch_size=64):
+        super().__init__(model_dir, info, batch_size)
+        from .linear_model import load_linear
+
+        self.model = load_linear(model_dir)
+        self.labels = list(self.model.labels)
+
+    def predict_proba(self, texts):
+        if not len(texts):
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return np.asarray(self.model.predict_proba(list(texts)), dtype=np.float32)
+
+
+class _TokenizedPredictor(Predictor):
+    """Shared by the torch and ONNX predictors: tokenize, sort by length, pad per batch, run, unsort."""
+
+    def __init__(self, model_dir, info, batch_size=64):
+        super().__init__(model_dir, info, batch_size)
+        self.max_length = int(info.get("max_length") or 128)
+        self.pad_id = 0
+
+    def _encode(self, texts):
+        # An empty text still gets one position, so every row has something to pool.
+        ids = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
+        return [s if len(s) else [self.pad_id] for s in ids]
+
+    def _pad(self, seqs):
+        longest = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), longest), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), longest), dtype=np.int64)
+        for i, s in enumerate(seqs):
+            ids[i, :len(s)] = s
+            mask[i, :len(s)] = 1
+        return ids, mask
+
+    def logits_for_batch(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def logits(self, texts) -> np.ndarray:
+        texts = list(texts)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return out
+        seqs = self._encode(texts)
+        # Longest first, so each batch pads to nearly its own length and the biggest allocation comes first.
+        order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            ids, mask = self._pad([seqs[i] for i in idx])
+            out[idx] = self.logits_for_batch(ids, mask)
+        return out
+
+    def predict_proba(self, texts):
+        return softmax(self.logits(texts))
+
+
+class TorchPredictor(_TokenizedPredictor):
+    """The encoder (kind "encoder") and merged LoRA models (kind "hf_sequence_classification") on torch."""
+
+    runtime = "torch"
+
+    def __init__(self, model_dir, info, batch_size=64, device="cpu"):
+        super().__init__(model_dir, info, batch_size)
+        import torch
+
+        from .devices import pick_device
+
+        self.torch = torch
+        self.device = pick_device(device)
+        self.kind = info["kind"]
+        if self.kind == "encoder":
+            from .encoder_io import load_encoder
+
+            self.model, self.tokenizer, full = load_encoder(model_dir, device=self.device)
+            self.info = full
+            self.pad_id = int(full.get("pad_token_id", self.model.config.pad_token_id) or 0)
+            self._hf = False
+        else:
+            from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+            path = self.model_dir / info.get("path", ".")
+            if not (path / "config.json").is_file():
+                raise UserError(f"no Hugging Face model in {path} (expected config.json)")
+            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
+            self.model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32)
+            self.model.to(self.device).eval()
+            pad = self.tokenizer.pad_token_id
+            if pad is None:
+                pad = self.model.config.pad_token_id or 0
+            self.pad_id = int(pad)
+            self._hf = True
+        self.max_length = int(self.info.get("max_length") or 128)
+
+    def logits_for_batch(self, ids, mask):
+        torch = self.torch
+        with torch.inference_mode():
+            ids_t = torch.from_numpy(ids).to(self.device)
+            mask_t = torch.from_numpy(mask).to(self.device)
+            if self._hf:
+                logits = self.model(input_ids=ids_t, attention_mask=mask_t).logits
+            else:
+                logits = self.model(ids_t, mask_t)["logits"]
+        return logits.float().cpu().numpy()
+
+    def describe(self):
+        d = super().describe()
+        d["device"] = str(self.device)
+        return d
+
+
+class OnnxPredictor(_TokenizedPredictor):
+    """An export_onnx.py directory on onnxruntime: `precision` picks model.onnx (fp32) or model.int8.onnx."""
+
+    kind = "onnx"
+    runtime = "onnxruntime"
+
+    def __init__(self, model_dir, info, batch_size=64, precision: str | None = None, threads: int | None = None):
+        super().__init__(model_dir, info, batch_size)
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        files = info.get("files", {})
+        precision = precision or info.get("default_precision", "fp32")
+        if precision not in files:
+            raise UserError(f"{model_dir} has no {precision} model (has: {', '.join(files) or 'none'})")
+        self.precision = precision
+        self.runtime = f"onnxruntime-{precision}"
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(str(self.model_dir / files[precision]), opts,
+                                            providers=["CPUExecutionProvider"])
+        self.input_names = {i.name for i in self.session.get_inputs()}
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.pad_id = int(info.get("pad_token_id", 0) or 0)
+
+    def logits_for_batch(self, ids, mask):
+        feed = {"input_ids": ids, "attention_mask": mask}
+        return self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
+
+    def describe(self):
+        d = super().describe()
+        d["precision"] = self.precision
+        return d
+
+
+def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precision: str | None = None,
+                   threads: int | None = None) -> Predictor:
+    """The right predictor for what `model_dir/category_model.json` declares.
+
+    A LoRA trainer's output directory (kind hf_sequence_classification, "path": "merged") loads its merged
+    model; `precision` ("fp32"/"int8") applies to ONNX directories only.
+    """
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise UserError(f"model directory not found: {d}")
+    info = read_model_info(d)
+    kind = info.get("kind")
+    if kind == "linear":
+        return LinearPredictor(d, info, batch_size)
+    if kind in ("encoder", "hf_sequence_classification"):
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        return TorchPredictor(d, info, batch_size, device=device)
+    if kind == "onnx":
+        return OnnxPredictor(d, info, batch_size, precision=precision, threads=threads)
+    raise UserError(f"{d}: unknown model kind {kind!r}")
+
+
+def training_figures(model_dir) -> dict:
+    """Headline figures from the trainer's metrics.json (validation/test macro-F1, accuracy, training time)."""
+    path = Path(model_dir) / "metrics.json"
+    if not path.is_file():
+        return {}
+    m = json.loads(path.read_text(encoding="utf-8"))
+    out = {k: m[k] for k in ("model", "date") if k in m}
+    for split in ("validation", "test"):
+        if isinstance(m.get(split), dict):
+            out[split] = {k: m[split][k] for k in ("macro_f1", "accuracy", "n") if k in m[split]}
+    for key in ("train_seconds", "training_seconds", "train_time_s"):
+        if key in m:
+            out["train_seconds"] = m[key]
+            break
+    return out
+
+
+def model_size_bytes(paths) -> int:
+    """Bytes on disk of the given files and folders (recursively)."""
+    total = 0
+    for p in map(Path, paths):
+        if p.is_file():
+            total += p.stat().st_size
+        elif p.is_dir():
+            for root, _, files in os.walk(p):
+                total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
+    return total
+
+
+def choose_threshold(probs: np.ndarray, y_true: Sequence[int], target_precision: float | None = None,
+                     target_coverage: float | None = None) -> dict:
+    """Pick a "none of these" threshold on held-out data (use the validation split).
+
+    With `target_precision`: the lowest threshold whose kept predictions (score >= threshold) are correct
+    at least that often, which keeps the most offers. With `target_coverage`: the threshold that keeps that
+    share of offers. Returns {"threshold", "coverage", "precision"}; precision = accuracy of the kept ones.
+    """
+    if (target_precision is None) == (target_coverage is None):
+        raise ValueError("give exactly one of target_precision or target_coverage")
+    probs = np.asarray(probs)
+    y = np.asarray(y_true)
+    score = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    order = np.argsort(-score, kind="stable")
+    s, c = score[order], correct[order]
+    kept = np.arange(1, len(s) + 1)
+    precision = np.cumsum(c) / kept
+    if target_coverage is not None:
+        n_keep = max(1, int(round(target_coverage * len(s))))
+        i = n_keep - 1
+    else:
+        ok = np.flatnonzero(precision >= target_precision)
+        if not len(ok):
+            return {"threshold": 1.0, "coverage": 0.0, "precision": float("nan")}
+        i = int(ok[-1])
+    # Ties: a threshold equal to s[i] keeps every offer scoring s[i], so report what it really keeps.
+    t = float(s[i])
+    keep = score >= t
+    return {"threshold": t, "coverage": float(keep.mean()), "precision": float(correct[keep].mean())}
+
+
+def threshold_table(probs: np.ndarray, y_true: Sequence[int],
+                    thresholds=(0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> list[dict]:
+    """Coverage and precision of the kept predictions at a few thresholds, for the docs and evaluate.py."""
+    probs = np.asarray(probs)
+    y = np.asarray(y_true)
+    score = probs.max(axis=1)
+    correct = probs.argmax(axis=1) == y
+    rows = []
+    for t in thresholds:
+        keep = score >= t
+        rows.append({"threshold": float(t), "coverage": float(keep.mean()),
+                     "precision": float(correct[keep].mean()) if keep.any() else float("nan")})
+    return rows
