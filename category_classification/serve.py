@@ -1,0 +1,257 @@
+"""HTTP service for any trained model directory: FastAPI + uvicorn, concurrent requests micro-batched.
+
+    python category_classification/serve.py --model runs/encoder_small_onnx --port 8000
+    curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"titles": ["Nike Air Max 90"], "top_k": 3}'
+
+POST /predict {"titles": [...], "top_k": k, "threshold": t?}; GET /health; GET /model. Requests that
+arrive within --max_wait_ms of each other run as one model batch of up to --max_batch titles.
+"""
+
+if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
+    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+import argparse
+import asyncio
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from category_classification.cli import UserError, run
+
+
+@dataclass
+class ServiceLimits:
+    max_items: int = 256  # titles per request
+    max_chars: int = 2000  # characters per title
+    # Checked while the body arrives, so a huge body is neither held in memory nor decoded.
+    max_body_bytes: int = 0  # 0: derived from the two above
+
+    def body_bytes(self) -> int:
+        # 12 bytes a character: the JSON escape \ud83d\ude00 of one character outside the BMP
+        return self.max_body_bytes or self.max_items * (self.max_chars * 12 + 16) + 4096
+
+
+class PredictRequest(BaseModel):
+    titles: list[str] = Field(description="offer titles (title + description works too)")
+    top_k: int = Field(1, ge=1, le=1000, description="labels with probabilities to return per title")
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="below it the label is null")
+
+
+class MicroBatcher:
+    """Collects the titles of concurrent requests into one model call of up to `max_batch` titles.
+
+    The first request of a batch waits at most `max_wait_ms` for company; the model runs on one worker
+    thread, so the event loop keeps accepting requests (which form the next batch) while it computes.
+    """
+
+    def __init__(self, predict_proba, max_batch: int = 64, max_wait_ms: float = 5.0):
+        self.predict_proba = predict_proba
+        self.max_batch = max(1, int(max_batch))
+        self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
+        self.queue: asyncio.Queue | None = None
+        self.task: asyncio.Task | None = None
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.stats = {"requests": 0, "titles": 0, "batches": 0, "max_batch_seen": 0}
+
+    async def start(self):
+        self.queue = asyncio.Queue()
+        self.task = asyncio.create_task(self._loop())
+
+    async def stop(self):
+        if self.task:
+            self.task.cancel()
+            try:
+                await self.task
+            except asyncio.CancelledError:
+                pass
+        self.executor.shutdown(wait=False)
+
+    async def submit(self, titles: list[str]) -> np.ndarray:
+        fut = asyncio.get_running_loop().create_future()
+        await self.queue.put((titles, fut))
+        return await fut
+
+    async def _loop(self):
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            n = len(batch[0][0])
+            deadline = loop.time() + self.max_wait
+            while n < self.max_batch:
+                try:
+                    item = self.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(self.queue.get(), remaining)
+                    except asyncio.TimeoutError:
+                        break
+                batch.append(item)
+                n += len(item[0])
+            texts = [t for titles, _ in batch for t in titles]
+            try:
+                probs = await loop.run_in_executor(self.executor, self.predict_proba, texts)
+            except Exception as exc:  # every waiting request gets the error (a 500), the loop goes on
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.stats["requests"] += len(batch)
+            self.stats["titles"] += len(texts)
+            self.stats["batches"] += 1
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(texts))
+            start = 0
+            for titles, fut in batch:
+                if not fut.done():
+                    fut.set_result(probs[start:start + len(titles)])
+                start += len(titles)
+
+
+class BodyLimit:
+    """ASGI middleware: a body over `max_bytes` gets 413 before it is parsed or held in memory.
+
+    Declared sizes (Content-Length) are refused at once; chunked bodies are counted as they arrive and
+    refused as soon as they pass the limit.
+    """
+
+    def __init__(self, app, max_bytes: int, hint: str = ""):
+        self.app = app
+        self.max_bytes = int(max_bytes)
+        self.hint = hint
+
+    def _error(self, size: str) -> HTTPException:
+        return HTTPException(status_code=413, detail=f"request body of {size} bytes is over the limit of "
+                                                     f"{self.max_bytes} bytes ({self.hint})")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            exc = self._error(declared.decode())
+            return await JSONResponse(status_code=413, content={"detail": exc.detail})(scope, receive, send)
+        received = 0
+
+        async def counted_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    # raised inside the endpoint's body read: FastAPI turns it into the 413 response
+                    raise self._error(f"more than {self.max_bytes}")
+            return message
+
+        await self.app(scope, counted_receive, send)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "invalid request: " + "; ".join(parts[:5]) + (" ..." if len(parts) > 5 else "")
+
+
+def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits: ServiceLimits | None = None,
+               threshold: float | None = None, model_info: dict | None = None) -> FastAPI:
+    """The FastAPI app around a loaded predictor (see predictors.load_predictor)."""
+    limits = limits or ServiceLimits()
+    batcher = MicroBatcher(predictor.predict_proba, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    started = time.time()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="offer category classifier", lifespan=lifespan)
+    app.state.batcher = batcher
+
+    app.add_middleware(BodyLimit, max_bytes=limits.body_bytes(), hint=(
+        f"at most {limits.max_items} titles of {limits.max_chars} characters"))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        return JSONResponse(status_code=422, content={"detail": _validation_message(exc)})
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "uptime_s": round(time.time() - started, 1), **batcher.stats}
+
+    @app.get("/model")
+    async def model():
+        return {**predictor.describe(), **(model_info or {}),
+                "limits": {"max_items": limits.max_items, "max_chars": limits.max_chars},
+                "batching": {"max_batch": batcher.max_batch, "max_wait_ms": batcher.max_wait * 1000},
+                "default_threshold": threshold}
+
+    @app.post("/predict")
+    async def predict(req: PredictRequest):
+        if len(req.titles) > limits.max_items:
+            return JSONResponse(status_code=413, content={
+                "detail": f"{len(req.titles)} titles in one request; the limit is {limits.max_items}"})
+        too_long = [i for i, t in enumerate(req.titles) if len(t) > limits.max_chars]
+        if too_long:
+            return JSONResponse(status_code=413, content={
+                "detail": f"title {too_long[0]} has {len(req.titles[too_long[0]])} characters; "
+                          f"the limit is {limits.max_chars} per title"})
+        if not req.titles:
+            return {"predictions": []}
+        probs = await batcher.submit(req.titles)
+        t = req.threshold if req.threshold is not None else threshold
+        return {"predictions": predictor.format(probs, top_k=req.top_k, threshold=t)}
+
+    return app
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, help="a trained model directory (holds category_model.json)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max_batch", type=int, default=64, help="titles per model call at most")
+    p.add_argument("--max_wait_ms", type=float, default=5.0, help="how long a request waits to share a batch")
+    p.add_argument("--max_items", type=int, default=256, help="titles per request at most (else 413)")
+    p.add_argument("--max_chars", type=int, default=2000, help="characters per title at most (else 413)")
+    p.add_argument("--threshold", type=float, default=None, help="default 'none of these' threshold")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="ONNX directories only")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
+    p.add_argument("--log_level", default="warning")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import uvicorn
+
+    from category_classification.predictors import load_predictor, training_figures
+
+    if args.max_batch < 1 or args.max_items < 1 or args.max_chars < 1:
+        raise UserError("--max_batch, --max_items and --max_chars must be at least 1")
+    predictor = load_predictor(args.model, device=args.device, batch_size=args.max_batch,
+                               precision=args.precision, threads=args.threads)
+    predictor.predict_proba(["warm-up title"])  # first call allocates; keep it out of the first request
+    app = create_app(predictor, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                     limits=ServiceLimits(args.max_items, args.max_chars), threshold=args.threshold,
+                     model_info={"training": training_figures(args.model)})
+    print(f"serving {args.model} ({predictor.describe()['kind']}, {predictor.runtime}) on "
+          f"http://{args.host}:{args.port}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
