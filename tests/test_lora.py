@@ -173,3 +173,28 @@ def test_v2_entry_point_has_its_defaults():
     assert (args.lora_r, args.lora_alpha, args.micro_batch, args.batch) == (32, 64, 16, 512)
     assert (args.lr_scheduler_type, args.warmup_ratio, args.max_grad_norm) == ("cosine", 0.05, 0.5)
     assert args.model == lora.DEFAULT_MODEL
+
+
+def test_latency_script_on_a_trained_model(tiny, tmp_path, capsys):
+    from category_classification import measure_lora_latency, train_qwen3_lora
+
+    out = tmp_path / "run"
+    assert run(train_qwen3_lora.main, _train_argv(tiny, out, "--epochs", "0.2")) == 0
+    capsys.readouterr()
+    report = tmp_path / "latency.json"
+    assert run(measure_lora_latency.main, ["--model", str(out), "--dataset", str(tiny["data"]), "--split", "test",
+                                           "--batch", "8", "--warmup_batches", "1", "--cpu_threads", "1",
+                                           "--json_out", str(report)]) == 0
+    figures = json.loads(report.read_text())
+    assert figures["items"] == 30 and figures["batches"] == 4 and figures["seq_len"] == 16
+    assert figures["items_per_second"] > 0
+    assert figures["batch_p50_ms"] <= figures["batch_p95_ms"] <= figures["batch_p99_ms"]
+    assert figures["item_p99_ms"] <= figures["batch_p99_ms"]
+    assert "items/s" in capsys.readouterr().out
+
+    lines = tmp_path / "offers.txt"
+    lines.write_text("brake engine\n\nnovel author\n", encoding="utf-8")
+    assert run(measure_lora_latency.main, ["--model", str(out / "merged"), "--txt", str(lines), "--batch", "1",
+                                           "--json_out", str(report)]) == 0
+    assert json.loads(report.read_text())["items"] == 2
+    assert run(measure_lora_latency.main, ["--model", str(tmp_path / "missing"), "--txt", str(lines)]) == 2

@@ -1,0 +1,85 @@
+"""Inference speed of a LoRA-trained (merged) classifier: items/s and p50/p95/p99 latency per batch and
+per item, tokenization included, on whatever device is there."""
+
+if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
+    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from category_classification.cli import UserError, require_file, run
+
+
+def read_texts(args):
+    """(texts, labels or None) from --dataset/--split or --txt (one offer per line)."""
+    if args.txt:
+        lines = require_file(args.txt, "text file").read_text(encoding="utf-8").splitlines()
+        texts = [line for line in lines if line.strip()]
+        labels = None
+    else:
+        from category_classification.data import get_split, load_dataset_dir
+
+        split = get_split(load_dataset_dir(args.dataset), args.split)
+        texts, labels = list(split["text"]), list(split["label"])
+    if args.limit:
+        texts = texts[: args.limit]
+        labels = labels[: args.limit] if labels is not None else None
+    if not texts:
+        raise UserError("no offers to classify")
+    return texts, labels
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True,
+                        help="trainer output dir, its merged/ dir, or any sequence-classification model dir")
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="dataset directory (build_lspc_dataset.py output)")
+    src.add_argument("--txt", help="a text file, one offer per line")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--limit", type=int, default=1000, help="classify at most N offers (0: all)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--seq_len", type=int, default=0, help="max tokens (0: the model's training seq_len)")
+    parser.add_argument("--warmup_batches", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--cpu_threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    parser.add_argument("--json_out", help="also write the figures to this JSON file")
+    args = parser.parse_args(argv)
+    if args.batch < 1:
+        raise UserError("--batch must be at least 1")
+
+    import torch
+
+    from category_classification.lora import latency_summary, load_for_inference, resolve_device, time_batches
+
+    if args.cpu_threads > 0:
+        torch.set_num_threads(args.cpu_threads)
+    texts, labels = read_texts(args)
+    device = resolve_device(args.device)
+    tokenizer, model, info = load_for_inference(args.model, device)
+    seq_len = args.seq_len or int(info.get("max_length", 128))
+    preds, seconds, sizes = time_batches(model, tokenizer, texts, args.batch, seq_len, device,
+                                         args.warmup_batches)
+    summary = {"model": str(args.model), "device": device.type, "dtype": str(model.dtype).replace("torch.", ""),
+               "batch": args.batch, "seq_len": seq_len, "threads": torch.get_num_threads(),
+               **latency_summary(seconds, sizes)}
+    if labels is not None:
+        summary["accuracy"] = sum(int(p == y) for p, y in zip(preds, labels)) / len(labels)
+    print(f"{summary['items']} offers in {summary['batches']} batches of {args.batch} on {device.type} "
+          f"({summary['dtype']}, seq_len {seq_len}, {summary['threads']} threads): "
+          f"{summary['items_per_second']:.1f} items/s")
+    print(f"per batch: p50 {summary['batch_p50_ms']:.1f} ms  p95 {summary['batch_p95_ms']:.1f} ms  "
+          f"p99 {summary['batch_p99_ms']:.1f} ms")
+    print(f"per item:  p50 {summary['item_p50_ms']:.2f} ms  p95 {summary['item_p95_ms']:.2f} ms  "
+          f"p99 {summary['item_p99_ms']:.2f} ms")
+    if "accuracy" in summary:
+        print(f"accuracy on these offers: {summary['accuracy']:.4f}")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
