@@ -74,9 +74,13 @@ class LinearPredictor(Predictor):
         self.labels = list(self.model.labels)
 
     def predict_proba(self, texts):
-        if not len(texts):
-            return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return np.asarray(self.model.predict_proba(list(texts)), dtype=np.float32)
+        texts = list(texts)
+        out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        # batch_size means what it means for the other kinds; moderate batches also keep the sparse
+        # matrices in cache, so they are no slower than one big call
+        for start in range(0, len(texts), self.batch_size):
+            out[start:start + self.batch_size] = self.model.predict_proba(texts[start:start + self.batch_size])
+        return out
 
 
 class _TokenizedPredictor(Predictor):
