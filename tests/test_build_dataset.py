@@ -1,0 +1,203 @@
+"""The dataset builder on small generated LSPC zips and on the bundled MWPD offers."""
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+
+from category_classification import build_lspc_dataset, build_lspc_dataset_full
+from category_classification.language import detect_languages
+from category_classification.lspc import SKIP_REASONS, load_category_map
+from category_classification.splits import TEST, TRAIN, VALIDATION, assign_splits
+from category_classification.synthetic_lspc import write_lspc_zip
+from category_classification.text import group_id, normalize_title, offer_text
+
+MWPD = Path(__file__).resolve().parents[1] / "data" / "mwpd"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lspc")
+    zip_path, map_path, truth = write_lspc_zip(root, n_offers=3000, n_members=3, n_clusters=400,
+                                               mapped_fraction=0.6, seed=3, with_bad_lines=True,
+                                               corrupt_member=True)
+    return root, zip_path, map_path, truth
+
+
+def build(corpus, out, *extra):
+    root, zip_path, map_path, _ = corpus
+    code = build_lspc_dataset.main(["--zip", str(zip_path), "--map", str(map_path), "--out", str(root / out),
+                                    "--read_workers", "2", "--quiet", *extra])
+    assert code == 0
+    return load_from_disk(str(root / out)), json.loads((root / out / "build_report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def built(corpus):
+    return build(corpus, "ds", "--full", "--add_language")
+
+
+def col(split, name):
+    return split.data.column(name).to_pylist()
+
+
+def clusters_of(split):
+    return set(split.data.column("cluster").to_pylist())
+
+
+def test_columns_and_label_names(built):
+    dsd, _ = built
+    assert set(dsd) == {"train", "validation", "test", "full"}
+    assert dsd["train"].column_names == ["text", "label", "cluster", "language"]
+    assert dsd["train"].features["label"].names == sorted(dsd["train"].features["label"].names)
+    assert dsd["train"].features["label"].names == ["Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes"]
+    assert all(isinstance(t, str) and t for t in col(dsd["test"], "text"))
+
+
+def test_no_cluster_in_two_splits(built):
+    dsd, _ = built
+    train, val, test = (clusters_of(dsd[s]) for s in ("train", "validation", "test"))
+    assert train and val and test
+    assert not (train & val) and not (train & test) and not (val & test)
+
+
+def test_full_split_holds_every_record(built):
+    dsd, report = built
+    n = sum(len(dsd[s]) for s in ("train", "validation", "test"))
+    assert len(dsd["full"]) == n == report["records_kept"]
+    parts = col(dsd["train"], "text") + col(dsd["validation"], "text") + col(dsd["test"], "text")
+    assert sorted(col(dsd["full"], "text")) == sorted(parts)
+
+
+def test_every_bad_input_kind_is_skipped_and_counted(built, corpus):
+    _, report = built
+    skipped = report["skipped_by_reason"]
+    for reason in ("empty_line", "invalid_utf8", "malformed_json", "not_an_object", "missing_cluster_id",
+                   "bad_cluster_id", "missing_title"):
+        assert skipped.get(reason) == 1, reason
+    assert set(skipped) <= set(SKIP_REASONS)
+    assert skipped["corrupt_member"] == 1
+    # the truncated member still gave the offers before the damage
+    last = report["members"][-1]
+    assert last["corrupt_member"] == 1 and last["records_kept"] > 0
+    assert report["lines_read"] == report["records_kept"] + report["records_skipped"]
+
+
+def test_stratified_by_label(built):
+    dsd, _ = built
+    full = np.bincount(col(dsd["full"], "label"), minlength=6) / len(dsd["full"])
+    test = np.bincount(col(dsd["test"], "label"), minlength=6) / len(dsd["test"])
+    assert np.abs(full - test).max() < 0.06
+    assert 0.05 < len(dsd["test"]) / len(dsd["full"]) < 0.16
+
+
+def test_deterministic_for_a_seed_and_different_for_another(corpus, built):
+    dsd, _ = built
+    again, _ = build(corpus, "again")
+    other, _ = build(corpus, "other", "--seed", "7")
+    assert col(again["test"], "text") == col(dsd["test"], "text")
+    assert col(again["train"], "cluster") == col(dsd["train"], "cluster")
+    assert clusters_of(other["test"]) != clusters_of(dsd["test"])
+
+
+def test_full_entry_point_adds_the_full_split(corpus):
+    root, zip_path, map_path, _ = corpus
+    assert build_lspc_dataset_full.main(["--zip", str(zip_path), "--map", str(map_path),
+                                         "--out", str(root / "viafull"), "--quiet", "--read_workers", "1"]) == 0
+    assert "full" in load_from_disk(str(root / "viafull"))
+
+
+def test_language_column_from_fasttext(built):
+    dsd, _ = built
+    langs = set(col(dsd["full"], "language"))
+    assert "en" in langs and all(isinstance(x, str) and x for x in langs)
+    assert detect_languages(["Chaussures de randonnée imperméables pour femme", "", "Herren Winterjacke mit Kapuze"]) \
+        == ["fr", "unknown", "de"]
+
+
+def test_bad_map_rows_are_counted(tmp_path, corpus):
+    _, _, map_path, _ = corpus
+    bad = tmp_path / "map.tsv"
+    bad.write_text("cluster_id\tcategory\n" + Path(map_path).read_text() + "notanumber\tBooks\n12\t\n1\t2\t3\n")
+    cmap = load_category_map(bad)
+    assert cmap.report["bad_map_row"] == 3 and cmap.report["header_rows"] == 1
+    assert cmap.lookup([10**15])[0] == -1
+
+
+@pytest.mark.parametrize("flag", ["--zip", "--map"])
+def test_missing_input_is_one_line_error_and_exit_2(corpus, tmp_path, flag, capsys):
+    root, zip_path, map_path, _ = corpus
+    args = {"--zip": str(zip_path), "--map": str(map_path)}
+    args[flag] = str(tmp_path / "missing")
+    code = build_lspc_dataset.run(build_lspc_dataset.main,
+                                  ["--zip", args["--zip"], "--map", args["--map"], "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and "missing" in err and "Traceback" not in err
+
+
+def test_mwpd_missing_file_exit_2(tmp_path, capsys):
+    code = build_lspc_dataset.run(build_lspc_dataset.main, ["--mwpd", str(tmp_path / "x.json"), "--out", str(tmp_path)])
+    assert code == 2 and "MWPD file not found" in capsys.readouterr().err
+
+
+def test_mwpd_with_official_test_file(tmp_path):
+    """--mwpd_test: the file is the whole test split; its titles never reach train/validation."""
+    out = tmp_path / "mwpd"
+    assert build_lspc_dataset.main(["--mwpd", str(MWPD / "train.json.gz"), "--mwpd_test",
+                                    str(MWPD / "validation.json.gz"), "--out", str(out), "--quiet"]) == 0
+    dsd = load_from_disk(str(out))
+    report = json.loads((out / "build_report.json").read_text())
+    assert len(dsd["test"]) == 1662  # every 6-class offer of validation.json.gz (data/mwpd/README.md)
+    assert dsd["train"].features["label"].names == ["Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes"]
+    test_groups = clusters_of(dsd["test"])
+    assert not (clusters_of(dsd["train"]) & test_groups) and not (clusters_of(dsd["validation"]) & test_groups)
+    dropped = report["skipped_by_reason"].get("duplicate_of_test", 0)
+    assert dropped > 0
+    assert len(dsd["train"]) + len(dsd["validation"]) + dropped == 5523
+    assert report["skipped_by_reason"]["outside_label_set"] == (10012 - 5523) + (3000 - 1662)
+
+
+def test_mwpd_gs1_level1_and_bad_lines(tmp_path):
+    lines = [json.dumps({"Name": f"Item {i} cotton shirt", "Description": "d" * 500,
+                         "lvl1": ["67000000_Clothing", "77000000_Automotive", "10000000_Pet Care"][i % 3]})
+             for i in range(60)]
+    lines += ["{broken", json.dumps({"Name": "", "lvl1": "67000000_Clothing"}), "\xff"]
+    src = tmp_path / "offers.json.gz"
+    with gzip.open(src, "wb") as fh:
+        fh.write("\n".join(lines).encode("utf-8", "surrogateescape"))
+    out = tmp_path / "lvl1"
+    assert build_lspc_dataset.main(["--mwpd", str(src), "--label_level", "lvl1", "--out", str(out), "--quiet",
+                                    "--max_description_chars", "50"]) == 0
+    dsd = load_from_disk(str(out))
+    assert dsd["train"].features["label"].names == ["Automotive", "Clothing", "Pet Care"]
+    assert max(len(t) for t in col(dsd["train"], "text")) <= len("Item 00 cotton shirt") + 1 + 50
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["records_kept"] == 60
+    assert report["skipped_by_reason"]["malformed_json"] == 2 and report["skipped_by_reason"]["missing_title"] == 1
+
+
+def test_assign_splits_keeps_groups_together_and_honours_forced_test():
+    rng = np.random.default_rng(0)
+    groups = rng.integers(0, 500, size=5000)
+    labels = groups % 4
+    forced = groups < 20
+    codes = assign_splits(groups, labels, 0.1, 0.0, seed=1, forced_test=forced)
+    for g in np.unique(groups):
+        assert len(set(codes[groups == g])) == 1
+    assert (codes[forced] == TEST).all() and not (codes[~forced] == TEST).any()
+    free = ~forced
+    assert 0.05 < (codes[free] == VALIDATION).mean() < 0.15
+    plain = assign_splits(groups, labels, 0.05, 0.1, seed=1)
+    assert set(np.unique(plain)) == {TRAIN, VALIDATION, TEST}
+    assert (plain == assign_splits(groups, labels, 0.05, 0.1, seed=1)).all()
+
+
+def test_text_rules():
+    assert offer_text("  Red   Shoe ", "x" * 400, 300) == "Red Shoe " + "x" * 300
+    assert offer_text("Red Shoe", None, 300) == "Red Shoe"
+    assert offer_text("Red Shoe", "long " * 200, 0).count("long") == 200
+    assert normalize_title("Nike AIR-Max, 90!") == normalize_title("nike air max 90")
+    assert group_id("abc") == group_id("abc") != group_id("abd")
