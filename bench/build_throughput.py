@@ -1,0 +1,97 @@
+"""Builder throughput and peak memory on a generated LSPC-format zip.
+
+  python bench/build_throughput.py --offers 2000000 --members 8 --read_workers 2
+
+Generates the zip once (kept in --work), runs build_lspc_dataset.py as a subprocess and samples the RSS
+of its whole process tree (main + read workers) every 50 ms. Prints offers/s and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def tree_rss(root_pid: int) -> int:
+    """Sum of VmRSS (bytes) of root_pid and all its descendants."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as fh:
+                rss[int(entry)] = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--offers", type=int, default=2_000_000)
+    p.add_argument("--members", type=int, default=8)
+    p.add_argument("--mapped_fraction", type=float, default=0.1,
+                   help="share of clusters in the map (LSPC: about 10M of 98M offers are mapped)")
+    p.add_argument("--read_workers", type=int, default=2)
+    p.add_argument("--add_language", action="store_true")
+    p.add_argument("--work", default="/tmp/lspc_bench")
+    args = p.parse_args()
+
+    from category_classification.synthetic_lspc import write_lspc_zip
+
+    work = Path(args.work)
+    tag = f"{args.offers}-{args.members}-{args.mapped_fraction}"
+    zip_dir = work / tag
+    if not (zip_dir / "lspcV2020.zip").exists():
+        t = time.perf_counter()
+        write_lspc_zip(zip_dir, n_offers=args.offers, n_members=args.members, n_clusters=args.offers // 5,
+                       mapped_fraction=args.mapped_fraction, seed=1)
+        print(f"generated {args.offers:,} offers in {time.perf_counter() - t:.0f} s", flush=True)
+    zip_path = zip_dir / "lspcV2020.zip"
+    size = zip_path.stat().st_size
+
+    cmd = [sys.executable, str(REPO / "category_classification" / "build_lspc_dataset.py"),
+           "--zip", str(zip_path), "--map", str(zip_dir / "PDC2020_map.tsv"), "--out", str(work / "out"),
+           "--read_workers", str(args.read_workers), "--quiet"]
+    if args.add_language:
+        cmd.append("--add_language")
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    while proc.poll() is None:
+        peak = max(peak, tree_rss(proc.pid))
+        time.sleep(0.05)
+    seconds = time.perf_counter() - t
+    output = proc.stdout.read()
+    if proc.returncode:
+        print(output)
+        raise SystemExit(f"builder failed with exit code {proc.returncode}")
+    report = json.loads((work / "out" / "build_report.json").read_text())
+    lines = report["lines_read"]
+    print(f"zip: {args.offers:,} offers in {args.members} members, {size / 2**20:.0f} MiB; "
+          f"mapped offers kept: {report['records_kept']:,}")
+    print(f"read_workers={args.read_workers} cpus={os.cpu_count()} add_language={args.add_language}")
+    print(f"wall {seconds:.1f} s (builder's own clock {report['seconds']:.1f} s)")
+    print(f"throughput: {lines / seconds:,.0f} offers/s")
+    print(f"peak RSS (builder + workers): {peak / 2**30:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
