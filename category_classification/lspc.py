@@ -162,20 +162,29 @@ def iter_member_lines(zip_path, member: str, counts: Counter):
         counts["corrupt_member"] += 1
 
 
-def parse_offer(raw: bytes, counts: Counter):
-    """(cluster_id, title, description) of one line, or None with the reason counted."""
+def parse_json_object(raw: bytes, counts: Counter) -> dict | None:
+    """One JSON-lines line as a dict, or None with the reason counted (shared with the MWPD reader)."""
+    if not raw.strip():
+        counts["empty_line"] += 1
+        return None
     try:
-        line = raw.decode("utf-8")
+        obj = _loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         counts["invalid_utf8"] += 1
         return None
-    try:
-        obj = _loads(line)
     except ValueError:
         counts["malformed_json"] += 1
         return None
     if not isinstance(obj, dict):
         counts["not_an_object"] += 1
+        return None
+    return obj
+
+
+def parse_offer(raw: bytes, counts: Counter):
+    """(cluster_id, title, description) of one line, or None with the reason counted."""
+    obj = parse_json_object(raw, counts)
+    if obj is None:
         return None
     if obj.get("cluster_id") is None:
         counts["missing_cluster_id"] += 1
@@ -261,19 +270,8 @@ def iter_offers(zip_path, limit: int | None = None, counts: Counter | None = Non
     for member in members or list_members(zip_path):
         for raw in iter_member_lines(zip_path, member, counts):
             counts["lines_read"] += 1
-            if not raw.strip():
-                counts["empty_line"] += 1
-                continue
-            try:
-                obj = _loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                counts["invalid_utf8"] += 1
-                continue
-            except ValueError:
-                counts["malformed_json"] += 1
-                continue
-            if not isinstance(obj, dict):
-                counts["not_an_object"] += 1
+            obj = parse_json_object(raw, counts)
+            if obj is None:
                 continue
             yield obj
             n += 1

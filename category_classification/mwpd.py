@@ -11,6 +11,7 @@ import json
 from collections import Counter
 
 from .cli import UserError, require_file
+from .lspc import parse_json_object
 from .text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, normalize_title, offer_text
 
 LABEL_LEVELS = ("six", "lvl1", "lvl2", "lvl3")
@@ -72,19 +73,8 @@ def read_mwpd(path, level: str = "six", counts: Counter | None = None,
             pass  # fall back to line by line, so the bad lines are counted
     for raw in lines:
         counts["lines_read"] += 1
-        if not raw.strip():
-            counts["empty_line"] += 1
-            continue
-        try:
-            offer = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            counts["invalid_utf8"] += 1
-            continue
-        except ValueError:
-            counts["malformed_json"] += 1
-            continue
-        if not isinstance(offer, dict):
-            counts["not_an_object"] += 1
+        offer = parse_json_object(raw, counts)
+        if offer is None:
             continue
         title = clean(offer.get("Name") or offer.get("name") or offer.get("title"))
         if not title:
