@@ -201,6 +201,9 @@ class OnnxPredictor(_TokenizedPredictor):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = int(threads)
+        # Worker threads sleep between calls instead of spinning: on a small or shared CPU spinning threads
+        # take the cores the other thread needs (2 threads: 11.5 -> 6.3 ms p50 at batch 1 under load).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.model_dir / files[precision]), opts,
                                             providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
