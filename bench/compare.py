@@ -244,8 +244,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
         "",
         f"Written by `bench/compare.py` on {meta['date']}: {meta['n']} offers of the `{meta['split']}` split of "
         f"`{meta['data']}`; {meta['cpu']} ({meta['cpus']} CPUs), {meta['threads_note']}; load average "
-        f"{meta['load_start']:.2f} at the start and {meta['load_end']:.2f} at the end (other jobs shared the CPU "
-        f"when it is above 0: then the speed figures are pessimistic).",
+        f"{meta['load_start']:.2f} at the start and {meta['load_end']:.2f} at the end (above 1, other jobs shared "
+        f"the CPU with the measurement, and the speed figures are pessimistic).",
         "",
         "Batch 64: as predict.py runs (chunks of 1,024 offers sorted by length, batches of 64); arrival: "
         "batches of 64 consecutive offers, each padded to its own longest, as the service's micro-batches come; "
@@ -407,7 +407,8 @@ def main(argv=None) -> int:
     md_path, plot_path = Path(args.md), Path(args.plot)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "split": args.split, "data": args.data,
             "n": rows[0]["n"] if rows else 0, "cpu": cpu_name(), "cpus": os.cpu_count(),
-            "threads_note": f"{args.threads} torch/onnxruntime threads" if args.threads else "library thread defaults",
+            "threads_note": (f"{args.threads} torch/onnxruntime thread{'s' if args.threads > 1 else ''}"
+                             if args.threads else "library thread defaults"),
             "names_chars": f"{rows[0]['names_mean_chars']:.0f}" if rows and rows[0].get("names_mean_chars") else "n/a",
             "text_chars": f"{rows[0]['mean_chars']:.0f}" if rows else "n/a",
             "load_start": load_start, "load_end": os.getloadavg()[0], "targets": check_targets(rows),
