@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -47,26 +48,32 @@ def char_ngrams(texts: Sequence[str], lo: int, hi: int, bits: int) -> tuple[np.n
     # Like scikit-learn's char_wb: an n-gram may start or end on a space but never span two words.
     spaces = np.concatenate(([0], np.cumsum(codes == 32)))
     rows, cols = [], []
-    for n in range(lo, hi + 1):
-        m = len(codes) - n + 1
-        if m <= 0:
-            break
-        h = np.full(m, n, dtype=np.uint64)  # seeding with n keeps "ab" and " ab" hashes apart
-        for k in range(n):
-            h = h * _BASE + codes[k:k + m]
-        ok = room[:m] >= n
-        if n > 2:
-            ok &= spaces[n - 1:n - 1 + m] == spaces[1:1 + m]
-        rows.append(doc_of[:m][ok])
-        cols.append(_bucket(h[ok], bits))
+    # One rolling pass: g holds the unseeded hash of the n-gram starting at each position; the seed n of
+    # an n-gram hash is added as n * BASE**n, which is what seeding the loop with n gives.
+    g = np.zeros(len(codes), dtype=np.uint64)
+    with np.errstate(over="ignore"):  # the hashes wrap around 2**64 on purpose
+        for n in range(1, hi + 1):
+            m = len(codes) - n + 1
+            if m <= 0:
+                break
+            g = g[:m] * _BASE + codes[n - 1:n - 1 + m]
+            if n < lo:
+                continue
+            h = g + np.uint64(n) * (_BASE ** np.uint64(n))
+            ok = room[:m] >= n
+            if n > 2:
+                ok &= spaces[n - 1:n - 1 + m] == spaces[1:1 + m]
+            rows.append(doc_of[:m][ok])
+            cols.append(_bucket(h[ok], bits))
     return _cat(rows), _cat(cols)
 
 
 def word_ngrams(texts: Sequence[str], lo: int, hi: int, bits: int) -> tuple[np.ndarray, np.ndarray]:
     """(document, bucket) of every hashed word n-gram (lo..hi) of lower-cased texts."""
     tokens = [_WORD.findall(t.lower()) for t in texts]
-    lengths = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(tokens))
-    h1 = np.fromiter((zlib.crc32(w.encode("utf-8")) for ts in tokens for w in ts), dtype=np.uint64,
+    lengths = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    # map over builtins: no Python frame per word (about 3x faster than a generator expression)
+    h1 = np.fromiter(map(zlib.crc32, map(str.encode, chain.from_iterable(tokens))), dtype=np.uint64,
                      count=int(lengths.sum()))
     doc_of = np.repeat(np.arange(len(tokens)), lengths)
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
@@ -98,16 +105,23 @@ class HashedTfidf:
 
     def counts(self, texts: Sequence[str]) -> sp.csr_matrix:
         """n-gram counts: word buckets in the first 2**bits columns, characters in the next."""
+        rows, cols, counts = self._count_entries(texts)
+        return self._csr(rows, cols, counts.astype(np.float32), len(texts))
+
+    def _count_entries(self, texts):
+        """Sorted unique (row, column) pairs and their counts; one np.unique instead of a COO->CSR sort."""
         s = self.spec
         texts = [t if isinstance(t, str) else "" for t in texts]
         wr, wc = word_ngrams(texts, *s.word_ngrams, s.bits)
         cr, cc = char_ngrams(texts, *s.char_ngrams, s.bits)
-        rows = np.concatenate([wr, cr])
-        cols = np.concatenate([wc, cc + (1 << s.bits)])
-        x = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                          shape=(len(texts), 2 << s.bits))
-        x.sum_duplicates()
-        return x
+        width = 2 << s.bits
+        key = np.concatenate([wr * width + wc, cr * width + cc + (1 << s.bits)])
+        key, counts = np.unique(key, return_counts=True)
+        return key // width, key % width, counts
+
+    def _csr(self, rows, cols, data, n_rows) -> sp.csr_matrix:
+        indptr = np.searchsorted(rows, np.arange(n_rows + 1))
+        return sp.csr_matrix((data, cols, indptr), shape=(n_rows, 2 << self.spec.bits))
 
     def fit(self, texts: Sequence[str]) -> "HashedTfidf":
         x = self.counts(texts)
@@ -119,16 +133,16 @@ class HashedTfidf:
         return self
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
-        x = self.counts(texts)
-        x.data = (1 + np.log(x.data)) * self.idf[x.indices]
-        x.eliminate_zeros()
+        rows, cols, counts = self._count_entries(texts)
+        data = ((1 + np.log(counts)) * self.idf[cols]).astype(np.float32)
+        keep = data != 0
+        rows, cols, data = rows[keep], cols[keep], data[keep]
         # L2-normalise each block of a row on its own, as a FeatureUnion of two TF-IDFs would
-        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
-        key = 2 * rows + (x.indices >> self.spec.bits)
-        norms = np.sqrt(np.bincount(key, weights=x.data.astype(np.float64) ** 2, minlength=2 * x.shape[0]))
+        key = 2 * rows + (cols >> self.spec.bits)
+        norms = np.sqrt(np.bincount(key, weights=data.astype(np.float64) ** 2, minlength=2 * len(texts)))
         norms[norms == 0] = 1
-        x.data /= norms[key].astype(np.float32)
-        return x
+        data /= norms[key].astype(np.float32)
+        return self._csr(rows, cols, data, len(texts))
 
     def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         return self.fit(texts).transform(texts)
