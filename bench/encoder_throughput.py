@@ -108,7 +108,7 @@ def bench_model(preset, texts, steps, threads):
             model(x, m)
             m_n += len(b)
     infer_s = time.perf_counter() - t1
-    return {"preset": preset, "parameters": model.num_parameters(), "vocab": len(tok), "seq_len": a.seq_len,
+    return {"preset": preset, "parameters": model.parameter_counts(), "vocab": len(tok), "seq_len": a.seq_len,
             "batch_size": bs, "threads": torch.get_num_threads(),
             "train_titles_per_s": round(n / train_s, 1), "train_tokens_per_s": round(tokens / train_s),
             "infer_titles_per_s": round(m_n / infer_s, 1),

@@ -50,6 +50,7 @@ class LoraTrainConfig:
     eval_steps: int = 0  # 0 = evaluate once per epoch
     balance_to_min_class: bool = False
     max_samples_per_class: int = 0
+    class_weighting: str = "none"  # "sqrt" or "balanced": weight the loss by (the root of) inverse class frequency
     group_by_length: bool = True  # batches of similar length: less padding, same examples per epoch
     device: str = "auto"
     cpu_threads: int = 0  # torch threads on CPU; 0 = torch's default (one per core)
@@ -102,6 +103,8 @@ def add_train_args(parser, defaults: LoraTrainConfig | None = None) -> None:
                    help="downsample every class in train to the size of the smallest")
     p.add_argument("--max_samples_per_class", type=int, default=d.max_samples_per_class,
                    help="cap every class in train at N offers (0: no cap)")
+    p.add_argument("--class_weighting", choices=("none", "sqrt", "balanced"), default=d.class_weighting,
+                   help="weight the loss by inverse class frequency (balanced) or its square root (sqrt)")
     p.add_argument("--no_group_by_length", dest="group_by_length", action="store_false",
                    help="random batches instead of batches of similar length")
     p.add_argument("--device", default=d.device, help="auto, cuda, mps or cpu")
@@ -397,6 +400,29 @@ def _macro_f1_metric(labels):
     return metric
 
 
+def weighted_loss(class_weights, train_labels):
+    """compute_loss_func for the Trainer: class-weighted cross-entropy.
+
+    The weights are rescaled so that their mean over the training offers is 1, and the summed loss is divided
+    by the number of labels in the whole accumulated (and, under DDP, all-process) batch, which is how the
+    Trainer expects a custom loss to be normalised; the loss scale then matches the unweighted one.
+    """
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    w = np.asarray(class_weights, dtype=float)
+    w = w / w[np.asarray(train_labels, dtype=np.int64)].mean()
+    weight = torch.tensor(w, dtype=torch.float32)
+
+    def loss(outputs, labels, num_items_in_batch=None):
+        logits = (outputs["logits"] if isinstance(outputs, dict) else outputs[0]).float()
+        total = F.cross_entropy(logits, labels, weight=weight.to(logits.device), reduction="sum")
+        return total / (num_items_in_batch if num_items_in_batch is not None else labels.numel())
+
+    return loss
+
+
 def _trainer_class():
     """Trainer whose evaluation keeps the dataset order.
 
@@ -483,6 +509,7 @@ def train(cfg: LoraTrainConfig, eval_args=None, log=print) -> dict:
     from . import artifacts, evaluation
     from .data import get_split, label_names, load_dataset_dir
     from .devices import seed_everything
+    from .training import class_weights
 
     device = resolve_device(cfg.device)
     if cfg.cpu_threads > 0:
@@ -524,10 +551,14 @@ def train(cfg: LoraTrainConfig, eval_args=None, log=print) -> dict:
             f"{len(train_split)} train / {len(val_split)} validation / {len(test_split)} test offers")
     callbacks = ([EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience)]
                  if cfg.early_stopping_patience > 0 else [])
+    weights = class_weights(train_split["label"], len(labels), cfg.class_weighting)
+    if weights is not None and is_main_process():
+        log("class weights: " + ", ".join(f"{name} {w:.2f}" for name, w in zip(labels, weights)))
     trainer = _trainer_class()(model=model, args=args, train_dataset=tokenized["train"],
-                      eval_dataset=tokenized["validation"], processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=_macro_f1_metric(labels),
-                      callbacks=callbacks)
+                               eval_dataset=tokenized["validation"], processing_class=tokenizer,
+                               data_collator=DataCollatorWithPadding(tokenizer),
+                               compute_metrics=_macro_f1_metric(labels), callbacks=callbacks,
+                               compute_loss_func=weighted_loss(weights, train_split["label"]) if weights else None)
     t0 = time.perf_counter()
     trainer.train()
     train_seconds = time.perf_counter() - t0

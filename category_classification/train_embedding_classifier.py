@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--label_smoothing", type=float, default=0.0)
     t.add_argument("--focal_gamma", type=float, default=0.0, help="> 0 switches to focal loss")
     t.add_argument("--focal_alpha", type=float, default=None)
+    t.add_argument("--token_dropout", type=float, default=0.0,
+                   help="remove each training token with this probability (word dropout; a regulariser)")
     t.add_argument("--class_weighting", choices=["none", "balanced", "sqrt"], default="none",
                    help="weight the loss by inverse class frequency (or its square root)")
     t.add_argument("--seed", type=int, default=42)
@@ -97,18 +99,6 @@ def parse_args(argv=None, defaults: dict | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def class_weights(labels, num_labels: int, mode: str):
-    import numpy as np
-
-    if mode == "none":
-        return None
-    counts = np.bincount(np.asarray(labels), minlength=num_labels).astype(float)
-    w = counts.sum() / (num_labels * np.maximum(counts, 1.0))
-    if mode == "sqrt":
-        w = np.sqrt(w)
-    return [float(x) for x in w / w.mean()]
-
-
 def memory_line(device) -> str:
     import resource
 
@@ -131,9 +121,9 @@ def main(argv=None, defaults: dict | None = None):
     from category_classification.encoder_io import load_encoder, logits_for_ids, save_encoder
     from category_classification.tokenization import resolve_tokenizer
     from category_classification.training import (LengthBucketBatchSampler, barrier, capture_rng_state,
-                                                   cleanup_distributed, gather_to_main, latest_checkpoint,
-                                                   load_checkpoint, lr_at, pad_batch, restore_rng_state,
-                                                   save_checkpoint, setup_distributed)
+                                                   class_weights, cleanup_distributed, drop_tokens, gather_to_main,
+                                                   latest_checkpoint, load_checkpoint, lr_at, pad_batch,
+                                                   restore_rng_state, save_checkpoint, setup_distributed)
 
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
@@ -244,7 +234,8 @@ def main(argv=None, defaults: dict | None = None):
         ep_t0, ep_loss, ep_batches, ep_tokens = time.perf_counter(), 0.0, 0, 0
         batches = list(iter(sampler))[:batches_per_epoch]
         for bi, batch in enumerate(batches):
-            input_ids, mask = pad_batch([train_ids[i] for i in batch], config.pad_token_id)
+            input_ids, mask = pad_batch(drop_tokens([train_ids[i] for i in batch], args.token_dropout),
+                                        config.pad_token_id)
             y = torch.tensor([train_labels[i] for i in batch], device=device)
             input_ids, mask = input_ids.to(device), mask.to(device)
             last_of_step = (bi + 1) % args.grad_accum == 0 or bi + 1 == len(batches)

@@ -88,6 +88,36 @@ def pad_batch(sequences, pad_id: int):
     return ids, mask
 
 
+def class_weights(labels, num_labels: int, mode: str) -> list[float] | None:
+    """Loss weights per class from the training labels: "balanced" (inverse frequency), "sqrt" (its square
+    root, milder) or "none"; scaled to mean 1 over the classes."""
+    if mode == "none":
+        return None
+    if mode not in ("balanced", "sqrt"):
+        raise ValueError(f"class weighting must be none, balanced or sqrt, got {mode!r}")
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_labels).astype(float)
+    w = counts.sum() / (num_labels * np.maximum(counts, 1.0))
+    if mode == "sqrt":
+        w = np.sqrt(w)
+    return [float(x) for x in w / w.mean()]
+
+
+def drop_tokens(sequences, p: float):
+    """Word dropout for training: each token is removed with probability p, at least one is kept.
+
+    Draws from the global torch generator, so a resumed run (its RNG state restored) drops the same tokens.
+    """
+    if p <= 0:
+        return sequences
+    out = []
+    for s in sequences:
+        keep = torch.rand(len(s)) >= p
+        if not keep.any():
+            keep[torch.randint(len(s), (1,))] = True
+        out.append([t for t, k in zip(s, keep.tolist()) if k])
+    return out
+
+
 def capture_rng_state() -> dict:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():

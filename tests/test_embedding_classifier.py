@@ -7,7 +7,7 @@ import torch
 
 from category_classification.embedding_classifier import (EmbeddingClassifier, EmbeddingClassifierConfig,
                                                            SelfAttention, apply_rope, rope_cos_sin)
-from category_classification.training import LengthBucketBatchSampler, lr_at, pad_batch
+from category_classification.training import LengthBucketBatchSampler, drop_tokens, lr_at, pad_batch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -187,3 +187,15 @@ def test_length_bucket_sampler_covers_and_splits_across_ranks():
     b0, b1 = list(r0), list(r1)
     assert len(b0) == len(b1) == len(r0)
     assert not set(i for b in b0 for i in b) & set(i for b in b1 for i in b)
+
+
+def test_token_dropout_keeps_order_and_at_least_one_token():
+    seqs = [list(range(10, 40)), [7], [1, 2]]
+    assert drop_tokens(seqs, 0.0) is seqs
+    torch.manual_seed(0)
+    a = drop_tokens(seqs, 0.5)
+    torch.manual_seed(0)
+    assert drop_tokens(seqs, 0.5) == a  # the global generator decides, so a restored RNG state repeats it
+    assert all(len(s) >= 1 for s in a) and 5 < len(a[0]) < 25
+    assert a[0] == sorted(a[0]) and set(a[0]) <= set(seqs[0])
+    assert drop_tokens([[3, 4]], 0.999999) in ([[3]], [[4]])

@@ -179,8 +179,9 @@ def test_latency_script_on_a_trained_model(tiny, tmp_path, capsys):
     from category_classification import measure_lora_latency, train_qwen3_lora
 
     out = tmp_path / "run"
-    assert run(train_qwen3_lora.main, _train_argv(tiny, out, "--epochs", "0.2")) == 0
-    capsys.readouterr()
+    assert run(train_qwen3_lora.main, _train_argv(tiny, out, "--epochs", "0.2", "--class_weighting", "sqrt")) == 0
+    assert "class weights: Automotive 1.00" in capsys.readouterr().out  # balanced toy data: equal weights
+    assert json.loads((out / lora.CONFIG_FILE).read_text())["class_weighting"] == "sqrt"
     report = tmp_path / "latency.json"
     assert run(measure_lora_latency.main, ["--model", str(out), "--dataset", str(tiny["data"]), "--split", "test",
                                            "--batch", "8", "--warmup_batches", "1", "--cpu_threads", "1",
@@ -198,3 +199,27 @@ def test_latency_script_on_a_trained_model(tiny, tmp_path, capsys):
                                            "--json_out", str(report)]) == 0
     assert json.loads(report.read_text())["items"] == 2
     assert run(measure_lora_latency.main, ["--model", str(tmp_path / "missing"), "--txt", str(lines)]) == 2
+
+
+def test_weighted_loss_scales_like_the_trainer_expects():
+    import torch.nn.functional as F
+
+    from category_classification.training import class_weights
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 0, 1, 2])
+    plain = F.cross_entropy(logits, labels)
+    same = lora.weighted_loss([2.0, 2.0, 2.0], labels.tolist())  # uniform weights: the plain mean
+    torch.testing.assert_close(same({"logits": logits}, labels), plain)
+    # two accumulated micro-batches: each divides by the labels of both, so their sum is the full mean
+    torch.testing.assert_close(same({"logits": logits}, labels, num_items_in_batch=12), plain / 2)
+
+    w = class_weights(labels.tolist(), 3, "balanced")  # counts 4, 1, 1
+    assert w[1] == w[2] == pytest.approx(4 * w[0])
+    root = class_weights(labels.tolist(), 3, "sqrt")
+    assert root[1] == pytest.approx(2 * root[0])
+    assert class_weights(labels.tolist(), 3, "none") is None
+    weighted = lora.weighted_loss(w, labels.tolist())({"logits": logits}, labels)
+    per = F.cross_entropy(logits, labels, reduction="none")
+    ex_w = torch.tensor([1.0, 1, 1, 1, 4, 4]) / 2.0  # mean over the training offers is 1
+    torch.testing.assert_close(weighted, (ex_w * per).mean())

@@ -101,8 +101,9 @@ def test_resume_after_epoch_one_gives_the_same_weights(data_dir, tmp_path):
     import torch
 
     straight = tmp_path / "straight"
+    # Dropout, drop-path and token dropout all draw random numbers: resume must restore the generators.
     args = ["--data", str(data_dir), "--epochs", "2", "--keep_checkpoints", "0", "--dropout", "0.2",
-            "--max_drop_path", "0.2", *TINY]
+            "--max_drop_path", "0.2", "--token_dropout", "0.1", *TINY]
     assert run(trainer.main, [*args, "--out", str(straight)]) == 0
     # A run killed after epoch 1 and resumed from that checkpoint, in a fresh process state.
     torch.manual_seed(12345)
