@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     for name, d in models.items():
         print(f"{name}: {d / 'results_category.txt'} and {d / 'confusion_matrix.png'}")
 
-    _step(f"classify example titles (label '-' when the top probability is under {args.threshold})")
+    _step(f"classify example titles (label '-' when the top probability is under {args.threshold}: "
+          "none of the trained classes, or unsure)")
     from category_classification.predictors import load_predictor
 
     for name, d in models.items():
@@ -98,7 +99,8 @@ def main(argv=None) -> int:
         for title, r in zip(EXAMPLES, predictor.predict(EXAMPLES, top_k=2, threshold=args.threshold)):
             second = r["top_k"][1] if len(r["top_k"]) > 1 else None
             alt = f"  (then {second['label']} {second['prob']:.2f})" if second else ""
-            print(f"  {r['label'] or '-':<11} {r['score']:.2f}  {title}{alt}")
+            shown = r["label"] or f"-({r['top_k'][0]['label']})"  # below the threshold: top guess in brackets
+            print(f"  {shown:<13} {r['score']:.2f}  {title}{alt}")
     print(f"\ndone in {sum(timings.values()):.0f}s; outputs under {runs}/")
     return 0
 
