@@ -53,6 +53,8 @@ def build_parser():
 
 def _mwpd_shards(args, label_names_out: list, tmp: Path):
     """Read the MWPD files into shards (test file first, so its titles can be kept out of train/val)."""
+    import numpy as np
+
     from category_classification.mwpd import read_mwpd
 
     files = [(f, False) for f in args.mwpd]
@@ -82,8 +84,6 @@ def _mwpd_shards(args, label_names_out: list, tmp: Path):
     label_names_out.extend(names)
     index = {n: i for i, n in enumerate(names)}
     shards = []
-    import numpy as np
-
     for i, ((path, is_test, kept), counts) in enumerate(zip(rows, counts_per_file)):
         writer = ShardWriter(tmp / f"mwpd-{i}.arrow", names)
         writer.add([t for t, _, _ in kept], np.array([index[l] for _, l, _ in kept], dtype=np.int64),

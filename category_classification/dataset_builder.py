@@ -7,6 +7,7 @@ batch. The corpus is never a Python list; peak memory is a few arrays of one int
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import shutil
@@ -125,18 +126,17 @@ def lspc_shards(zip_path, cmap, members, tmp_dir, config: BuildConfig, progress=
     results = {}
     if config.read_workers <= 1:
         _init_worker(*init)
-        for task in tasks:
-            i, shard = _member_to_shard(task)
+        pool = contextlib.nullcontext()
+        done = map(_member_to_shard, tasks)
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        pool = ctx.Pool(config.read_workers, initializer=_init_worker, initargs=init)
+        done = pool.imap_unordered(_member_to_shard, tasks)
+    with pool:
+        for i, shard in done:
             results[i] = shard
             bar.update(1)
             bar.set_postfix(kept=sum(s.rows for s in results.values()))
-    else:
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-        with ctx.Pool(config.read_workers, initializer=_init_worker, initargs=init) as pool:
-            for i, shard in pool.imap_unordered(_member_to_shard, tasks):
-                results[i] = shard
-                bar.update(1)
-                bar.set_postfix(kept=sum(s.rows for s in results.values()))
     bar.close()
     return [results[i] for i in sorted(results)]  # member order, whatever order they finished in
 
