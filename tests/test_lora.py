@@ -93,6 +93,27 @@ def test_target_modules_follow_the_architecture(tiny):
     assert any("layer.1.output.dense.lora_A" in n for n in names)
 
 
+def test_lora_layers_limits_adapters_to_the_top_blocks(tiny):
+    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification
+
+    bert = BertForSequenceClassification(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=3,
+                                                    num_attention_heads=2, intermediate_size=32, num_labels=3))
+    peft_bert = lora.add_lora(bert, lora.LoraTrainConfig(lora_r=2, lora_alpha=4, lora_layers=1))
+    with_lora = {n.split(".layer.")[1].split(".")[0] for n, _ in peft_bert.named_modules()
+                 if "lora_A" in n and ".layer." in n}
+    assert with_lora == {"2"}
+    # nothing below the top block needs a gradient, so the backward pass stops there
+    trainable = [n for n, p in peft_bert.named_parameters() if p.requires_grad]
+    assert trainable and not any(".layer.0." in n or ".layer.1." in n or "embeddings" in n for n in trainable)
+
+    qwen = AutoModelForSequenceClassification.from_pretrained(str(tiny["model"]), num_labels=3)
+    peft_qwen = lora.add_lora(qwen, lora.LoraTrainConfig(lora_r=2, lora_alpha=4, lora_layers=1))
+    layers = {n.split(".layers.")[1].split(".")[0] for n, _ in peft_qwen.named_modules()
+              if "lora_A" in n and ".layers." in n}
+    assert layers == {str(qwen.config.num_hidden_layers - 1)}
+    assert lora.top_layers(qwen, 0) is None and lora.top_layers(qwen, 99) is None
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--optim", "paged_adamw_8bit"], "needs a CUDA GPU"),
     (["--optim", "adamw_bnb_8bit"], "needs a CUDA GPU"),
