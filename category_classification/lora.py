@@ -67,11 +67,14 @@ class LoraTrainConfig:
 
 
 def add_train_args(parser, defaults: LoraTrainConfig | None = None) -> None:
-    """The trainer's flags; `defaults` lets an entry point (the v2 script) change the default values."""
+    """The trainer's flags; `defaults` lets an entry point (the v2 script, the MiniLM bench) change the default
+    values; --data and --out are required unless the defaults name them."""
     d = defaults or LoraTrainConfig()
     p = parser
-    p.add_argument("--data", required=True, help="dataset directory written by build_lspc_dataset.py")
-    p.add_argument("--out", required=True, help="output directory (adapter, merged/, metrics)")
+    p.add_argument("--data", required=not d.data, default=d.data or None,
+                   help="dataset directory written by build_lspc_dataset.py")
+    p.add_argument("--out", required=not d.out, default=d.out or None,
+                   help="output directory (adapter, merged/, metrics)")
     p.add_argument("--model", default=d.model, help="hub id or local path of the base model")
     p.add_argument("--tokenizer", default=d.tokenizer,
                    help="tokenizer path or name; 'qwen' = the offline Qwen3 tokenizer; default: the model's")
