@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 MODEL_INFO = "category_model.json"
-KINDS = ("linear", "encoder", "hf_sequence_classification", "onnx")
+KINDS = ("linear", "encoder", "hf_sequence_classification", "onnx", "ensemble")
 
 
 def write_model_info(model_dir, kind: str, labels, **extra) -> Path:

@@ -225,7 +225,7 @@ def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precisi
     """The right predictor for what `model_dir/category_model.json` declares.
 
     A LoRA trainer's output directory (kind hf_sequence_classification, "path": "merged") loads its merged
-    model; `precision` ("fp32"/"int8") applies to ONNX directories only.
+    model; an ensemble directory loads each member; `precision` ("fp32"/"int8") applies to ONNX models only.
     """
     d = Path(model_dir)
     if not d.is_dir():
@@ -242,6 +242,10 @@ def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precisi
         return TorchPredictor(d, info, batch_size, device=device)
     if kind == "onnx":
         return OnnxPredictor(d, info, batch_size, precision=precision, threads=threads)
+    if kind == "ensemble":
+        from .ensemble import EnsemblePredictor
+
+        return EnsemblePredictor(d, info, batch_size, device=device, precision=precision, threads=threads)
     raise UserError(f"{d}: unknown model kind {kind!r}")
 
 

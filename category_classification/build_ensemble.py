@@ -1,0 +1,83 @@
+"""Average the probabilities of trained models into one ensemble model directory, and score it.
+
+    python category_classification/build_ensemble.py --models runs/lora_minilm runs/linear --data runs/mwpd6 \
+        --out runs/ensemble
+
+The members keep their own folders (the ensemble stores where they are); predict.py, evaluate.py and
+serve.py load the ensemble like any model. With --data it scores every member and the ensemble on the
+validation and test splits and writes metrics.json, results_category.txt and the confusion matrices.
+Weights are equal unless --weights is given: pick them on validation, never on test.
+"""
+
+if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
+    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
+
+import argparse
+import sys
+import time
+
+from category_classification.cli import UserError, add_eval_args, run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, help="two or more trained model directories")
+    p.add_argument("--weights", nargs="+", type=float, default=None,
+                   help="one weight per model (normalised to sum 1); default equal")
+    p.add_argument("--out", required=True, help="ensemble directory to write")
+    p.add_argument("--data", default=None, help="dataset directory: score the members and the ensemble")
+    p.add_argument("--splits", nargs="+", default=["validation", "test"])
+    p.add_argument("--batch_size", type=int, default=64)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (torch members)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime members")
+    add_eval_args(p)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    from category_classification.ensemble import write_ensemble
+    from category_classification.predictors import load_predictor
+
+    write_ensemble(args.out, args.models, args.weights, source_models=[str(m) for m in args.models])
+    ens = load_predictor(args.out, device=args.device, batch_size=args.batch_size, threads=args.threads)
+    print(f"{args.out}: ensemble of " + ", ".join(f"{m} (weight {w:.3f})" for m, w in zip(args.models, ens.weights)))
+    if args.data:
+        score(ens, args)
+    return 0
+
+
+def score(ens, args) -> None:
+    from category_classification import evaluation
+    from category_classification.data import get_split, label_names, load_dataset_dir
+
+    dsd = load_dataset_dir(args.data)
+    labels = label_names(dsd)
+    if ens.labels != labels:
+        raise UserError(f"the models' labels {ens.labels} differ from the dataset's {labels}")
+    names = [str(m) for m in args.models]
+    ens_metrics, members, seconds = {}, {n: {} for n in names}, 0.0
+    for split_name in args.splits:
+        split = get_split(dsd, split_name)
+        t0 = time.perf_counter()
+        probas = ens.member_probas(split["text"])  # each member runs once; the ensemble reuses them
+        seconds += time.perf_counter() - t0
+        for n, p in zip(names, probas):
+            m = evaluation.compute_metrics(split["label"], p.argmax(axis=1).tolist(), labels)
+            members[n][split_name] = {k: m[k] for k in ("macro_f1", "accuracy", "n")}
+        ens_metrics[split_name] = evaluation.evaluate_split(split, ens.combine(probas).argmax(axis=1).tolist(),
+                                                            labels, args)
+    width = max(len("ensemble"), *map(len, names))
+    print(f"{'model':<{width}}  " + "  ".join(f"{s + ' macro-F1 / acc':>28}" for s in args.splits))
+    rows = [(n, members[n]) for n in names] + [("ensemble", ens_metrics)]
+    for n, figs in rows:
+        print(f"{n:<{width}}  " + "  ".join(f"{figs[s]['macro_f1']:>19.4f} / {figs[s]['accuracy']:.4f}"
+                                             for s in args.splits))
+    config = {"models": names, "weights": ens.weights, "data": str(args.data)}
+    evaluation.write_results(args.out, "ensemble", config, ens_metrics, labels,
+                             extra={"members": members, "predict_seconds": round(seconds, 2)})
+    print(f"results written to {args.out}")
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,108 @@
+"""A weighted average of the class probabilities of several trained model directories.
+
+A fine-tuned transformer and the character n-gram linear model make different mistakes (the transformer
+misreads a French watch title, the linear model a product-name word it has not seen), so averaging their
+probabilities beats both. An ensemble directory holds only `category_model.json` (kind "ensemble") naming
+its members and their weights; `load_predictor` opens it like any other model, so predict.py, evaluate.py
+and serve.py take it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .artifacts import read_model_info, write_model_info
+from .cli import UserError
+from .predictors import Predictor
+
+
+def normalize_weights(n_models: int, weights: Sequence[float] | None) -> list[float]:
+    """Equal weights by default; given weights must be one per model, non-negative, not all zero."""
+    if n_models < 2:
+        raise UserError("an ensemble needs at least two model directories")
+    if weights is None:
+        return [1.0 / n_models] * n_models
+    if len(weights) != n_models:
+        raise UserError(f"{len(weights)} weights for {n_models} models: give one weight per model")
+    w = np.asarray(weights, dtype=np.float64)
+    if not np.all(np.isfinite(w)) or (w < 0).any() or w.sum() <= 0:
+        raise UserError(f"weights must be non-negative numbers, not all zero: {list(weights)}")
+    return (w / w.sum()).tolist()
+
+
+def check_labels(members: Sequence[tuple[str, list[str]]]) -> list[str]:
+    """Every member must predict the same labels in the same order (their probability columns are added)."""
+    (first_dir, labels), *rest = members
+    for d, other in rest:
+        if other != labels:
+            raise UserError(f"{d} predicts {other}, {first_dir} predicts {labels}: an ensemble needs the same "
+                            "labels in the same order")
+    return labels
+
+
+def write_ensemble(out_dir, model_dirs: Sequence, weights: Sequence[float] | None = None, **extra) -> Path:
+    """Write an ensemble directory over `model_dirs`; member paths are stored relative to it when possible,
+    so the ensemble and its members can move together."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    w = normalize_weights(len(model_dirs), weights)
+    members, found = [], []
+    for d, wi in zip(model_dirs, w):
+        d = Path(d)
+        info = read_model_info(d)  # a clear error for a folder that is not a trained model
+        if info.get("kind") == "ensemble":
+            raise UserError(f"{d} is itself an ensemble: list its members instead")
+        found.append((str(d), list(info["labels"])))
+        try:
+            rel = os.path.relpath(d.resolve(), out.resolve())
+        except ValueError:  # another drive on Windows
+            rel = str(d.resolve())
+        members.append({"path": rel, "weight": wi, "kind": info.get("kind")})
+    labels = check_labels(found)
+    return write_model_info(out, "ensemble", labels, members=members, **extra)
+
+
+class EnsemblePredictor(Predictor):
+    kind = "ensemble"
+    runtime = "mixed"
+
+    def __init__(self, model_dir, info, batch_size=64, device="cpu", precision=None, threads=None):
+        super().__init__(model_dir, info, batch_size)
+        from .predictors import load_predictor
+
+        self.members: list[Predictor] = []
+        self.weights = normalize_weights(len(info.get("members", [])), [m["weight"] for m in info["members"]])
+        for m in info["members"]:
+            path = Path(m["path"])
+            path = path if path.is_absolute() else Path(model_dir) / path
+            if not path.is_dir():
+                raise UserError(f"{model_dir}: member model directory not found: {path}")
+            # precision applies to ONNX members only; load_predictor ignores it for the other kinds
+            self.members.append(load_predictor(path, device=device, batch_size=batch_size, precision=precision,
+                                               threads=threads))
+        check_labels([(str(p.model_dir), p.labels) for p in self.members])
+        if self.members[0].labels != self.labels:
+            raise UserError(f"{model_dir}: its labels {self.labels} differ from its members' "
+                            f"{self.members[0].labels}")
+
+    def member_probas(self, texts) -> list[np.ndarray]:
+        texts = list(texts)
+        return [p.predict_proba(texts) for p in self.members]
+
+    def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
+        out = np.zeros_like(np.asarray(probas[0], dtype=np.float64))
+        for w, p in zip(self.weights, probas):
+            out += w * np.asarray(p, dtype=np.float64)
+        return out.astype(np.float32)
+
+    def predict_proba(self, texts):
+        return self.combine(self.member_probas(texts))
+
+    def describe(self):
+        d = super().describe()
+        d["members"] = [{"weight": w, **p.describe()} for w, p in zip(self.weights, self.members)]
+        return d
