@@ -108,3 +108,18 @@ def test_an_ensemble_is_not_a_member_and_has_no_onnx_export(root, tmp_path):
 
     with pytest.raises(UserError, match="no ONNX export"):
         load_torch_for_export(tmp_path / "ens")
+
+
+def test_serve_answers_with_the_ensemble(root, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from category_classification.serve import create_app
+
+    write_ensemble(tmp_path / "ens", [root / "linear", root / "hf"])
+    ens = load_predictor(tmp_path / "ens")
+    with TestClient(create_app(ens, max_batch=8, max_wait_ms=5)) as client:
+        r = client.post("/predict", json={"titles": TEXTS[:3], "top_k": 2})
+        assert r.status_code == 200
+        assert [p["label"] for p in r.json()["predictions"]] == [p["label"] for p in ens.predict(TEXTS[:3])]
+        m = client.get("/model").json()
+        assert m["kind"] == "ensemble" and len(m["members"]) == 2
