@@ -1,8 +1,8 @@
 """A weighted average of the class probabilities of several trained model directories.
 
-A fine-tuned transformer and the character n-gram linear model make different mistakes (the transformer
-misreads a French watch title, the linear model a product-name word it has not seen), so averaging their
-probabilities beats both. An ensemble directory holds only `category_model.json` (kind "ensemble") naming
+A fine-tuned transformer and the character n-gram linear model make different mistakes (on the bundled
+data MiniLM calls a French watch title Automotive, the linear model calls a "Scuff Slipper" Clothing), so
+averaging their probabilities beats both. An ensemble directory holds only `category_model.json` (kind "ensemble") naming
 its members and their weights; `load_predictor` opens it like any other model, so predict.py, evaluate.py
 and serve.py take it unchanged.
 """
@@ -75,8 +75,9 @@ class EnsemblePredictor(Predictor):
         from .predictors import load_predictor
 
         self.members: list[Predictor] = []
-        self.weights = normalize_weights(len(info.get("members", [])), [m["weight"] for m in info["members"]])
-        for m in info["members"]:
+        entries = info.get("members") or []
+        self.weights = normalize_weights(len(entries), [m["weight"] for m in entries])
+        for m in entries:
             path = Path(m["path"])
             path = path if path.is_absolute() else Path(model_dir) / path
             if not path.is_dir():
