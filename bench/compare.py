@@ -43,7 +43,11 @@ TARGETS = {  # (model kind, runtime) -> the issue's targets on a 2-core CPU
 # ---- one measurement, in its own process ----
 
 def model_files(model_dir: Path, info: dict, precision: str | None) -> list[Path]:
-    """The files the predictor of this directory reads."""
+    """The files the predictor of this directory reads (an ensemble: its members')."""
+    if info.get("kind") == "ensemble":
+        return [f for m in member_dirs(model_dir, info)
+                for f in model_files(m, json.loads((m / "category_model.json").read_text(encoding="utf-8")),
+                                     precision)]
     if info.get("kind") == "hf_sequence_classification":
         model_dir = model_dir / info.get("path", ".")
     skip_onnx = set()
@@ -58,6 +62,10 @@ def model_files(model_dir: Path, info: dict, precision: str | None) -> list[Path
                 continue
             files.append(Path(root) / name)
     return files
+
+
+def member_dirs(model_dir: Path, info: dict) -> list[Path]:
+    return [p if p.is_absolute() else model_dir / p for p in (Path(m["path"]) for m in info.get("members", []))]
 
 
 def product_names(path, n: int) -> list[str]:
@@ -171,6 +179,13 @@ def training_seconds(model_dir: Path) -> float | None:
     from category_classification.predictors import training_figures
 
     info = json.loads((model_dir / "category_model.json").read_text(encoding="utf-8"))
+    if info.get("kind") == "ensemble":  # the members' training, one after the other
+        parts = []
+        for m in member_dirs(model_dir, info):
+            m_info = json.loads((m / "category_model.json").read_text(encoding="utf-8"))
+            src = Path(m_info["source_dir"]) if m_info.get("source_dir") else m
+            parts.append(training_seconds(src) if src.is_dir() else None)
+        return sum(parts) if parts and None not in parts else None
     secs = training_figures(model_dir).get("train_seconds") or info.get("train_seconds")
     if secs is None and (model_dir / "train_info.json").is_file():
         ti = json.loads((model_dir / "train_info.json").read_text(encoding="utf-8"))

@@ -85,6 +85,7 @@ class EnsemblePredictor(Predictor):
             # precision applies to ONNX members only; load_predictor ignores it for the other kinds
             self.members.append(load_predictor(path, device=device, batch_size=batch_size, precision=precision,
                                                threads=threads))
+        self.runtime = "+".join(p.runtime for p in self.members)  # e.g. onnxruntime-int8+numpy
         check_labels([(str(p.model_dir), p.labels) for p in self.members])
         if self.members[0].labels != self.labels:
             raise UserError(f"{model_dir}: its labels {self.labels} differ from its members' "
