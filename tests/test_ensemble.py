@@ -34,7 +34,7 @@ def test_probabilities_are_the_weighted_mean_of_the_members(root, tmp_path):
     b = load_predictor(root / "hf").predict_proba(TEXTS)
     assert not np.allclose(a, b, atol=1e-3)  # two different models, or the check below proves nothing
     np.testing.assert_allclose(ens.predict_proba(TEXTS), 0.75 * a + 0.25 * b, atol=1e-6)
-    assert ens.labels == LABELS and ens.weights == [0.75, 0.25]
+    assert ens.labels == LABELS and ens.weights == [0.75, 0.25] and ens.runtime == "numpy+torch"
     assert [m["kind"] for m in ens.describe()["members"]] == ["linear", "hf_sequence_classification"]
 
 
