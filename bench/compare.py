@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from category_classification.ensemble import member_dirs
+
 ROOT = Path(__file__).resolve().parent.parent
 # Files of a model directory that no predictor loads: reports, plots, checkpoints, the LoRA adapter.
 NOT_MODEL = {"metrics.json", "results_category.txt", "parity.json", "train_info.json", "training_log.jsonl"}
@@ -62,10 +64,6 @@ def model_files(model_dir: Path, info: dict, precision: str | None) -> list[Path
                 continue
             files.append(Path(root) / name)
     return files
-
-
-def member_dirs(model_dir: Path, info: dict) -> list[Path]:
-    return [p if p.is_absolute() else model_dir / p for p in (Path(m["path"]) for m in info.get("members", []))]
 
 
 def product_names(path, n: int) -> list[str]:

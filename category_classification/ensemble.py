@@ -2,9 +2,9 @@
 
 A fine-tuned transformer and the character n-gram linear model make different mistakes (on the bundled
 data MiniLM calls a French watch title Automotive, the linear model calls a "Scuff Slipper" Clothing), so
-averaging their probabilities beats both. An ensemble directory holds only `category_model.json` (kind "ensemble") naming
-its members and their weights; `load_predictor` opens it like any other model, so predict.py, evaluate.py
-and serve.py take it unchanged.
+averaging their probabilities beats both. An ensemble directory holds only `category_model.json` (kind
+"ensemble") naming its members and their weights; `load_predictor` opens it like any other model, so
+predict.py, evaluate.py and serve.py take it unchanged.
 """
 
 from __future__ import annotations
@@ -66,9 +66,14 @@ def write_ensemble(out_dir, model_dirs: Sequence, weights: Sequence[float] | Non
     return write_model_info(out, "ensemble", labels, members=members, **extra)
 
 
+def member_dirs(model_dir, info: dict) -> list[Path]:
+    """The members' directories; relative paths are relative to the ensemble directory."""
+    paths = (Path(m["path"]) for m in info.get("members") or [])
+    return [p if p.is_absolute() else Path(model_dir) / p for p in paths]
+
+
 class EnsemblePredictor(Predictor):
     kind = "ensemble"
-    runtime = "mixed"
 
     def __init__(self, model_dir, info, batch_size=64, device="cpu", precision=None, threads=None):
         super().__init__(model_dir, info, batch_size)
@@ -77,9 +82,7 @@ class EnsemblePredictor(Predictor):
         self.members: list[Predictor] = []
         entries = info.get("members") or []
         self.weights = normalize_weights(len(entries), [m["weight"] for m in entries])
-        for m in entries:
-            path = Path(m["path"])
-            path = path if path.is_absolute() else Path(model_dir) / path
+        for path in member_dirs(model_dir, info):
             if not path.is_dir():
                 raise UserError(f"{model_dir}: member model directory not found: {path}")
             # precision applies to ONNX members only; load_predictor ignores it for the other kinds
