@@ -28,12 +28,30 @@ CONFIGS = {
 }
 
 
-def main():
+def bundled_offers(label_level: str = "six"):
+    """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups."""
+    from category_classification.mwpd import read_mwpd
+
+    rows = []
+    for f in ("train.json.gz", "validation.json.gz"):
+        rows += list(read_mwpd(REPO / "data" / "mwpd" / f, label_level))
+    texts = [t for t, _, _ in rows]
+    names = sorted({l for _, l, _ in rows})
+    y = np.array([names.index(l) for _, l, _ in rows])
+    groups = np.array([g for _, _, g in rows])
+    return texts, names, y, groups
+
+
+def grouped_folds(y, groups, folds: int, seed: int = 0):
+    """Label-stratified folds that keep each title group in one fold: (train_idx, test_idx) pairs."""
     from sklearn.model_selection import StratifiedGroupKFold
 
+    return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
+
+
+def main():
     from category_classification.evaluation import compute_metrics
     from category_classification.linear_model import LinearConfig, LinearTextClassifier
-    from category_classification.mwpd import read_mwpd
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label_level", default="six")
@@ -41,16 +59,10 @@ def main():
     p.add_argument("--only", nargs="*", help="run only configs whose name starts with one of these")
     args = p.parse_args()
 
-    rows = []
-    for f in ("train.json.gz", "validation.json.gz"):
-        rows += list(read_mwpd(REPO / "data" / "mwpd" / f, args.label_level))
-    texts = [t for t, _, _ in rows]
-    names = sorted({l for _, l, _ in rows})
-    y = np.array([names.index(l) for _, l, _ in rows])
-    groups = np.array([g for _, _, g in rows])
+    texts, names, y, groups = bundled_offers(args.label_level)
     print(f"{len(texts):,} offers, {len(names)} classes, {len(set(groups.tolist())):,} title groups, "
           f"{args.folds} grouped folds")
-    folds = list(StratifiedGroupKFold(args.folds, shuffle=True, random_state=0).split(texts, y, groups))
+    folds = grouped_folds(y, groups, args.folds)
     print(f"{'configuration':<36}{'macro_f1':>16}{'accuracy':>10}{'fit s':>8}")
     for name, overrides in CONFIGS.items():
         if args.only and not any(name.startswith(o) for o in args.only):

@@ -1,0 +1,36 @@
+"""The cross-validation bench's fold data: leak-free (no title group in two splits) and covering every offer."""
+
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fold_data_is_grouped_and_covers_every_offer(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.lora_cv import grouped_folds, write_fold_data
+    from category_classification.data import load_dataset_dir
+
+    rng = np.random.default_rng(0)
+    n = 600
+    names = ["A", "B", "C"]
+    y = rng.choice(3, size=n, p=[0.7, 0.2, 0.1])
+    groups = rng.integers(0, 200, size=n) * 10 + y  # a group never spans two labels, as with title groups
+    texts = [f"offer {i} group {g}" for i, g in enumerate(groups)]
+    folds = grouped_folds(y, groups, 5)
+    tested = np.zeros(n, dtype=int)
+    for k, (train_idx, test_idx) in enumerate(folds):
+        tested[test_idx] += 1
+        write_fold_data(tmp_path / f"fold{k}", texts, names, y, groups, train_idx, test_idx, seed=k)
+        dsd = load_dataset_dir(tmp_path / f"fold{k}")
+        split_groups = {s: set(dsd[s]["cluster"]) for s in ("train", "validation", "test")}
+        assert not split_groups["train"] & split_groups["validation"]
+        assert not split_groups["train"] & split_groups["test"]
+        assert not split_groups["validation"] & split_groups["test"]
+        assert sorted(dsd["test"]["text"]) == sorted(texts[i] for i in test_idx)
+        assert len(dsd["train"]) + len(dsd["validation"]) == len(train_idx)
+        assert 0.05 * len(train_idx) < len(dsd["validation"]) < 0.2 * len(train_idx)
+        assert set(dsd["validation"]["label"]) == {0, 1, 2}  # stratified: the rare class is there too
+        assert dsd["train"].features["label"].names == names
+    assert (tested == 1).all()  # every offer is tested exactly once over the folds
