@@ -84,7 +84,19 @@ def run_fold(fold_dir: Path, lora_argv: list[str]) -> dict:
                        for s in ("validation", "test")}
     row["lora_train_seconds"] = bench["train_seconds"]
     row["lora_threads"] = bench["threads"]
+    row["lora_args"] = list(lora_argv)
     (fold_dir / "fold.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+    return row
+
+
+def finished_fold(done: Path, lora_argv: list[str]) -> dict:
+    """A finished fold's figures, refused when they were made with other bench/lora_minilm.py flags."""
+    from category_classification.cli import UserError
+
+    row = json.loads(done.read_text(encoding="utf-8"))
+    if row.get("lora_args") != list(lora_argv):
+        raise UserError(f"{done} was run with the flags {row.get('lora_args')}, not {list(lora_argv)}: "
+                        f"use another --out or remove that fold")
     return row
 
 
@@ -118,7 +130,7 @@ def main(argv=None):
         fold_dir = out / f"fold{k}"
         done = fold_dir / "fold.json"
         if done.is_file():
-            rows[k] = json.loads(done.read_text(encoding="utf-8"))
+            rows[k] = finished_fold(done, lora_argv)
             print(f"fold {k}: reused {done}", flush=True)
             continue
         if args.folds_to_run is not None and k not in args.folds_to_run:

@@ -34,3 +34,19 @@ def test_fold_data_is_grouped_and_covers_every_offer(tmp_path, monkeypatch):
         assert set(dsd["validation"]["label"]) == {0, 1, 2}  # stratified: the rare class is there too
         assert dsd["train"].features["label"].names == names
     assert (tested == 1).all()  # every offer is tested exactly once over the folds
+
+
+def test_a_finished_fold_is_reused_only_with_the_same_flags(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.lora_cv import finished_fold
+    from category_classification.cli import UserError
+
+    done = tmp_path / "fold.json"
+    done.write_text(json.dumps({"lora_args": ["--epochs", "1"], "lora_train_seconds": 1.0}))
+    assert finished_fold(done, ["--epochs", "1"])["lora_train_seconds"] == 1.0
+    with pytest.raises(UserError, match="--epochs"):
+        finished_fold(done, ["--epochs", "2"])
