@@ -16,7 +16,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from category_classification.cli import UserError, run
+from category_classification.core.cli import UserError, run
 
 PER_MEMBER_TOP = 2000  # each member sends its most frequent brands per language; totals are approximate
 
@@ -34,8 +34,8 @@ def _name_of(value) -> str:
 
 def profile_member(task):
     """Counters for one member: per language offers, brands, manufacturers, categories and sample titles."""
-    from category_classification.language import detect_languages
-    from category_classification.lspc import CategoryMap, iter_offers, parse_cluster_id
+    from category_classification.data.language import detect_languages
+    from category_classification.data.lspc import CategoryMap, iter_offers, parse_cluster_id
 
     zip_path, member, cmap, limit, keep = task
     counts: Counter = Counter()
@@ -133,7 +133,7 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from category_classification.lspc import list_members, load_category_map
+    from category_classification.data.lspc import list_members, load_category_map
 
     args = build_parser().parse_args(argv)
     members = list_members(args.zip)

@@ -54,7 +54,7 @@ def main():
     p.add_argument("--work", default="/tmp/lspc_bench")
     args = p.parse_args()
 
-    from category_classification.synthetic_lspc import write_lspc_zip
+    from category_classification.data.synthetic_lspc import write_lspc_zip
 
     work = Path(args.work)
     tag = f"{args.offers}-{args.members}-{args.mapped_fraction}"

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from category_classification.ensemble import member_dirs
+from category_classification.inference.ensemble import member_dirs
 
 ROOT = Path(__file__).resolve().parent.parent
 # Files of a model directory that no predictor loads: reports, plots, checkpoints, the LoRA adapter.
@@ -87,10 +87,10 @@ def measure(args) -> dict:
     """Quality, throughput, latency, memory of one model directory (and precision), as a dict."""
     import numpy as np
 
-    from category_classification.artifacts import read_model_info
-    from category_classification.data import get_split, label_names, load_dataset_dir
-    from category_classification.evaluation import compute_metrics
-    from category_classification.predictors import load_predictor, model_size_bytes
+    from category_classification.core.artifacts import read_model_info
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.evaluation.metrics import compute_metrics
+    from category_classification.inference.predictors import load_predictor, model_size_bytes
 
     dsd = load_dataset_dir(args.data)
     split = get_split(dsd, args.split)
@@ -174,7 +174,7 @@ def discover(runs: Path) -> list[Path]:
 
 
 def training_seconds(model_dir: Path) -> float | None:
-    from category_classification.predictors import training_figures
+    from category_classification.inference.predictors import training_figures
 
     info = json.loads((model_dir / "category_model.json").read_text(encoding="utf-8"))
     if info.get("kind") == "ensemble":  # the members' training, one after the other

@@ -20,7 +20,7 @@ import time
 def offers(data_dir, n):
     """Real offer texts from a built dataset, or plausible made-up ones when none is given."""
     if data_dir:
-        from category_classification.data import load_dataset_dir
+        from category_classification.data.dataset_dir import load_dataset_dir
 
         texts = list(load_dataset_dir(data_dir)["train"]["text"])
     else:
@@ -34,7 +34,7 @@ def offers(data_dir, n):
 
 
 def bench_tokenizers(texts):
-    from category_classification.tokenization import load_qwen_tokenizer, train_bpe_tokenizer
+    from category_classification.models.tokenization import load_qwen_tokenizer, train_bpe_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CATEGORY_CLASSIFICATION_CACHE"] = tmp
@@ -63,10 +63,10 @@ def bench_model(preset, texts, steps, threads):
     """One preset in this process: train steps and inference passes on real-length batches."""
     import torch
 
-    from category_classification.embedding_classifier import EmbeddingClassifier, EmbeddingClassifierConfig
-    from category_classification.tokenization import load_qwen_tokenizer, train_bpe_tokenizer
+    from category_classification.models.encoder import EmbeddingClassifier, EmbeddingClassifierConfig
+    from category_classification.models.tokenization import load_qwen_tokenizer, train_bpe_tokenizer
     from category_classification.train_embedding_classifier import PRESETS, build_parser
-    from category_classification.training import pad_batch
+    from category_classification.training.loop import pad_batch
 
     if threads:
         torch.set_num_threads(threads)

@@ -30,7 +30,7 @@ CONFIGS = {
 
 def bundled_offers(label_level: str = "six"):
     """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups."""
-    from category_classification.mwpd import read_mwpd
+    from category_classification.data.mwpd import read_mwpd
 
     rows = []
     for f in ("train.json.gz", "validation.json.gz"):
@@ -50,8 +50,8 @@ def grouped_folds(y, groups, folds: int, seed: int = 0):
 
 
 def main():
-    from category_classification.evaluation import compute_metrics
-    from category_classification.linear_model import LinearConfig, LinearTextClassifier
+    from category_classification.evaluation.metrics import compute_metrics
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label_level", default="six")

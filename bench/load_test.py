@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def offer_titles(data_dir, split: str = "test", n: int = 2000) -> list[str]:
     """Real offer texts from a built dataset, or made-up offer-like titles when none is given."""
     if data_dir:
-        from category_classification.data import get_split, load_dataset_dir
+        from category_classification.data.dataset_dir import get_split, load_dataset_dir
 
         texts = [t for t in get_split(load_dataset_dir(data_dir), split)["text"] if t.strip()]
         return texts[:n]

@@ -33,7 +33,7 @@ def write_fold_data(out: Path, texts, names, y, groups, train_idx, test_idx, see
     """A DatasetDict like build_lspc_dataset.py writes: test = the held-out fold, validation carved from the rest."""
     from datasets import Dataset, DatasetDict
 
-    from category_classification.dataset_builder import features_for
+    from category_classification.data.builder import features_for
 
     inner_train, inner_val = grouped_folds(y[train_idx], groups[train_idx], VAL_FOLDS, seed)[0]
     parts = {"train": train_idx[inner_train], "validation": train_idx[inner_val], "test": test_idx}
@@ -47,9 +47,9 @@ def write_fold_data(out: Path, texts, names, y, groups, train_idx, test_idx, see
 
 def reference_scores(data: Path) -> dict:
     """The plain TF-IDF + LinearSVC reference (bench/linear_cv.py), fit on train, scored on validation and test."""
-    from category_classification.data import get_split, label_names, load_dataset_dir
-    from category_classification.evaluation import compute_metrics
-    from category_classification.linear_model import LinearConfig, LinearTextClassifier
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.evaluation.metrics import compute_metrics
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
     dsd = load_dataset_dir(data)
     names = label_names(dsd)
@@ -91,7 +91,7 @@ def run_fold(fold_dir: Path, lora_argv: list[str]) -> dict:
 
 def finished_fold(done: Path, lora_argv: list[str]) -> dict:
     """A finished fold's figures, refused when they were made with other bench/lora_minilm.py flags."""
-    from category_classification.cli import UserError
+    from category_classification.core.cli import UserError
 
     row = json.loads(done.read_text(encoding="utf-8"))
     if row.get("lora_args") != list(lora_argv):
@@ -158,6 +158,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from category_classification.cli import run
+    from category_classification.core.cli import run
 
     sys.exit(run(main))

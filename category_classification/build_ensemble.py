@@ -9,14 +9,11 @@ validation and test splits and writes metrics.json, results_category.txt and the
 Weights are equal unless --weights is given: pick them on validation, never on test.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-
 import argparse
 import sys
 import time
 
-from category_classification.cli import UserError, add_eval_args, run
+from category_classification.core.cli import UserError, add_eval_args, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from category_classification.ensemble import write_ensemble
-    from category_classification.predictors import load_predictor
+    from category_classification.inference.ensemble import write_ensemble
+    from category_classification.inference.predictors import load_predictor
 
     write_ensemble(args.out, args.models, args.weights, source_models=[str(m) for m in args.models])
     ens = load_predictor(args.out, device=args.device, batch_size=args.batch_size, threads=args.threads)
@@ -48,8 +45,8 @@ def main(argv=None) -> int:
 
 
 def score(ens, args) -> None:
-    from category_classification import evaluation
-    from category_classification.data import get_split, label_names, load_dataset_dir
+    from category_classification.evaluation import metrics as evaluation
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
 
     dsd = load_dataset_dir(args.data)
     labels = label_names(dsd)
@@ -79,5 +76,10 @@ def score(ens, args) -> None:
     print(f"results written to {args.out}")
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

@@ -7,9 +7,6 @@ Splits are grouped (an LSPC cluster, or an MWPD normalized title, lives in one s
 label and deterministic for --seed. Writes build_report.json next to the dataset.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import argparse
 import os
 import shutil
@@ -19,8 +16,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from category_classification.cli import UserError, require_file, run
-from category_classification.dataset_builder import (BuildConfig, Shard, ShardWriter, lspc_shards, merge_counts,
+from category_classification.core.cli import UserError, require_file, run
+from category_classification.data.builder import (BuildConfig, Shard, ShardWriter, lspc_shards, merge_counts,
                                                      print_summary, split_and_save, write_report)
 
 
@@ -55,7 +52,7 @@ def _mwpd_shards(args, label_names_out: list, tmp: Path):
     """Read the MWPD files into shards (test file first, so its titles can be kept out of train/val)."""
     import numpy as np
 
-    from category_classification.mwpd import read_mwpd
+    from category_classification.data.mwpd import read_mwpd
 
     files = [(f, False) for f in args.mwpd]
     if args.mwpd_test:
@@ -113,7 +110,7 @@ def main(argv=None) -> int:
     try:
         extra = {}
         if args.zip:
-            from category_classification.lspc import list_members, load_category_map
+            from category_classification.data.lspc import list_members, load_category_map
 
             require_file(args.zip, "corpus zip")
             cmap = load_category_map(args.map)
@@ -143,5 +140,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

@@ -1,12 +1,9 @@
 """The seed's build_lspc_dataset_full.py: build_lspc_dataset.py with --full (a split holding every record)."""
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import sys
 
 from category_classification import build_lspc_dataset
-from category_classification.cli import run
+from category_classification.core.cli import run
 
 
 def main(argv=None) -> int:
@@ -14,5 +11,10 @@ def main(argv=None) -> int:
     return build_lspc_dataset.main(argv if "--full" in argv else argv + ["--full"])
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

@@ -4,16 +4,13 @@ Builds the 6-class dataset from data/mwpd, trains the fast linear default and th
 from-scratch encoder, prints their test figures side by side and classifies a few example titles.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from category_classification.cli import run
+from category_classification.core.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = [
@@ -91,7 +88,7 @@ def main(argv=None) -> int:
 
     _step(f"classify example titles (label '-' when the top probability is under {args.threshold}: "
           "none of the trained classes, or unsure)")
-    from category_classification.predictors import load_predictor
+    from category_classification.inference.predictors import load_predictor
 
     for name, d in models.items():
         predictor = load_predictor(d)
@@ -105,5 +102,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

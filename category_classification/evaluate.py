@@ -7,15 +7,12 @@ With --target_precision or --target_coverage it also picks the "none of these" t
 (use validation, never test) and prints coverage and precision at a few thresholds.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-
 import argparse
 import json
 import sys
 import time
 
-from category_classification.cli import UserError, add_eval_args, run
+from category_classification.core.cli import UserError, add_eval_args, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,9 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from category_classification import evaluation
-    from category_classification.data import get_split, label_names, load_dataset_dir
-    from category_classification.predictors import choose_threshold, load_predictor, threshold_table
+    from category_classification.evaluation import metrics as evaluation
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table
 
     for name in ("target_precision", "target_coverage"):
         v = getattr(args, name)
@@ -86,5 +83,10 @@ def main(argv=None):
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

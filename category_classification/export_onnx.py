@@ -6,13 +6,10 @@
 The output directory runs anywhere predict.py, evaluate.py and serve.py take --model.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-
 import argparse
 import sys
 
-from category_classification.cli import UserError, run
+from category_classification.core.cli import UserError, run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,13 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from category_classification.onnx_export import export_onnx, parity, write_parity
-    from category_classification.predictors import load_predictor
+    from category_classification.inference.onnx_export import export_onnx, parity, write_parity
+    from category_classification.inference.predictors import load_predictor
 
     info = export_onnx(args.model, args.out, quantize=args.quantize, opset=args.opset)
     print(f"{args.out}: kind onnx from {info['source_kind']}, files {info['files']}")
     if args.check_data:
-        from category_classification.data import get_split, load_dataset_dir
+        from category_classification.data.dataset_dir import get_split, load_dataset_dir
 
         split = get_split(load_dataset_dir(args.check_data), args.check_split)
         if args.check_limit:
@@ -57,5 +54,10 @@ def main(argv=None):
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

@@ -4,16 +4,13 @@
         --split test --save_preds runs/encoder/test_preds.jsonl
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-
 import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from category_classification.cli import UserError, add_eval_args, run
+from category_classification.core.cli import UserError, add_eval_args, run
 
 
 def build_parser():
@@ -35,11 +32,11 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import torch
 
-    from category_classification import evaluation
-    from category_classification.data import get_split, label_names, load_dataset_dir
-    from category_classification.devices import pick_device
-    from category_classification.encoder_io import load_encoder, predict_logits
-    from category_classification.training import load_checkpoint
+    from category_classification.evaluation import metrics as evaluation
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.core.devices import pick_device
+    from category_classification.models.encoder_io import load_encoder, predict_logits
+    from category_classification.training.loop import load_checkpoint
 
     device = pick_device(args.device)
     ckpt = Path(args.checkpoint)
@@ -77,5 +74,10 @@ def main(argv=None):
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

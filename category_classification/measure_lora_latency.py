@@ -1,15 +1,12 @@
 """Inference speed of a LoRA-trained (merged) classifier: items/s and p50/p95/p99 latency per batch and
 per item, tokenization included, on whatever device is there."""
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import argparse
 import json
 import sys
 from pathlib import Path
 
-from category_classification.cli import UserError, require_file, run
+from category_classification.core.cli import UserError, require_file, run
 
 
 def read_texts(args):
@@ -19,7 +16,7 @@ def read_texts(args):
         texts = [line for line in lines if line.strip()]
         labels = None
     else:
-        from category_classification.data import get_split, load_dataset_dir
+        from category_classification.data.dataset_dir import get_split, load_dataset_dir
 
         split = get_split(load_dataset_dir(args.dataset), args.split)
         texts, labels = list(split["text"]), list(split["label"])
@@ -52,7 +49,7 @@ def main(argv=None):
 
     import torch
 
-    from category_classification.lora import latency_summary, load_for_inference, resolve_device, time_batches
+    from category_classification.models.lora import latency_summary, load_for_inference, resolve_device, time_batches
 
     if args.cpu_threads > 0:
         torch.set_num_threads(args.cpu_threads)
@@ -81,5 +78,10 @@ def main(argv=None):
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

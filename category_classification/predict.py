@@ -8,15 +8,12 @@ In Python: `from category_classification.predict import load_predictor`, then
 `load_predictor(model_dir).predict(titles, top_k=3, threshold=0.6)`.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-
 import argparse
 import json
 import sys
 
-from category_classification.cli import UserError, run
-from category_classification.predictors import Predictor, choose_threshold, load_predictor  # noqa: F401 (API)
+from category_classification.core.cli import UserError, run
+from category_classification.inference.predictors import Predictor, choose_threshold, load_predictor  # noqa: F401 (API)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from category_classification.batch_prediction import count_lines, open_records, predict_stream
+    from category_classification.inference.batch import count_lines, open_records, predict_stream
 
     if args.batch_size < 1 or args.top_k < 1:
         raise UserError("--batch_size and --top_k must be at least 1")
@@ -69,5 +66,10 @@ def main(argv=None):
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

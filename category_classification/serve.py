@@ -7,9 +7,6 @@ POST /predict {"titles": [...], "top_k": k, "threshold": t?}; GET /health; GET /
 arrive within --max_wait_ms of each other run as one model batch of up to --max_batch titles.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-
 import argparse
 import asyncio
 import sys
@@ -24,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from category_classification.cli import UserError, run
+from category_classification.core.cli import UserError, run
 
 
 @dataclass
@@ -239,7 +236,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     import uvicorn
 
-    from category_classification.predictors import load_predictor, training_figures
+    from category_classification.inference.predictors import load_predictor, training_figures
 
     if args.max_batch < 1 or args.max_items < 1 or args.max_chars < 1:
         raise UserError("--max_batch, --max_items and --max_chars must be at least 1")
@@ -255,5 +252,10 @@ def main(argv=None):
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

@@ -4,16 +4,13 @@
     torchrun --nproc_per_node 2 category_classification/train_embedding_classifier.py --data ... --out ...
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
-
 import argparse
 import math
 import sys
 import time
 from pathlib import Path
 
-from category_classification.cli import UserError, add_eval_args, run
+from category_classification.core.cli import UserError, add_eval_args, run
 
 # Presets fill in flags the user did not give. "default" is the seed's 80M model with the Qwen3 vocabulary;
 # "small" trains on the 6-class MWPD data in a few minutes on a 2-core CPU (see docs/embedding_classifier_architecture.md
@@ -116,13 +113,13 @@ def main(argv=None, defaults: dict | None = None):
     import numpy as np
     import torch
 
-    from category_classification import evaluation
-    from category_classification.data import get_split, label_names, load_dataset_dir
-    from category_classification.devices import autocast_dtype, seed_everything
-    from category_classification.embedding_classifier import EmbeddingClassifier, EmbeddingClassifierConfig
-    from category_classification.encoder_io import load_encoder, logits_for_ids, save_encoder
-    from category_classification.tokenization import resolve_tokenizer
-    from category_classification.training import (LengthBucketBatchSampler, barrier, capture_rng_state,
+    from category_classification.evaluation import metrics as evaluation
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.core.devices import autocast_dtype, seed_everything
+    from category_classification.models.encoder import EmbeddingClassifier, EmbeddingClassifierConfig
+    from category_classification.models.encoder_io import load_encoder, logits_for_ids, save_encoder
+    from category_classification.models.tokenization import resolve_tokenizer
+    from category_classification.training.loop import (LengthBucketBatchSampler, barrier, capture_rng_state,
                                                    class_weights, cleanup_distributed, drop_tokens, gather_to_main,
                                                    latest_checkpoint, load_checkpoint, lr_at, pad_batch,
                                                    restore_rng_state, save_checkpoint, setup_distributed)
@@ -349,5 +346,10 @@ def _prune_checkpoints(ckpt_dir: Path, keep: int) -> None:
         old.unlink()
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

@@ -4,18 +4,15 @@
 Fits on `train`, calibrates probabilities on `validation`, evaluates both and `test`.
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import argparse
 import sys
 import time
 from dataclasses import asdict
 
-from category_classification.cli import add_eval_args, run
-from category_classification.data import get_split, label_names, load_dataset_dir
-from category_classification.evaluation import evaluate_split, format_metrics, write_results
-from category_classification.linear_model import LinearConfig, LinearTextClassifier
+from category_classification.core.cli import add_eval_args, run
+from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+from category_classification.evaluation.metrics import evaluate_split, format_metrics, write_results
+from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,5 +69,10 @@ def main(argv=None) -> int:
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

@@ -4,14 +4,11 @@ Writes the adapter and head, merged/ (a plain transformers model), metrics and r
 Runs unchanged under `torchrun --nproc_per_node N` and `accelerate launch` (see docs/lora.md).
 """
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import argparse
 import sys
 
-from category_classification.cli import add_eval_args, run
-from category_classification.lora import LoraTrainConfig, add_train_args, config_from_args, train
+from category_classification.core.cli import add_eval_args, run
+from category_classification.models.lora import LoraTrainConfig, add_train_args, config_from_args, train
 
 
 def build_parser(defaults: LoraTrainConfig | None = None, description: str | None = None):
@@ -25,7 +22,7 @@ def main(argv=None, defaults: LoraTrainConfig | None = None):
     args = build_parser(defaults).parse_args(argv)
     result = train(config_from_args(args), eval_args=args)
     if result:  # empty on the non-main processes of a distributed run
-        from category_classification.evaluation import format_metrics
+        from category_classification.evaluation.metrics import format_metrics
 
         print(f"trained in {result['train_seconds']:.1f}s; validation macro_f1="
               f"{result['validation']['macro_f1']:.4f} accuracy={result['validation']['accuracy']:.4f}")
@@ -34,5 +31,10 @@ def main(argv=None, defaults: LoraTrainConfig | None = None):
     return 0
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

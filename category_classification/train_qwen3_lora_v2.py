@@ -1,13 +1,10 @@
 """train_qwen3_lora.py with the v2 defaults: r=32, alpha=64, micro-batch 16 x accumulation 32, cosine,
 warmup 0.05, max_grad_norm 0.5. Every flag can still be overridden."""
 
-if __package__ in (None, ""):  # run as a file: import the package, not the script's folder
-    import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 import sys
 
-from category_classification.cli import run
-from category_classification.lora import LoraTrainConfig
+from category_classification.core.cli import run
+from category_classification.models.lora import LoraTrainConfig
 from category_classification.train_qwen3_lora import main as train_main
 
 V2_DEFAULTS = LoraTrainConfig(lora_r=32, lora_alpha=64, micro_batch=16, batch=16 * 32,
@@ -18,5 +15,10 @@ def main(argv=None):
     return train_main(argv, defaults=V2_DEFAULTS)
 
 
+def cli() -> int:
+    """Console-script entry point (see [project.scripts] in pyproject.toml)."""
+    return run(main)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(cli())

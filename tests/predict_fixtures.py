@@ -54,7 +54,7 @@ def make_dataset(path) -> Path:
 
 
 def make_linear(path) -> Path:
-    from category_classification.linear_model import LinearConfig, LinearTextClassifier
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
     texts, labels = toy_offers(20)
     model = LinearTextClassifier(LABELS, LinearConfig(hash_bits=14, char_min_df=1)).fit(texts, labels)
@@ -66,8 +66,8 @@ def make_linear(path) -> Path:
 def make_encoder(path, seed: int = 0) -> Path:
     import torch
 
-    from category_classification.embedding_classifier import EmbeddingClassifier, EmbeddingClassifierConfig
-    from category_classification.encoder_io import save_encoder
+    from category_classification.models.encoder import EmbeddingClassifier, EmbeddingClassifierConfig
+    from category_classification.models.encoder_io import save_encoder
 
     tok = minilm_tokenizer()
     torch.manual_seed(seed)
@@ -86,7 +86,7 @@ def make_hf(path, arch: str = "bert", seed: int = 0) -> Path:
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from category_classification.artifacts import write_model_info
+    from category_classification.core.artifacts import write_model_info
 
     tok = minilm_tokenizer()
     id2label = dict(enumerate(LABELS))

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_fold_data_is_grouped_and_covers_every_offer(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     from bench.lora_cv import grouped_folds, write_fold_data
-    from category_classification.data import load_dataset_dir
+    from category_classification.data.dataset_dir import load_dataset_dir
 
     rng = np.random.default_rng(0)
     n = 600
@@ -43,7 +43,7 @@ def test_a_finished_fold_is_reused_only_with_the_same_flags(tmp_path, monkeypatc
 
     monkeypatch.syspath_prepend(str(REPO))
     from bench.lora_cv import finished_fold
-    from category_classification.cli import UserError
+    from category_classification.core.cli import UserError
 
     done = tmp_path / "fold.json"
     done.write_text(json.dumps({"lora_args": ["--epochs", "1"], "lora_train_seconds": 1.0}))

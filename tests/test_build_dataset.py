@@ -9,11 +9,11 @@ import pytest
 from datasets import load_from_disk
 
 from category_classification import build_lspc_dataset, build_lspc_dataset_full
-from category_classification.language import detect_languages
-from category_classification.lspc import SKIP_REASONS, load_category_map
-from category_classification.splits import TEST, TRAIN, VALIDATION, assign_splits
-from category_classification.synthetic_lspc import write_lspc_zip
-from category_classification.text import group_id, normalize_title, offer_text
+from category_classification.data.language import detect_languages
+from category_classification.data.lspc import SKIP_REASONS, load_category_map
+from category_classification.data.splits import TEST, TRAIN, VALIDATION, assign_splits
+from category_classification.data.synthetic_lspc import write_lspc_zip
+from category_classification.data.text import group_id, normalize_title, offer_text
 
 MWPD = Path(__file__).resolve().parents[1] / "data" / "mwpd"
 

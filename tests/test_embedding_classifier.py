@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from category_classification.embedding_classifier import (EmbeddingClassifier, EmbeddingClassifierConfig,
+from category_classification.models.encoder import (EmbeddingClassifier, EmbeddingClassifierConfig,
                                                            SelfAttention, apply_rope, rope_cos_sin)
-from category_classification.training import LengthBucketBatchSampler, drop_tokens, lr_at, pad_batch
+from category_classification.training.loop import LengthBucketBatchSampler, drop_tokens, lr_at, pad_batch
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -144,7 +144,7 @@ def test_loss_falls_on_a_tiny_task():
 def test_focal_and_class_weighted_losses():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.5, 0.0]])
     y = torch.tensor([0, 2])
-    from category_classification.embedding_classifier import classification_loss
+    from category_classification.models.encoder import classification_loss
 
     plain = classification_loss(logits, y, tiny())
     focal = classification_loss(logits, y, tiny(focal_gamma=2.0))

@@ -9,10 +9,10 @@ import pytest
 from category_classification import build_ensemble as build_script
 from category_classification import evaluate as evaluate_script
 from category_classification import predict as predict_script
-from category_classification.cli import UserError, run
-from category_classification.ensemble import normalize_weights, write_ensemble
-from category_classification.evaluation import compute_metrics
-from category_classification.predictors import load_predictor
+from category_classification.core.cli import UserError, run
+from category_classification.inference.ensemble import normalize_weights, write_ensemble
+from category_classification.evaluation.metrics import compute_metrics
+from category_classification.inference.predictors import load_predictor
 from predict_fixtures import LABELS, make_dataset, make_hf, make_linear, toy_offers
 
 TEXTS = ["gold ring pendant", "brake pad engine oil", "diaper crib", "", "novel hardcover author"]
@@ -46,7 +46,7 @@ def test_normalize_weights_rejects_bad_input():
 
 
 def test_members_must_share_labels(root, tmp_path, capsys):
-    from category_classification.linear_model import LinearConfig, LinearTextClassifier
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
     texts, labels = toy_offers(5)
     reordered = list(reversed(LABELS))
@@ -66,7 +66,7 @@ def test_build_ensemble_scores_members_and_ensemble(root, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert set(m["members"]) == {str(root / "linear"), str(root / "hf")}
 
-    from category_classification.data import get_split, load_dataset_dir
+    from category_classification.data.dataset_dir import get_split, load_dataset_dir
 
     test = get_split(load_dataset_dir(root / "data"), "test")
     a = load_predictor(root / "linear").predict_proba(test["text"])
@@ -104,7 +104,7 @@ def test_an_ensemble_is_not_a_member_and_has_no_onnx_export(root, tmp_path):
     write_ensemble(tmp_path / "ens", [root / "linear", root / "hf"])
     with pytest.raises(UserError, match="itself an ensemble"):
         write_ensemble(tmp_path / "ens2", [tmp_path / "ens", root / "linear"])
-    from category_classification.onnx_export import load_torch_for_export
+    from category_classification.inference.onnx_export import load_torch_for_export
 
     with pytest.raises(UserError, match="no ONNX export"):
         load_torch_for_export(tmp_path / "ens")

@@ -5,7 +5,7 @@ import json
 import pytest
 from sklearn.metrics import f1_score
 
-from category_classification.evaluation import compute_metrics, format_metrics, write_results
+from category_classification.evaluation.metrics import compute_metrics, format_metrics, write_results
 
 LABELS = ["A", "B", "C"]
 Y_TRUE = [0, 0, 1, 1, 2, 2]

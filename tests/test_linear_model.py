@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from category_classification.linear_model import LinearConfig, LinearTextClassifier, load_linear
-from category_classification.ngram_features import HashedTfidf, NgramSpec, char_ngrams
+from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
+from category_classification.models.ngram_features import HashedTfidf, NgramSpec, char_ngrams
 from category_classification.train_linear_baseline import main as train_main
 
 LABELS = ["Automotive", "Books", "Shoes"]
@@ -68,7 +68,7 @@ def test_fit_save_load_predict(tmp_path, features):
 
 
 def test_missing_class_is_a_clear_error():
-    from category_classification.cli import UserError
+    from category_classification.core.cli import UserError
 
     texts, labels = toy_offers(5)
     keep = [i for i, y in enumerate(labels) if y != 1]
@@ -98,7 +98,7 @@ def test_train_script_end_to_end(tmp_path):
 
 
 def test_train_script_missing_data_exits_2(tmp_path, capsys):
-    from category_classification.cli import run
+    from category_classification.core.cli import run
 
     assert run(train_main, ["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     assert "dataset directory not found" in capsys.readouterr().err

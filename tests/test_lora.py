@@ -13,8 +13,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
-from category_classification import lora  # noqa: E402
-from category_classification.cli import run  # noqa: E402
+from category_classification.models import lora  # noqa: E402
+from category_classification.core.cli import run  # noqa: E402
 
 LABELS = ["Automotive", "Books", "Shoes"]
 WORDS = {"Automotive": ["brake", "tyre", "engine", "bumper", "wiper"],
@@ -43,7 +43,7 @@ def make_dataset(path, n_train=240, n_eval=30, seed=0):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from category_classification.tokenization import load_qwen_tokenizer
+    from category_classification.models.tokenization import load_qwen_tokenizer
 
     root = tmp_path_factory.mktemp("lora")
     model_dir = lora.save_tiny_qwen3(root / "tiny_qwen3", load_qwen_tokenizer())
@@ -62,7 +62,7 @@ def test_derive_batches():
     assert lora.derive_batches(512, 16, 2) == (16, 16)  # 16 x 16 x 2 processes
     assert lora.derive_batches(8, 16, 1) == (8, 1)  # never a micro-batch larger than the effective batch
     assert lora.derive_batches(30, 8, 1) == (8, 4)  # rounds up to the next multiple
-    from category_classification.cli import UserError
+    from category_classification.core.cli import UserError
 
     with pytest.raises(UserError):
         lora.derive_batches(0, 8, 1)
@@ -225,7 +225,7 @@ def test_latency_script_on_a_trained_model(tiny, tmp_path, capsys):
 def test_weighted_loss_scales_like_the_trainer_expects():
     import torch.nn.functional as F
 
-    from category_classification.training import class_weights
+    from category_classification.training.loop import class_weights
 
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 0, 1, 2])

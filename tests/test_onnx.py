@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from category_classification import export_onnx as export_script
-from category_classification.artifacts import read_model_info
-from category_classification.cli import run
-from category_classification.onnx_export import export_onnx, parity
-from category_classification.predictors import load_predictor
+from category_classification.core.artifacts import read_model_info
+from category_classification.core.cli import run
+from category_classification.inference.onnx_export import export_onnx, parity
+from category_classification.inference.predictors import load_predictor
 from predict_fixtures import LABELS, make_dataset, make_encoder, make_hf, toy_offers
 
 TEXTS = ["gold ring", "", "brake pad engine oil tyre car wiper spark plug " * 10, "diaper"] + toy_offers(6, 4)[0]

@@ -10,9 +10,9 @@ import pytest
 
 from category_classification import evaluate as evaluate_script
 from category_classification import predict as predict_script
-from category_classification.batch_prediction import completed_lines
-from category_classification.cli import run
-from category_classification.predictors import choose_threshold, load_predictor, threshold_table
+from category_classification.inference.batch import completed_lines
+from category_classification.core.cli import run
+from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table
 from predict_fixtures import LABELS, make_dataset, make_encoder, make_hf, make_linear, toy_offers
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from category_classification.predictors import Predictor, load_predictor, training_figures
+from category_classification.inference.predictors import Predictor, load_predictor, training_figures
 from category_classification.serve import MicroBatcher, ServiceLimits, create_app
 from predict_fixtures import LABELS, make_linear
 

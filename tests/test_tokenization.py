@@ -2,8 +2,8 @@
 
 import pytest
 
-from category_classification.cli import UserError
-from category_classification.tokenization import (QWEN_VOCAB_SIZE, load_qwen_tokenizer, resolve_tokenizer,
+from category_classification.core.cli import UserError
+from category_classification.models.tokenization import (QWEN_VOCAB_SIZE, load_qwen_tokenizer, resolve_tokenizer,
                                                   train_bpe_tokenizer)
 
 
@@ -27,7 +27,7 @@ def test_qwen_matches_tiktoken_on_offers(qwen):
 
     import tiktoken
 
-    from category_classification.tokenization import _qwen_resources, _read_ranks
+    from category_classification.models.tokenization import _qwen_resources, _read_ranks
 
     ranks_file, pattern, _ = _qwen_resources()
     enc = tiktoken.Encoding("qwen-ref", pat_str=pattern, mergeable_ranks=_read_ranks(ranks_file),

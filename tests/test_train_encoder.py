@@ -11,7 +11,7 @@ import pytest
 
 from category_classification import train_embedding_classifier as trainer
 from category_classification import train_embedding_classifier_v2 as trainer_v2
-from category_classification.cli import run
+from category_classification.core.cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = ["Books", "Clothing", "Shoes"]
@@ -72,7 +72,7 @@ def weights(model_dir):
 def test_train_writes_a_complete_model_dir(data_dir, tmp_path, capsys):
     import torch
 
-    from category_classification.encoder_io import load_encoder
+    from category_classification.models.encoder_io import load_encoder
 
     out = tmp_path / "enc"
     assert run(trainer.main, ["--data", str(data_dir), "--out", str(out), "--epochs", "3", *TINY]) == 0

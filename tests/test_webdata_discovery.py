@@ -3,7 +3,7 @@
 import json
 
 import webdata_discovery
-from category_classification.synthetic_lspc import BRANDS, write_lspc_zip
+from category_classification.data.synthetic_lspc import BRANDS, write_lspc_zip
 
 
 def test_profile_counts_languages_brands_categories(tmp_path, capsys):

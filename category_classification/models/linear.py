@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import read_model_info, write_model_info
-from .cli import UserError
-from .ngram_features import HashedTfidf, NgramSpec
+from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.cli import UserError
+from category_classification.models.ngram_features import HashedTfidf, NgramSpec
 
 CONFIG_FILE = "linear_config.json"
 WEIGHTS_FILE = "linear_weights.npz"  # features "hashed": plain arrays, no pickle

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from .artifacts import read_model_info, write_model_info
-from .cli import UserError
-from .embedding_classifier import EmbeddingClassifier, EmbeddingClassifierConfig
+from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.cli import UserError
+from category_classification.models.encoder import EmbeddingClassifier, EmbeddingClassifierConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "encoder_config.json"
@@ -72,7 +72,7 @@ def load_encoder(model_dir, device="cpu"):
 @torch.no_grad()
 def logits_for_ids(model, ids, batch_size: int = 64, device="cpu", autocast_dtype=None):
     """Logits (n, num_labels) for token id lists, batched longest-first so little time goes to padding."""
-    from .training import pad_batch
+    from category_classification.training.loop import pad_batch
 
     pad_id = model.config.pad_token_id
     ids = [s if len(s) else [pad_id] for s in ids]  # an empty text still gets one position

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifacts import read_model_info, write_model_info
-from .cli import UserError
+from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.cli import UserError
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -47,7 +47,7 @@ def load_torch_for_export(model_dir):
     info = read_model_info(d)
     kind = info.get("kind")
     if kind == "encoder":
-        from .encoder_io import load_encoder
+        from category_classification.models.encoder_io import load_encoder
 
         model, tokenizer, full = load_encoder(d, device="cpu")
         info = dict(info, pad_token_id=int(full.get("pad_token_id", model.config.pad_token_id) or 0))
@@ -126,7 +126,7 @@ def agreement(a, b) -> float:
 
 def parity(torch_predictor, onnx_predictors: dict, texts, y_true=None) -> dict:
     """Agreement of each ONNX predictor's argmax with torch's, max |logit difference|, and macro-F1 each."""
-    from .evaluation import compute_metrics
+    from category_classification.evaluation.metrics import compute_metrics
 
     labels = torch_predictor.labels
     ref_logits = torch_predictor.logits(texts)

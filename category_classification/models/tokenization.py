@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-from .cli import UserError
+from category_classification.core.cli import UserError
 
 QWEN_VOCAB_SIZE = 151669  # 151,643 BPE ranks + 26 special tokens, as Qwen3 has them
 QWEN_PAD_TOKEN = "<|endoftext|>"

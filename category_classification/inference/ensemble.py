@@ -15,9 +15,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import read_model_info, write_model_info
-from .cli import UserError
-from .predictors import Predictor
+from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.cli import UserError
+from category_classification.inference.predictors import Predictor
 
 
 def normalize_weights(n_models: int, weights: Sequence[float] | None) -> list[float]:
@@ -77,7 +77,7 @@ class EnsemblePredictor(Predictor):
 
     def __init__(self, model_dir, info, batch_size=64, device="cpu", precision=None, threads=None):
         super().__init__(model_dir, info, batch_size)
-        from .predictors import load_predictor
+        from category_classification.inference.predictors import load_predictor
 
         self.members: list[Predictor] = []
         entries = info.get("members") or []

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .cli import UserError
+from category_classification.core.cli import UserError
 
 
 def load_dataset_dir(path):

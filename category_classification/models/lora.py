@@ -14,7 +14,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .cli import UserError
+from category_classification.core.cli import UserError
 
 DEFAULT_MODEL = "Qwen/Qwen3-Embedding-0.6B"
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "paged_adamw_8bit", "adamw_bnb_8bit")
@@ -210,7 +210,7 @@ def resolve_device(preference: str):
     """The device this process trains on; under DDP each process gets its LOCAL_RANK GPU."""
     import torch
 
-    from .devices import pick_device
+    from category_classification.core.devices import pick_device
 
     device = pick_device(preference)
     if device.type == "cuda" and device.index is None and world_size() > 1:
@@ -223,7 +223,7 @@ def resolve_device(preference: str):
 
 def load_tokenizer_for(cfg: LoraTrainConfig):
     """The tokenizer named by cfg.tokenizer (default: the model's own), with a pad token guaranteed."""
-    from .tokenization import load_qwen_tokenizer, load_tokenizer
+    from category_classification.models.tokenization import load_qwen_tokenizer, load_tokenizer
 
     spec = cfg.tokenizer or cfg.model
     if str(spec).lower() in ("qwen", "qwen3"):
@@ -409,7 +409,7 @@ def tokenize_split(split, tokenizer, seq_len: int):
 def _macro_f1_metric(labels):
     import numpy as np
 
-    from .evaluation import compute_metrics
+    from category_classification.evaluation.metrics import compute_metrics
 
     def metric(eval_pred):
         logits, y = eval_pred
@@ -526,10 +526,11 @@ def train(cfg: LoraTrainConfig, eval_args=None, log=print) -> dict:
     adapter + merged model + results files. Returns {"validation": metrics, "test": metrics, ...}."""
     from transformers import DataCollatorWithPadding, EarlyStoppingCallback
 
-    from . import artifacts, evaluation
-    from .data import get_split, label_names, load_dataset_dir
-    from .devices import seed_everything
-    from .training import class_weights
+    from category_classification.core import artifacts
+    from category_classification.evaluation import metrics as evaluation
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.core.devices import seed_everything
+    from category_classification.training.loop import class_weights
 
     device = resolve_device(cfg.device)
     if cfg.cpu_threads > 0:
@@ -641,8 +642,8 @@ def save_tiny_qwen3(path, tokenizer, hidden_size: int = 32, num_layers: int = 2,
 def resolve_model_dir(path) -> tuple[Path, dict]:
     """The directory holding the transformers weights: a trainer's out dir (its category_model.json
     points at merged/), merged/ itself, or any sequence-classification checkpoint."""
-    from .artifacts import MODEL_INFO
-    from .cli import require_dir
+    from category_classification.core.artifacts import MODEL_INFO
+    from category_classification.core.cli import require_dir
 
     p = require_dir(path, "model directory")
     info = {}
@@ -659,7 +660,7 @@ def load_for_inference(path, device):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from .tokenization import load_tokenizer
+    from category_classification.models.tokenization import load_tokenizer
 
     model_dir, info = resolve_model_dir(path)
     tokenizer = load_tokenizer(model_dir)

@@ -18,7 +18,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .cli import UserError
+from category_classification.core.cli import UserError
 
 TEXT_FIELDS = ("text", "title", "name")  # tried in this order when --text_field is not given
 MAX_REPORTED = 10  # malformed lines printed one by one; the rest only counted
@@ -121,7 +121,7 @@ def read_csv(path: Path, text_field: str | None = None) -> Iterator[Record]:
 def read_lspc_zip(path: Path) -> Iterator[Record]:
     """Offers of every *.json.gz member of the LSPC zip; the text is built as the dataset builder builds it."""
     try:
-        from . import lspc  # the corpus reader of the dataset builder, when present
+        from category_classification.data import lspc  # the corpus reader of the dataset builder
     except ImportError:
         lspc = None
     if lspc is not None and hasattr(lspc, "iter_zip_offers"):

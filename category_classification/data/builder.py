@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .cli import UserError
-from .splits import SPLIT_NAMES, assign_splits
+from category_classification.core.cli import UserError
+from category_classification.data.splits import SPLIT_NAMES, assign_splits
 
 SHARD_BATCH = 65536
 
@@ -103,7 +103,7 @@ def _init_worker(zip_path, cmap, tmp_dir, max_description_chars):
 
 
 def _member_to_shard(task):
-    from .lspc import read_member
+    from category_classification.data.lspc import read_member
 
     index, member = task
     w = _WORKER
@@ -203,7 +203,7 @@ def split_and_save(shards, label_names, config: BuildConfig, tmp_dir: Path, prog
 
     splits = {name: Dataset.from_file(str(paths[name])) for name in SPLIT_NAMES}
     if config.add_language:
-        from .language import detect_languages
+        from category_classification.data.language import detect_languages
 
         for name in SPLIT_NAMES:
             splits[name] = splits[name].map(

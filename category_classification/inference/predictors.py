@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .artifacts import read_model_info
-from .cli import UserError
+from category_classification.core.artifacts import read_model_info
+from category_classification.core.cli import UserError
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -68,7 +68,7 @@ class LinearPredictor(Predictor):
 
     def __init__(self, model_dir, info, batch_size=64):
         super().__init__(model_dir, info, batch_size)
-        from .linear_model import load_linear
+        from category_classification.models.linear import load_linear
 
         self.model = load_linear(model_dir)
         self.labels = list(self.model.labels)
@@ -135,13 +135,13 @@ class TorchPredictor(_TokenizedPredictor):
         super().__init__(model_dir, info, batch_size)
         import torch
 
-        from .devices import pick_device
+        from category_classification.core.devices import pick_device
 
         self.torch = torch
         self.device = pick_device(device)
         self.kind = info["kind"]
         if self.kind == "encoder":
-            from .encoder_io import load_encoder
+            from category_classification.models.encoder_io import load_encoder
 
             self.model, self.tokenizer, full = load_encoder(model_dir, device=self.device)
             self.info = full
@@ -243,7 +243,7 @@ def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precisi
     if kind == "onnx":
         return OnnxPredictor(d, info, batch_size, precision=precision, threads=threads)
     if kind == "ensemble":
-        from .ensemble import EnsemblePredictor
+        from category_classification.inference.ensemble import EnsemblePredictor
 
         return EnsemblePredictor(d, info, batch_size, device=device, precision=precision, threads=threads)
     raise UserError(f"{d}: unknown model kind {kind!r}")

@@ -178,7 +178,7 @@ def setup_distributed(device_preference: str | None = None) -> tuple[DistInfo, t
 
     NCCL on CUDA (one GPU per local rank), gloo on CPU.
     """
-    from .devices import pick_device
+    from category_classification.core.devices import pick_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:

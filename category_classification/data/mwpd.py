@@ -10,9 +10,9 @@ import gzip
 import json
 from collections import Counter
 
-from .cli import UserError, require_file
-from .lspc import parse_json_object
-from .text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, normalize_title, offer_text
+from category_classification.core.cli import UserError, require_file
+from category_classification.data.lspc import parse_json_object
+from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, normalize_title, offer_text
 
 LABEL_LEVELS = ("six", "lvl1", "lvl2", "lvl3")
 SIX_CLASSES = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")

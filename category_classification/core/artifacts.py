@@ -27,7 +27,7 @@ def write_model_info(model_dir, kind: str, labels, **extra) -> Path:
 
 
 def read_model_info(model_dir) -> dict:
-    from .cli import UserError
+    from category_classification.core.cli import UserError
 
     path = Path(model_dir) / MODEL_INFO
     if not path.is_file():

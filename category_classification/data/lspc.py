@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 import numpy as np
 
-from .cli import UserError, require_file
-from .text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
+from category_classification.core.cli import UserError, require_file
+from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib

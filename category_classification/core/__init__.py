@@ -1,0 +1,1 @@
+"""Shared plumbing: one-line user errors, model-folder metadata, devices."""

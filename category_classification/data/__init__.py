@@ -1,0 +1,1 @@
+"""Reading offers and building datasets: sources, offer text, splits, the builder."""

@@ -1,0 +1,1 @@
+"""Metrics and the files every trainer writes (metrics.json, results, PNGs)."""

@@ -1,0 +1,1 @@
+"""Prediction from any trained model folder: predictors, batch jobs, ONNX export."""

@@ -1,0 +1,1 @@
+"""Model definitions and their files: linear, encoder, tokenizers, LoRA."""

@@ -1,0 +1,1 @@
+"""Training loops and their shared pieces (schedules, batches, checkpoints, DDP)."""
