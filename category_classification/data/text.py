@@ -1,6 +1,10 @@
 """Offer text: the model input built from title and description, and the normalized title used as a group key.
 
-One place for these rules so the builder, the profiler and the predictor agree on what "text" means.
+One place for these rules so the builder, the profiler, the predictor and the service agree on what "text"
+means, including the rule for hostile text (docs/reliability.md): code points that cannot be encoded (lone
+UTF-16 surrogates, which crawled JSON holds) become U+FFFD, control characters become spaces, whitespace
+collapses, the model text is capped at MAX_TEXT_CHARS, and a text that ends up blank is refused by callers
+(`text_problem`), never given a label.
 """
 
 from __future__ import annotations
@@ -10,28 +14,58 @@ import re
 import unicodedata
 
 DEFAULT_MAX_DESCRIPTION_CHARS = 300
+# Every model reads at most a few hundred tokens; longer input only costs memory (a 10 MB title once
+# took 1.6 GB in the predictor), so the model text is cut here for every path.
+MAX_TEXT_CHARS = 2000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACE = re.compile(r"\s+")
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
-def clean(value) -> str:
-    """A field as one line of text: str() of scalars, whitespace collapsed, '' for None/containers."""
+def encodable(value: str) -> str:
+    """`value` with every code point UTF-8 cannot encode (lone surrogates) replaced by U+FFFD."""
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", value)
+
+
+def clean(value, max_chars: int = 0) -> str:
+    """A field as one line of text: str() of scalars, unencodable code points replaced, control characters
+    and whitespace runs made single spaces, '' for None/containers; cut to `max_chars` when given."""
     if value is None or isinstance(value, (dict, list)):
         return ""
     if not isinstance(value, str):
         value = str(value)
-    return " ".join(value.split())
+    if max_chars:  # cut before the work below: a field can be megabytes long
+        value = value[: 2 * max_chars + 64]
+    value = " ".join(_CONTROL.sub(" ", encodable(value)).split())
+    return value[:max_chars].rstrip() if max_chars and len(value) > max_chars else value
+
+
+def text_problem(text) -> str | None:
+    """Why `text` cannot be classified (None when it can): the one check every prediction path applies."""
+    if not isinstance(text, str):
+        return "text is not a string"
+    if not clean(text, 64):
+        return "blank text"
+    return None
+
+
+def model_text(text) -> str:
+    """A ready-made text (a --text title, a line of a .txt file, an API request) under the same rule as
+    `offer_text`: cleaned and capped, so prediction sees what training saw."""
+    return clean(text, MAX_TEXT_CHARS)
 
 
 def offer_text(title: str, description: str = "", max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:
     """title + " " + description, the description cut to `max_description_chars` (0 = whole)."""
-    title = clean(title)
-    if max_description_chars:  # cut before cleaning: descriptions can be pages long
-        description = description[: 2 * max_description_chars + 64] if isinstance(description, str) else ""
-    description = clean(description)
-    if max_description_chars and len(description) > max_description_chars:
-        description = description[:max_description_chars].rstrip()
-    return f"{title} {description}" if description else title
+    title = clean(title, MAX_TEXT_CHARS)
+    description = clean(description, max_description_chars or MAX_TEXT_CHARS)
+    text = f"{title} {description}" if description else title
+    return text[:MAX_TEXT_CHARS].rstrip()
 
 
 def normalize_title(title: str) -> str:
