@@ -4,8 +4,8 @@ service soaked with mixed traffic carrying poison titles. Prints a table; assert
     .venv/bin/python bench/chaos.py                                   # 20 kills each, 20,000 requests
     .venv/bin/python bench/chaos.py --only predict,serve --kills 3 --requests 2000    # a quick run
 
-Kills: each run starts over an earlier output and is killed (with its whole process group) at a uniformly
-random time within an uninterrupted run's duration; then the earlier output must still be there, whole
+Kills: each run starts over an earlier output and is killed (with its whole process group) at a random time
+within an uninterrupted run's duration (half the trials in its last 40%); then the earlier output must be whole
 (or already replaced by the complete new one), and a re-run (builder) or resume (predict.py --resume,
 trainer --resume auto) must end with output identical to an uninterrupted run's. Data: subsets of data/mwpd.
 Serve: 8 closed-loop clients on 127.0.0.1, 1% of requests poison (lone surrogates, blank, 1 MB, wrong
@@ -59,6 +59,12 @@ def run_to_end(cmd: list[str], timeout: float = 900) -> float:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[1:3])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return time.perf_counter() - t0
+
+
+def kill_time(rng: random.Random, trial: int, t_full: float) -> float:
+    """When to kill: odd trials anywhere in 10-100% of an uninterrupted run, even ones in its last 40%,
+    where outputs are written (start-up and imports take the first seconds of every run)."""
+    return t_full * (rng.uniform(0.6, 1.0) if trial % 2 == 0 else rng.uniform(0.1, 1.0))
 
 
 def kill_after(cmd: list[str], delay: float) -> bool:
@@ -134,7 +140,8 @@ def prepare(work: Path, n_offers: int) -> dict:
     """MWPD subsets, the reference dataset built from them, a linear model, and a predict.py input."""
     lines = gzip.open(ROOT / "data" / "mwpd" / "train.json.gz", "rt", encoding="utf-8").read().splitlines()
     random.Random(0).shuffle(lines)
-    ctx = {"work": work, "train": work / "mwpd_train.jsonl", "val": work / "mwpd_val.jsonl"}
+    ctx = {"work": work, "train": work / "mwpd_train.jsonl", "val": work / "mwpd_val.jsonl",
+           "mwpd_all": [ROOT / "data" / "mwpd" / "train.json.gz", ROOT / "data" / "mwpd" / "validation.json.gz"]}
     n_val = n_offers // 5
     ctx["train"].write_text("\n".join(lines[n_val:n_offers]) + "\n", encoding="utf-8")
     ctx["val"].write_text("\n".join(lines[:n_val]) + "\n", encoding="utf-8")
@@ -157,38 +164,49 @@ def prepare(work: Path, n_offers: int) -> dict:
 
 # --- kill parts ------------------------------------------------------------------------------------------
 
-def _row(part, kills, early, intact, identical, trials, seconds, note=""):
-    return {"part": part, "trials": trials, "killed": kills, "ended_before_kill": early,
+def kill_loop(part: str, trials: int, rng: random.Random, t_full: float, trial, note: str = "") -> dict:
+    """Run `trial(delay) -> (killed, earlier output intact, identical after re-run)` until `trials` runs were
+    really killed (at most 3x as many tries); a run that ends before its kill makes later kills come sooner."""
+    t0 = time.perf_counter()
+    tries = kills = intact = identical = 0
+    while kills < trials and tries < 3 * trials:
+        killed, ok_before, ok_after = trial(kill_time(rng, tries, t_full))
+        tries, kills = tries + 1, kills + killed
+        intact, identical = intact + ok_before, identical + ok_after
+        if not killed:
+            t_full *= 0.8  # this machine's load changes: the run was faster than the uninterrupted one
+    return {"part": part, "trials": tries, "killed": kills, "ended_before_kill": tries - kills,
             "earlier_output_intact": intact, "identical_after_rerun": identical,
-            "seconds": round(seconds, 1), "note": note}
+            "seconds": round(time.perf_counter() - t0, 1), "note": note}
 
 
 def chaos_builder(ctx: dict, trials: int, rng: random.Random) -> dict:
-    work, t0 = ctx["work"] / "builder", time.perf_counter()
+    work = ctx["work"] / "builder"
     work.mkdir()
     old, out = work / "old", work / "out"
-    base = ["--mwpd", ctx["train"], ctx["val"], "--quiet"]
+    base = ["--mwpd", *ctx["mwpd_all"], "--quiet"]  # all bundled offers: a longer write phase to hit
     run_to_end(script("build_lspc_dataset.py", *base, "--seed", "7", "--out", old))
     cmd = script("build_lspc_dataset.py", *base, "--seed", "42", "--out", out)
     shutil.copytree(old, out)
     t_full = run_to_end(cmd)
     old_d, new_d = dataset_digest(old), dataset_digest(out)
-    kills = early = intact = identical = 0
-    for _ in range(trials):
+
+    def trial(delay):
         shutil.rmtree(out)
         shutil.copytree(old, out)  # the earlier output the new build must not destroy
-        killed = kill_after(cmd, rng.uniform(0.1, 1.0) * t_full)
-        kills, early = kills + killed, early + (not killed)
-        intact += dataset_digest(out) in (old_d, new_d)
+        killed = kill_after(cmd, delay)
+        intact = dataset_digest(out) in (old_d, new_d)
         run_to_end(cmd)
-        identical += dataset_digest(out) == new_d
+        return killed, intact, dataset_digest(out) == new_d
+
+    row = kill_loop("builder", trials, rng, t_full, trial)
     strays = [p.name for p in work.iterdir() if p.name not in ("old", "out")]
-    return _row("builder", kills, early, intact, identical, trials, time.perf_counter() - t0,
-                f"stray temp entries after the re-runs: {len(strays)}")
+    row["note"] = f"{len(strays)} stray temp entries left beside --out"
+    return row
 
 
 def chaos_predict(ctx: dict, trials: int, rng: random.Random) -> dict:
-    work, t0 = ctx["work"] / "predict", time.perf_counter()
+    work = ctx["work"] / "predict"
     work.mkdir()
     out, partial = work / "preds.jsonl", work / "preds.jsonl.partial"
     base = script("predict.py", "--model", ctx["linear"], "--input", ctx["offers"], "--out", out,
@@ -197,39 +215,44 @@ def chaos_predict(ctx: dict, trials: int, rng: random.Random) -> dict:
     old = out.read_bytes()  # an earlier run's predictions (top 2)
     t_full = run_to_end(base)
     ref = out.read_bytes()
-    kills = early = intact = identical = resumed_lines = 0
-    for _ in range(trials):
+    kept = []
+
+    def trial(delay):
         out.write_bytes(old)
         partial.unlink(missing_ok=True)
-        killed = kill_after(base, rng.uniform(0.1, 1.0) * t_full)
-        kills, early = kills + killed, early + (not killed)
-        intact += out.read_bytes() in (old, ref)
-        resumed_lines += partial.read_bytes().count(b"\n") if partial.is_file() else 0
+        killed = kill_after(base, delay)
+        intact = out.read_bytes() in (old, ref)
+        kept.append(partial.read_bytes().count(b"\n") if partial.is_file() else 0)
         run_to_end(base + ["--resume"])
-        identical += out.read_bytes() == ref and not partial.exists()
+        return killed, intact, out.read_bytes() == ref and not partial.exists()
+
+    row = kill_loop("predict", trials, rng, t_full, trial)
     n_lines = ref.count(b"\n")
-    return _row("predict", kills, early, intact, identical, trials, time.perf_counter() - t0,
-                f"{n_lines} lines; {resumed_lines // max(1, kills)} lines kept in OUT.partial per kill on average")
+    row["note"] = (f"{n_lines} lines; OUT.partial held {sum(kept) // max(1, len(kept))} on average "
+                   f"at the kill, 0 in {kept.count(0)} kills")
+    return row
 
 
 def chaos_train(ctx: dict, trials: int, rng: random.Random) -> dict:
-    work, t0 = ctx["work"] / "train", time.perf_counter()
+    work = ctx["work"] / "train"
     work.mkdir()
     ref_dir, out = work / "reference", work / "out"
     base = ["--data", ctx["dataset"], "--seed", "42", *TINY_ENCODER]
     t_full = run_to_end(script("train_embedding_classifier.py", *base, "--out", ref_dir))
     ref = weights_digest(ref_dir)
-    kills = early = intact = identical = 0
-    for _ in range(trials):
+    found = []
+
+    def trial(delay):
         shutil.rmtree(out, ignore_errors=True)
-        killed = kill_after(script("train_embedding_classifier.py", *base, "--out", out),
-                            rng.uniform(0.1, 1.0) * t_full)
-        kills, early = kills + killed, early + (not killed)
-        intact += torn_files(out) == 0 if out.exists() else 1
+        killed = kill_after(script("train_embedding_classifier.py", *base, "--out", out), delay)
+        found.append(len(list(out.rglob("*.pt"))) if out.exists() else 0)
+        intact = torn_files(out) == 0 if out.exists() else True
         run_to_end(script("train_embedding_classifier.py", *base, "--out", out, "--resume", "auto"))
-        identical += weights_digest(out) == ref
-    return _row("train", kills, early, intact, identical, trials, time.perf_counter() - t0,
-                "intact: no checkpoint or weights file that fails to load")
+        return killed, intact, weights_digest(out) == ref
+
+    return kill_loop("train", trials, rng, t_full, trial,
+                     f"intact: every checkpoint and weights file loads; {sum(x > 0 for x in found)} kills "
+                     f"left checkpoints to resume from")
 
 
 # --- the service under poison traffic --------------------------------------------------------------------
