@@ -5,11 +5,10 @@ The predictor, the ONNX exporter, the LoRA trainer and measure_lora_latency.py a
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from category_classification.core.artifacts import MODEL_INFO
+from category_classification.core.artifacts import MODEL_INFO, read_model_info
 from category_classification.core.cli import UserError, require_dir
 from category_classification.models.tokenization import load_tokenizer  # noqa: F401 (the tokenizer rule)
 
@@ -32,10 +31,7 @@ def model_folder(path) -> tuple[Path, dict]:
     p = require_dir(path, "model directory")
     info = {}
     if (p / MODEL_INFO).is_file():
-        try:
-            info = json.loads((p / MODEL_INFO).read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise UserError(f"{p}: {MODEL_INFO} is not valid JSON ({exc})") from None
+        info = read_model_info(p)
         p = p / str(info.get("path", "."))
     if not (p / "config.json").is_file():
         raise UserError(f"no Hugging Face model in {p} (no config.json)")
