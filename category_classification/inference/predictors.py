@@ -226,9 +226,12 @@ class OnnxPredictor(_TokenizedPredictor):
 def training_figures(model_dir) -> dict:
     """Headline figures from the trainer's metrics.json (validation/test macro-F1, accuracy, training time)."""
     path = Path(model_dir) / "metrics.json"
-    if not path.is_file():
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or damaged: the figures are for show, the model still serves
         return {}
-    m = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(m, dict):
+        return {}
     out = {k: m[k] for k in ("model", "date") if k in m}
     for split in ("validation", "test"):
         if isinstance(m.get(split), dict):

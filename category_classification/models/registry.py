@@ -5,6 +5,7 @@ files its folder holds; `load_predictor` opens any model folder through it. A ne
 from __future__ import annotations
 
 import importlib
+import pickle
 import re
 import zipfile
 from contextlib import contextmanager
@@ -124,7 +125,7 @@ def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precisi
 
 
 # Damaged folders: what a truncated or overwritten file raises inside the libraries that read it.
-_FILE_ERRORS = (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile)
+_FILE_ERRORS = (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError)
 _FILE_ERROR_MODULES = ("safetensors", "onnxruntime", "google.protobuf", "onnx")
 
 
@@ -181,7 +182,8 @@ def file_problem(path: Path) -> str | None:
         elif path.suffix == ".onnx":
             import onnx
 
-            onnx.load(str(path), load_external_data=False)
+            if not onnx.load(str(path), load_external_data=False).graph.node:  # an empty file parses as no graph
+                return "no graph in the file"
     except ImportError:
         return None
     except Exception as exc:
