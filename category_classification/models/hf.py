@@ -10,7 +10,7 @@ from pathlib import Path
 
 from category_classification.core.artifacts import MODEL_INFO, read_model_info
 from category_classification.core.cli import UserError, require_dir
-from category_classification.models.tokenization import load_tokenizer  # noqa: F401 (the tokenizer rule)
+from category_classification.models.tokenization import load_tokenizer
 
 
 @dataclass
