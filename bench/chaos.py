@@ -5,7 +5,7 @@ service soaked with mixed traffic carrying poison titles. Prints a table; assert
     .venv/bin/python bench/chaos.py --only predict,serve --kills 3 --requests 2000    # a quick run
 
 Kills: each run starts over an earlier output and is killed (with its whole process group) at a random time
-within an uninterrupted run's duration (half the trials in its last 40%); then the earlier output must be whole
+within an uninterrupted run's duration (half the trials in its write phase); then the earlier output must be whole
 (or already replaced by the complete new one), and a re-run (builder) or resume (predict.py --resume,
 trainer --resume auto) must end with output identical to an uninterrupted run's. Data: subsets of data/mwpd.
 Serve: 8 closed-loop clients on 127.0.0.1, 1% of requests poison (lone surrogates, blank, 1 MB, wrong
@@ -39,10 +39,10 @@ SCRIPTS = ROOT / "category_classification"
 ENV = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
            HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 PARTS = ("builder", "predict", "train", "serve")
-# The encoder at its smallest (a BPE of 300 tokens, one layer): each epoch is a few seconds on one core.
+# The encoder at its smallest (a BPE of 300 tokens, one layer): an epoch of 2,000 offers takes under a second.
 TINY_ENCODER = ["--tokenizer", "bpe:300", "--hidden_size", "32", "--num_layers", "1", "--num_heads", "4",
                 "--num_kv_heads", "2", "--ffn_size", "64", "--seq_len", "32", "--batch_size", "16",
-                "--lr_warmup_steps", "5", "--eval_batch_size", "64", "--num_threads", "1", "--epochs", "3",
+                "--lr_warmup_steps", "5", "--eval_batch_size", "64", "--num_threads", "1", "--epochs", "8",
                 "--device", "cpu", "--no_lang_metrics"]
 
 
@@ -54,17 +54,34 @@ def script(name: str, *args) -> list[str]:
 
 def run_to_end(cmd: list[str], timeout: float = 900) -> float:
     """Run `cmd` to completion (exit 0 required); its wall time in seconds."""
+    return run_watching(cmd, timeout=timeout)[0]
+
+
+def run_watching(cmd: list[str], seen=None, timeout: float = 900) -> tuple[float, float | None]:
+    """Run `cmd` to completion (exit 0 required): (wall seconds, seconds until `seen()` first held, if it did)."""
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[1:3])} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
-    return time.perf_counter() - t0
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
+        t_seen = None
+        while proc.poll() is None:
+            if seen is not None and t_seen is None and seen():
+                t_seen = time.perf_counter() - t0
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+            time.sleep(0.05)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd[1:3])} failed ({proc.returncode}):\n{err.read()[-2000:]}")
+    return time.perf_counter() - t0, t_seen
 
 
-def kill_time(rng: random.Random, trial: int, t_full: float) -> float:
-    """When to kill: odd trials anywhere in 10-100% of an uninterrupted run, even ones in its last 40%,
-    where outputs are written (start-up and imports take the first seconds of every run)."""
-    return t_full * (rng.uniform(0.6, 1.0) if trial % 2 == 0 else rng.uniform(0.1, 1.0))
+def kill_time(rng: random.Random, trial: int, t_full: float, t_write: float | None = None) -> float:
+    """When to kill: odd trials anywhere in 10-100% of an uninterrupted run; even ones in its write phase,
+    from `t_write` (when its first output file appeared) to the end, or its last 40% when not watched.
+    Start-up and imports take the first seconds of every run: uniform times alone would mostly hit them."""
+    if trial % 2:
+        return t_full * rng.uniform(0.1, 1.0)
+    return rng.uniform(t_write, t_full) if t_write is not None else t_full * rng.uniform(0.6, 1.0)
 
 
 def kill_after(cmd: list[str], delay: float) -> bool:
@@ -164,17 +181,18 @@ def prepare(work: Path, n_offers: int) -> dict:
 
 # --- kill parts ------------------------------------------------------------------------------------------
 
-def kill_loop(part: str, trials: int, rng: random.Random, t_full: float, trial, note: str = "") -> dict:
+def kill_loop(part: str, trials: int, rng: random.Random, t_full: float, trial, note: str = "",
+              t_write: float | None = None) -> dict:
     """Run `trial(delay) -> (killed, earlier output intact, identical after re-run)` until `trials` runs were
     really killed (at most 3x as many tries); a run that ends before its kill makes later kills come sooner."""
     t0 = time.perf_counter()
     tries = kills = intact = identical = 0
     while kills < trials and tries < 3 * trials:
-        killed, ok_before, ok_after = trial(kill_time(rng, tries, t_full))
+        killed, ok_before, ok_after = trial(kill_time(rng, tries, t_full, t_write))
         tries, kills = tries + 1, kills + killed
         intact, identical = intact + ok_before, identical + ok_after
-        if not killed:
-            t_full *= 0.8  # this machine's load changes: the run was faster than the uninterrupted one
+        if not killed:  # this machine's load changes: the run was faster than the uninterrupted one
+            t_full, t_write = 0.8 * t_full, t_write and 0.8 * t_write
     return {"part": part, "trials": tries, "killed": kills, "ended_before_kill": tries - kills,
             "earlier_output_intact": intact, "identical_after_rerun": identical,
             "seconds": round(time.perf_counter() - t0, 1), "note": note}
@@ -213,7 +231,7 @@ def chaos_predict(ctx: dict, trials: int, rng: random.Random) -> dict:
                   "--batch_size", "8", "--no_progress")
     run_to_end(base + ["--top_k", "2"])
     old = out.read_bytes()  # an earlier run's predictions (top 2)
-    t_full = run_to_end(base)
+    t_full, t_write = run_watching(base, partial.exists)
     ref = out.read_bytes()
     kept = []
 
@@ -226,7 +244,7 @@ def chaos_predict(ctx: dict, trials: int, rng: random.Random) -> dict:
         run_to_end(base + ["--resume"])
         return killed, intact, out.read_bytes() == ref and not partial.exists()
 
-    row = kill_loop("predict", trials, rng, t_full, trial)
+    row = kill_loop("predict", trials, rng, t_full, trial, t_write=t_write)
     n_lines = ref.count(b"\n")
     row["note"] = (f"{n_lines} lines; OUT.partial held {sum(kept) // max(1, len(kept))} on average "
                    f"at the kill, 0 in {kept.count(0)} kills")
@@ -238,7 +256,8 @@ def chaos_train(ctx: dict, trials: int, rng: random.Random) -> dict:
     work.mkdir()
     ref_dir, out = work / "reference", work / "out"
     base = ["--data", ctx["dataset"], "--seed", "42", *TINY_ENCODER]
-    t_full = run_to_end(script("train_embedding_classifier.py", *base, "--out", ref_dir))
+    t_full, t_write = run_watching(script("train_embedding_classifier.py", *base, "--out", ref_dir),
+                                   lambda: any(ref_dir.rglob("*.pt")))
     ref = weights_digest(ref_dir)
     found = []
 
@@ -250,9 +269,10 @@ def chaos_train(ctx: dict, trials: int, rng: random.Random) -> dict:
         run_to_end(script("train_embedding_classifier.py", *base, "--out", out, "--resume", "auto"))
         return killed, intact, weights_digest(out) == ref
 
-    return kill_loop("train", trials, rng, t_full, trial,
-                     f"intact: every checkpoint and weights file loads; {sum(x > 0 for x in found)} kills "
-                     f"left checkpoints to resume from")
+    row = kill_loop("train", trials, rng, t_full, trial, t_write=t_write)
+    row["note"] = (f"intact: every checkpoint and weights file loads; {sum(x > 0 for x in found)} kills left "
+                   f"checkpoints to resume from")
+    return row
 
 
 # --- the service under poison traffic --------------------------------------------------------------------
