@@ -145,13 +145,6 @@ def _init_worker(zip_path, plan, tmp_dir):
     _WORKER.update(zip_path=zip_path, plan=plan, tmp_dir=tmp_dir)
 
 
-def _votes(pairs) -> tuple:
-    n = len(pairs)
-    cids = np.fromiter((k[0] for k in pairs), dtype=np.int64, count=n)
-    codes = np.fromiter((k[1] for k in pairs), dtype=np.int16, count=n)
-    return cids, codes, np.fromiter(pairs.values(), dtype=np.int64, count=n)
-
-
 def _member_to_shard(task):
     from category_classification.data.lspc import read_member
 
@@ -167,7 +160,7 @@ def _member_to_shard(task):
             rows = item  # the last item: the member's category vocabulary and cluster votes
     n = writer.close()
     return index, Shard(writer.path, n, source=member, counts=dict(counts), categories=list(rows.vocab),
-                        votes=_votes(rows.pairs) if rows.pairs else None)
+                        votes=rows.votes())
 
 
 def lspc_shards(zip_path, plan, members, tmp_dir, config: BuildConfig, progress=True) -> list[Shard]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json as _json
 import re
+from array import array
 import zipfile
 import zlib
 from collections import Counter
@@ -39,9 +40,17 @@ NO_CATEGORY_NAME = "(no category)"  # ... and of an offer without a `category` f
 _NO_CATEGORY = {"", "not found", "null", "none"}
 # Most of the corpus is outside the map; its cluster id is read from the raw bytes and, when the map
 # lacks it, the line is dropped without a JSON parse. Lines the pattern misses take the full path.
+# Both patterns are matched where bytes.find puts the key (twice as fast as a regex search).
 _CLUSTER_RE = re.compile(rb'"cluster_id"\s*:\s*"?(-?\d{1,18})"?\s*[,}]')
+_CLUSTER_KEY = b'"cluster_id"'
 # WDC's own category; `null` is read as no category. Escaped values take the full parse.
 _CATEGORY_RE = re.compile(rb'"category"\s*:\s*(?:null|"([^"\\]*)")')
+_CATEGORY_KEY = b'"category"'
+
+
+def _cluster_match(raw: bytes):
+    i = raw.find(_CLUSTER_KEY)
+    return _CLUSTER_RE.match(raw, i) if i >= 0 else None
 _LITERAL = re.compile(r'^"(.*)"(@[A-Za-z-]+)?$', re.S)  # N-Triples style "value"@en in some crawls
 
 
@@ -265,18 +274,19 @@ class ReadPlan:
 
 class MemberRows:
     """Rows a worker keeps from one member (text, cluster, source-category code), handed out in batches;
-    `vocab` names the codes, `pairs` counts (cluster, category code) votes for the majority map."""
+    `vocab` names the codes; the votes (cluster, category code) make the majority map."""
 
     def __init__(self, plan: ReadPlan, counts: Counter):
         self.plan, self.counts = plan, counts
         self.texts: list[str] = []
         self.clusters: list[int] = []
         self.sources: list[int] = []
-        self.pairs: Counter = Counter()
+        self.vote_cid = array("q")  # one (cluster, category code) vote per offer with a category
+        self.vote_code = array("h")
         names = list(plan.cmap.names) + [NOT_IN_MAP] if plan.cmap is not None else [NO_CATEGORY_NAME]
         self.vocab: dict[str, int] = {n: i for i, n in enumerate(names)}
         self.keep_code = [self._wanted(n) for n in names]
-        self._by_bytes: dict[bytes, int] = {}
+        self.by_bytes: dict[bytes, int] = {}
 
     def _wanted(self, name: str) -> bool:
         if name in (NOT_IN_MAP, NO_CATEGORY_NAME):
@@ -294,11 +304,20 @@ class MemberRows:
         return code
 
     def code_of_bytes(self, value: bytes) -> int:
-        code = self._by_bytes.get(value)
+        code = self.by_bytes.get(value)
         if code is None:
             text = value.decode("utf-8", "replace")
-            code = self._by_bytes[value] = self.code(category_of({"category": text}))
+            code = self.by_bytes[value] = self.code(category_of({"category": text}))
         return code
+
+    def votes(self) -> tuple | None:
+        """(cluster ids, category codes, offers) with one entry per distinct pair, None without votes."""
+        if not self.vote_cid:
+            return None
+        cids = np.frombuffer(self.vote_cid, dtype=np.int64)
+        codes = np.frombuffer(self.vote_code, dtype=np.int16)
+        pairs, n = np.unique(np.stack([cids, codes.astype(np.int64)], axis=1), axis=0, return_counts=True)
+        return pairs[:, 0].copy(), pairs[:, 1].astype(np.int16), n.astype(np.int64)
 
     def keep(self, obj: dict, cid: int, code: int) -> None:
         text = offer_model_text(obj, self.plan.max_description_chars)
@@ -319,12 +338,14 @@ class MemberRows:
 
 def _read_by_field(lines, rows: MemberRows, batch_lines: int):
     """Field mode: cluster id and category read from the raw bytes; only kept offers are parsed."""
-    counts, search, cat_search = rows.counts, _CLUSTER_RE.search, _CATEGORY_RE.search
+    counts, cluster_at, category_at = rows.counts, _CLUSTER_RE.match, _CATEGORY_RE.match
+    vote_cid, vote_code, keep_code, by_bytes = rows.vote_cid, rows.vote_code, rows.keep_code, rows.by_bytes
     for raw in lines:
-        m = search(raw)
-        c = cat_search(raw) if m is not None else None
-        # a nested "category" key (keyValuePairs) or an escaped value: read the whole line instead
-        if c is None or raw.count(b'"category"') != 1 or raw.count(b'"cluster_id"') != 1:
+        i, j = raw.find(_CLUSTER_KEY), raw.find(_CATEGORY_KEY)
+        m = cluster_at(raw, i) if i >= 0 else None
+        c = category_at(raw, j) if j >= 0 else None
+        # no usable pattern, a second "category" key (keyValuePairs) or an escaped value: full parse
+        if m is None or (j >= 0 and (c is None or raw.find(_CATEGORY_KEY, j + 10) >= 0)):
             if not raw.strip():
                 counts["empty_line"] += 1
                 continue
@@ -335,10 +356,14 @@ def _read_by_field(lines, rows: MemberRows, batch_lines: int):
             code = rows.code(category_of(obj))
         else:
             obj, cid = None, int(m.group(1))
-            code = 0 if c.group(1) is None else rows.code_of_bytes(c.group(1))
+            value = c.group(1) if c is not None else None
+            code = 0 if value is None else by_bytes.get(value)
+            if code is None:
+                code = rows.code_of_bytes(value)
         if code:
-            rows.pairs[(cid, code)] += 1
-        if not rows.keep_code[code]:
+            vote_cid.append(cid)
+            vote_code.append(code)
+        if not keep_code[code]:
             counts["outside_categories" if code else "no_category"] += 1
             continue
         if obj is None:
@@ -352,7 +377,7 @@ def _read_by_field(lines, rows: MemberRows, batch_lines: int):
 
 def _read_by_map(lines, rows: MemberRows, batch_lines: int):
     """Map mode: cluster ids looked up a batch at a time; only offers of kept categories are parsed."""
-    cmap, counts, search = rows.plan.cmap, rows.counts, _CLUSTER_RE.search
+    cmap, counts = rows.plan.cmap, rows.counts
     not_in_map = len(cmap.names)
     ids: list[int] = []
     raws: list[bytes] = []
@@ -370,7 +395,7 @@ def _read_by_map(lines, rows: MemberRows, batch_lines: int):
         ids.clear(), raws.clear()
 
     for raw in lines:
-        m = search(raw)
+        m = _cluster_match(raw)
         if m is not None:
             ids.append(int(m.group(1)))
             raws.append(raw)
