@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -83,12 +84,15 @@ def main():
     if args.add_language:
         cmd.append("--add_language")
     t = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc.pid))
         time.sleep(0.05)
     seconds = time.perf_counter() - t
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the builder and its read workers, once reaped
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     output = proc.stdout.read()
     if proc.returncode:
         print(output)
@@ -100,7 +104,8 @@ def main():
     print(f"labels from {args.labels}, other_label={args.other_label} read_workers={args.read_workers} "
           f"cpus={os.cpu_count()} add_language={args.add_language}")
     print(f"wall {seconds:.1f} s (builder's own clock {report['seconds']:.1f} s)")
-    print(f"throughput: {lines / seconds:,.0f} offers/s")
+    print(f"throughput: {lines / seconds:,.0f} offers/s; CPU {cpu:.1f} s in all processes "
+          f"({lines / cpu:,.0f} offers per CPU-second; load average now {os.getloadavg()[0]:.1f})")
     print(f"peak RSS (builder + workers): {peak / 2**30:.2f} GiB")
 
 

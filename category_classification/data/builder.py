@@ -214,6 +214,8 @@ def _row_arrays(shards, translate):
 def cluster_majority(shards, translate):
     """Majority category code per cluster from the offers' own `category` votes (ties: the first name
     in sorted order). Returns (sorted clusters, codes, conflict counts)."""
+    from category_classification.data.lspc import count_pairs
+
     parts = [(s.votes, tr) for s, tr in zip(shards, translate) if s.votes is not None]
     report = {"clusters": 0, "clusters_with_conflict": 0, "offers_outside_cluster_majority": 0}
     if not parts:
@@ -221,10 +223,7 @@ def cluster_majority(shards, translate):
     cids = np.concatenate([v[0] for v, _ in parts])
     codes = np.concatenate([tr[v[1]] for v, tr in parts])
     votes = np.concatenate([v[2] for v, _ in parts])
-    order = np.lexsort((codes, cids))
-    cids, codes, votes = cids[order], codes[order], votes[order]
-    starts = np.flatnonzero(np.r_[True, (cids[1:] != cids[:-1]) | (codes[1:] != codes[:-1])])
-    cids, codes, votes = cids[starts], codes[starts], np.add.reduceat(votes, starts)  # one row per pair
+    cids, codes, votes = count_pairs(cids, codes, votes)  # one row per (cluster, category) pair
     order = np.lexsort((codes, -votes, cids))
     cids, codes, votes = cids[order], codes[order], votes[order]
     first = np.r_[True, cids[1:] != cids[:-1]]
