@@ -235,3 +235,10 @@ def test_flag_mistakes_are_one_line(corpus, tmp_path, capsys, argv, words):
     argv = [a.format(mwpd=mwpd, zip=corpus[0], map=corpus[1]) for a in argv]
     assert run(build_lspc_dataset.main, argv + ["--out", str(tmp_path / "o"), "--quiet"]) == 2
     one_line_error(capsys, *words)
+
+
+def test_other_label_naming_a_target_class_is_one_line(tmp_path, capsys):
+    mwpd = REPO / "data" / "mwpd" / "validation.json.gz"
+    assert run(build_lspc_dataset.main, ["--mwpd", str(mwpd), "--other_label", "Books", "--out",
+                                         str(tmp_path / "o"), "--quiet"]) == 2
+    one_line_error(capsys, "--other_label Books is also a")

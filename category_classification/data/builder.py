@@ -348,6 +348,8 @@ def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, 
         extra["category_field"] = majority[2]
     if plan.targets is None:  # --categories all
         plan.targets = [c for c in categories if c not in (NOT_IN_MAP, NO_CATEGORY_NAME)]
+    if plan.other_label in plan.targets:
+        raise UserError(f"--other_label {plan.other_label} is also a target class; choose another name")
     labels, sources = label_rows(plan, categories, clusters, labels, sources, majority)
     keep = _choose_rows(plan, config, clusters, labels, counts)
     codes = _assign(clusters, labels, forced, keep, config)
@@ -363,6 +365,10 @@ def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, 
         splits[config.full_split_name] = concatenate_datasets([splits[n] for n in SPLIT_NAMES])
     dsd = DatasetDict(splits)
     dsd.save_to_disk(str(dest))
+    empty = [n for n, c in zip(plan.names, np.bincount(labels[keep], minlength=len(plan.names))) if c == 0]
+    if empty:  # a class the user asked for that no offer has: trainers must cope, the user should know
+        print(f"WARNING: no offer for class(es) {', '.join(empty)}", file=sys.stderr, flush=True)
+        extra["classes_without_offers"] = empty
     if majority is not None:
         extra["derived_map"] = write_map(Path(dest) / "PDC2020_map.tsv", majority[0], majority[1], categories)
     return dsd, _summary(dsd, plan.names), extra

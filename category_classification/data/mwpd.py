@@ -171,6 +171,10 @@ def read_mwpd_files(args, config, tmp):
         raise UserError("no offer of the MWPD files belongs to the chosen label set")
     plan = LabelPlan(targets or found, args.other_label)
     records = [rec for _, _, kept, _ in files for rec, _ in kept]
+    level = "lvl1" if args.label_level == "all" else args.label_level
+    if args.other_label and any(r.labels[level] == args.other_label for r in records) and (
+            targets is None or args.other_label in targets):
+        raise UserError(f"--other_label {args.other_label} is also a class of the data; choose another name")
     if args.label_level == "all":
         plan.levels = {lv: sorted({r.labels[lv] for r in records}) for lv in GS1_LEVELS}
         plan.parents = hierarchy(records)

@@ -84,6 +84,8 @@ class LspcSource:
             if len(missing) == len(targets):
                 raise UserError(f"none of --categories {','.join(targets)} is in the map (it has "
                                 f"{', '.join(cmap.names[:30])}); pass --categories")
+            if missing:
+                print(f"WARNING: not in the map, so not classes: {', '.join(missing)}", flush=True)
             targets = [c for c in targets if c in cmap.names]
         elif cmap is not None:
             targets = list(cmap.names)
