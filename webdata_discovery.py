@@ -16,7 +16,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from category_classification.core.cli import UserError, run
+from category_classification.core.cli import run
 
 PER_MEMBER_TOP = 2000  # each member sends its most frequent brands per language; totals are approximate
 

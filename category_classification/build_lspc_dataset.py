@@ -14,11 +14,11 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 from category_classification.core.cli import UserError, require_file, run
 from category_classification.data.build_dir import BuildDir, check_out
-from category_classification.data.builder import BuildConfig, merge_counts, print_summary, split_and_save, write_report
+from category_classification.data.builder import (BuildConfig, merge_counts, print_summary, split_and_save,
+                                                     write_report)
 from category_classification.data.sources import pick_source
 
 

@@ -1,8 +1,9 @@
-"""From offers to a saved DatasetDict with bounded memory: Arrow shards, grouped splits, a build report.
+"""From offers to a saved DatasetDict with bounded memory: Arrow shards, labels, grouped splits, a report.
 
-Pass 1 streams offers into Arrow shards (one per LSPC member, in parallel). Pass 2 reads only the
-cluster and label columns to split, then copies each shard's rows into per-split Arrow files, batch by
-batch. The corpus is never a Python list; peak memory is a few arrays of one int per offer.
+Pass 1 streams offers into Arrow shards (one per LSPC member, in parallel), each row with its source
+category. Pass 2 reads only the int columns to label the rows (map, cluster majority of the `category`
+field, or MWPD's own), caps the Other class and splits, then copies each shard's rows into per-split
+Arrow files, batch by batch. The corpus is never a Python list; peak memory is a few ints per offer.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
-"""Data sources: each yields OfferRecords whose text is built by text.offer_text, and reads itself into
-the builder's shards. The builder picks a source from SOURCES; `predict.py --zip` uses the same records.
+"""Data sources: each yields OfferRecords (text built by text.offer_text) and reads itself into shards.
 
-Add a source: a class with `flag`, `inputs(args)` ((path, what) pairs), `records(path)` and `read(args, config, tmp)`, and one
-line in SOURCES (docs/data.md, "Adding a source").
+The builder picks one from SOURCES; `predict.py --zip` reads the same records (docs/data.md: adding one).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
