@@ -1,6 +1,6 @@
 """Data sources: each yields OfferRecords (text built by text.offer_text) and reads itself into shards.
 
-The builder picks one from SOURCES; `predict.py --zip` reads the same records (docs/data.md: adding one).
+The builder adds their flags and picks one from SOURCES; `predict.py --zip` reads the same records.
 """
 
 from __future__ import annotations
@@ -50,10 +50,20 @@ def parse_categories(value: str | None, default=DEFAULT_CATEGORIES) -> list | No
     return names
 
 
+# A source: `flag` (the attribute of args that selects it), `add_arguments(group)` (its builder flags),
+# `inputs(args)` ((path, what) pairs checked before any work), `records(path)` (OfferRecords) and
+# `read(args, config, tmp)` (pass 1: shards and a builder.LabelPlan). docs/data.md: "Adding a source".
 class LspcSource:
     """The LSPC zip: labels from --map, or else from the offers' own `category` field."""
 
     name, flag = "lspc", "zip"
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        group.add_argument("--zip", help="lspcV2020.zip: *.json.gz members, one JSON offer per line")
+        group.add_argument("--map", help="cluster_id<TAB>category file (with --zip); without it the labels come "
+                                         "from the offers' own `category` field and the derived map is saved "
+                                         "as PDC2020_map.tsv beside the dataset")
 
     @staticmethod
     def inputs(args) -> list:
@@ -103,6 +113,15 @@ class MwpdSource:
     """MWPD JSON-lines files with GS1 labels; --mwpd_test makes one file the whole test split."""
 
     name, flag = "mwpd", "mwpd"
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        group.add_argument("--mwpd", nargs="+", metavar="FILE", help="MWPD JSON-lines files (plain or .gz)")
+        group.add_argument("--mwpd_test", metavar="FILE", help="an MWPD file that becomes the whole test split; "
+                                                               "--mwpd files give train/validation")
+        group.add_argument("--label_level", default="six", choices=["six", "lvl1", "lvl2", "lvl3", "all"],
+                           help="MWPD labels: the 6 classes (default), a GS1 level, or all three levels "
+                                "(label = lvl1, plus lvl1/lvl2/lvl3 columns and hierarchy.json)")
 
     @staticmethod
     def inputs(args) -> list:
