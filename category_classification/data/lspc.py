@@ -440,7 +440,7 @@ def read_member(zip_path, member: str, plan: ReadPlan, counts: Counter, batch_li
 def iter_records(zip_path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None):
     """Every line of every member as an OfferRecord, with the text the builder trains on (for
     `predict.py --zip` and tests); a line that cannot be used carries its reason instead of a text."""
-    from category_classification.data.sources import OfferRecord
+    from category_classification.data.records import OfferRecord
 
     for member in members or list_members(zip_path):
         counts: Counter = Counter()

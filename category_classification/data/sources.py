@@ -5,50 +5,13 @@ The builder adds their flags and picks one from SOURCES; `predict.py --zip` read
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 
 from category_classification.core.cli import UserError, require_file
+from category_classification.data.records import (DEFAULT_CATEGORIES, OfferRecord, ReadResult,  # noqa: F401
+                                                   parse_categories)
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
-
-DEFAULT_CATEGORIES = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")  # the seed's six
-
-
-@dataclass
-class OfferRecord:
-    """One offer as every reader sees it. `text` is the model text (None when unusable, `reason` says
-    why); `group` keeps duplicates in one split (LSPC cluster id, MWPD title hash); `category` is the
-    source's own category (WDC `category` field, MWPD GS1 level 1); `labels` holds MWPD's classes by
-    level; `ref` says where the offer came from."""
-
-    text: str | None
-    group: int | None = None
-    category: str | None = None
-    labels: dict = field(default_factory=dict)
-    ref: dict = field(default_factory=dict)
-    reason: str | None = None
-
-
-@dataclass
-class ReadResult:
-    shards: list
-    plan: object  # builder.LabelPlan
-    source: dict  # what was read, for build_report.json
-    extra: dict = field(default_factory=dict)
-
-
-def parse_categories(value: str | None, default=DEFAULT_CATEGORIES) -> list | None:
-    """--categories A,B,..: a list of names; 'all' is None (every category); unset gives `default`."""
-    if value is None:
-        return None if default is None else list(default)
-    if value.strip().lower() == "all":
-        return None
-    names = sorted({c.strip() for c in value.split(",") if c.strip()})
-    if not names:
-        raise UserError("--categories needs comma-separated category names (or 'all')")
-    return names
-
 
 # A source: `flag` (the attribute of args that selects it), `add_arguments(group)` (its builder flags),
 # `inputs(args)` ((path, what) pairs checked before any work), `records(path)` (OfferRecords) and
