@@ -242,3 +242,12 @@ def test_other_label_naming_a_target_class_is_one_line(tmp_path, capsys):
     assert run(build_lspc_dataset.main, ["--mwpd", str(mwpd), "--other_label", "Books", "--out",
                                          str(tmp_path / "o"), "--quiet"]) == 2
     one_line_error(capsys, "--other_label Books is also a")
+
+
+def test_a_zip_without_categories_says_why_nothing_was_kept(tmp_path, capsys):
+    zip_path = tmp_path / "c.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("p.json.gz", gzip.compress(b"\n".join(json.dumps({"cluster_id": i, "title": "x"}).encode()
+                                                           for i in range(20))))
+    assert run(build_lspc_dataset.main, ["--zip", str(zip_path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    one_line_error(capsys, "no offer was kept of 20 lines read", "no_category 20")
