@@ -251,3 +251,13 @@ def test_a_zip_without_categories_says_why_nothing_was_kept(tmp_path, capsys):
                                                            for i in range(20))))
     assert run(build_lspc_dataset.main, ["--zip", str(zip_path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
     one_line_error(capsys, "no offer was kept of 20 lines read", "no_category 20")
+
+
+def test_out_as_the_current_folder_is_one_line(corpus, tmp_path, monkeypatch, capsys):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for out in (".", ".."):
+        assert build(corpus, out) == 2
+        one_line_error(capsys, "current folder")
+    assert build(corpus, "ds") == 0 and (here / "ds" / "dataset_dict.json").is_file()
