@@ -91,7 +91,7 @@ def features_for(label_names, levels: dict | None = None):
 def shard_schema(levels=()) -> pa.Schema:
     """Pass-1 rows: the final columns as plain ints, plus `source` (the row's source-category code)."""
     return pa.schema([("text", pa.string()), ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
-                      ("cluster", pa.int64()), ("source", pa.int16())])
+                      ("cluster", pa.int64()), ("source", pa.int32())])
 
 
 class ShardWriter:

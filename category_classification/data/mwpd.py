@@ -187,7 +187,7 @@ def read_mwpd_files(args, config, tmp):
         columns = {"text": [rec.text for rec, _ in kept],
                    "label": np.array([index[lab] for _, lab in kept], dtype=np.int64),
                    "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
-                   "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int16)}
+                   "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}
         for lv, names in plan.levels.items():
             pos = {n: k for k, n in enumerate(names)}
             columns[lv] = np.array([pos[rec.labels[lv]] for rec, _ in kept], dtype=np.int64)
