@@ -128,7 +128,7 @@ def test_cli_resume_continues_after_the_last_complete_line(models, tmp_path):
     np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-5)
 
 
-def test_cli_zip_input(models, tmp_path):
+def test_cli_zip_input(models, tmp_path, capsys):
     zpath = tmp_path / "lspc.zip"
     offers = [{"cluster_id": 1, "title": "gold ring", "description": "silver pendant"},
               {"cluster_id": 2, "name": "diaper stroller"}, {"cluster_id": 3, "title": None}]
@@ -144,6 +144,7 @@ def test_cli_zip_input(models, tmp_path):
     rows = _lines(out)
     assert [r["label"] for r in rows if "error" not in r] == ["Jewelry", "Baby"]
     assert [r["label"] for r in rows if "error" in r] == [None, None, None]  # reported, in input order
+    assert "labels: Jewelry 1, Baby 1" in capsys.readouterr().err  # the run ends with the label distribution
     assert rows[0]["member"] == "offers_en/part_0.json.gz" and rows[0]["cluster_id"] == 1
 
 
