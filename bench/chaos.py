@@ -209,17 +209,21 @@ def chaos_builder(ctx: dict, trials: int, rng: random.Random) -> dict:
     t_full = run_to_end(cmd)
     old_d, new_d = dataset_digest(old), dataset_digest(out)
 
+    missing = []
+
     def trial(delay):
-        shutil.rmtree(out)
+        shutil.rmtree(out, ignore_errors=True)
         shutil.copytree(old, out)  # the earlier output the new build must not destroy
         killed = kill_after(cmd, delay)
+        missing.append(not out.exists())  # killed inside the swap: the builder's next run restores it
         intact = dataset_digest(out) in (old_d, new_d)
         run_to_end(cmd)
         return killed, intact, dataset_digest(out) == new_d
 
     row = kill_loop("builder", trials, rng, t_full, trial)
     strays = [p.name for p in work.iterdir() if p.name not in ("old", "out")]
-    row["note"] = f"{len(strays)} stray temp entries left beside --out"
+    row["note"] = (f"{len(strays)} stray temp entries left beside --out; --out missing right after "
+                   f"{sum(missing)} kills")
     return row
 
 
