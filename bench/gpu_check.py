@@ -224,26 +224,31 @@ def train_encoder(data: Path, out: Path, epochs: int, flags: list, device, compi
     return rec
 
 
-def encoder_phase(data: Path, work: Path, size: dict, device, clock: Clock) -> dict:
-    """A 1-epoch probe sizes the run; then as many epochs as fit in encoder_s, eager; then the same compiled."""
-    result, epochs, overhead = {}, size["max_epochs"], 0.0
+def encoder_phase(data: Path, work: Path, size: dict, device) -> dict:
+    """A 1-epoch probe sizes the run; then as many epochs as fit in encoder_s."""
+    result, epochs = {}, size["max_epochs"]
     if size["probe"]:
         probe = result["probe_1_epoch"] = train_encoder(data, work / "encoder_probe", 1, size["encoder_flags"], device)
         epoch_s = max(probe["per_epoch"][0]["seconds"], 1e-3)
         overhead = max(probe["wall_s"] - epoch_s, 0.0)  # tokenizer, tokenization, final evaluation, saving
         epochs = int(max(1, min(epochs, (size["encoder_s"] - probe["wall_s"] - overhead) / (1.15 * epoch_s))))
-    eager = result["eager"] = train_encoder(data, work / "encoder", epochs, size["encoder_flags"], device)
-    warm_epoch = max(min(h["seconds"] for h in eager["per_epoch"]), 1e-3)
-    # epoch 1 holds the compilation, the next ones the compiled speed; more would only repeat them
-    compile_epochs = int(min(epochs, 3, (0.6 * size["compile_s"] - overhead) / (1.15 * warm_epoch)))
-    reserve = size["lora_s"] + size["infer_s"]
-    if compile_epochs < 1 or clock.left() < size["compile_s"] + reserve:
-        result["compiled"] = {"skipped": f"does not fit: {clock.left():.0f}s left, {reserve}s kept for LoRA "
-                                         "and inference"}
-        return result
-    result["compiled"] = train_encoder(data, work / "encoder_compiled", max(compile_epochs, 1),
-                                       size["encoder_flags"], device, compile_backend=size["compile_backend"])
+    result["eager"] = train_encoder(data, work / "encoder", epochs, size["encoder_flags"], device)
     return result
+
+
+def compile_phase(encoder: dict, data: Path, work: Path, size: dict, device, clock: Clock) -> dict:
+    """The eager run again under torch.compile, last and only if it fits: epoch 1 holds the compilation,
+    epochs 2 and 3 the compiled speed; more would only repeat them."""
+    import torch
+
+    if clock.left() < size["compile_s"]:
+        return {"skipped": f"does not fit: {clock.left():.0f} s of the budget left, {size['compile_s']} s needed"}
+    epochs = min(encoder["eager"]["epochs"], 3)
+    try:
+        return train_encoder(data, work / "encoder_compiled", epochs, size["encoder_flags"], device,
+                             compile_backend=size["compile_backend"])
+    finally:
+        torch._dynamo.reset()  # drop the compiled graphs and the model they hold
 
 
 # 2. LoRA on the Qwen3-Embedding-0.6B architecture through train_qwen3_lora.py
@@ -425,13 +430,15 @@ def projections(result: dict, args) -> dict:
         if per_offer and run.get("tokens_per_s"):
             key = f"lora_lspc_epoch_mb{run['micro_batch']}{'_gc' if run['gradient_checkpointing'] else ''}"
             out[key] = epoch(run["tokens_per_s"])
+    env = result["environment"]
+    where = env.get("gpu") or f"{env['device']} process"
     for name, rec in result.get("inference", {}).items():
         rate = rec.get("batch256_titles_per_s")
         if rate:
             hours = args.corpus_offers / rate / 3600
-            out[f"predict_corpus_{name}"] = {"hours_one_gpu": round(hours, 2), "arithmetic":
-                                             f"{args.corpus_offers:,} offers / {rate:,.0f} titles/s = "
-                                             f"{hours:.2f} h on one GPU; N GPUs under torchrun: about {hours:.2f}/N h"}
+            out[f"predict_corpus_{name}"] = {"hours_one_device": round(hours, 2), "arithmetic":
+                                             f"{args.corpus_offers:,} offers / {rate:,.0f} titles/s = {hours:.2f} h "
+                                             f"on one {where}; N of them under torchrun: about {hours:.2f}/N h"}
     return out
 
 
@@ -444,7 +451,7 @@ def table(result: dict) -> str:
             f"({result['mode']} sizes, {result['total_wall_s']:.0f} s)"]
     if result["mode"] == "tiny":
         rows.append("TINY SIZES: these figures prove that the code runs; they say nothing about any model's speed")
-    enc = result.get("encoder", {})
+    enc = dict(result.get("encoder", {}), compiled=result.get("encoder_compiled"))
     for key in ("probe_1_epoch", "eager", "compiled"):
         r = enc.get(key)
         if not r or "per_epoch" not in r:
@@ -516,19 +523,28 @@ def main(argv=None) -> int:
     if size["subset"]:
         data = subset(data, work / "mwpd6_tiny", *size["subset"])
     result["data"] = str(data)
+    # Most wanted first: torch.compile comes last, where a slow compilation can only cost itself.
     phase(result, out, "tokens", token_counts, data, args.seq_len)
-    phase(result, out, "encoder", encoder_phase, data, work, size, device, clock)
+    phase(result, out, "encoder", encoder_phase, data, work, size, device)
     phase(result, out, "lora", lora_phase, data, work, size, device, clock, args.seq_len)
     models = {"encoder_80m": work / "encoder"}
     if result.get("lora", {}).get("model_dir"):
         models["qwen3_0.6b_lora"] = Path(result["lora"]["model_dir"])
     models.update(dict(spec.split("=", 1) for spec in args.extra_model))
     phase(result, out, "inference", inference_phase, models, test_texts(data), device, size)
+    report(result, out, clock, args)
+    if "eager" in result.get("encoder", {}):
+        phase(result, out, "encoder_compiled", compile_phase, result["encoder"], data, work, size, device, clock)
+        report(result, out, clock, args)
+    return 1 if result.get("errors") else 0
+
+
+def report(result: dict, out: Path, clock: Clock, args) -> None:
+    """Projections, the JSON file and the table; called before the optional compiled run and after it."""
     result["total_wall_s"] = round(clock.elapsed(), 1)
     result["projections"] = projections(result, args)
     write_json(result, out)
     print("\n" + table(result) + f"\n\nwritten: {out}", flush=True)
-    return 1 if result.get("errors") else 0
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ def test_tiny_check_measures_every_part_through_the_wrapper(tmp_path):
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])
     r = json.loads(out.read_text(encoding="utf-8"))
     assert r["mode"] == "tiny" and "errors" not in r
-    eager, compiled = r["encoder"]["eager"], r["encoder"]["compiled"]
+    eager, compiled = r["encoder"]["eager"], r["encoder_compiled"]
     assert eager["per_epoch"] and all(e["tokens_per_s"] > 0 for e in eager["per_epoch"])
     assert compiled["torch_compile"] == "eager" and compiled["per_epoch"]
     assert 0 <= eager["test_macro_f1_best_epoch"] <= 1 and eager["test_offers"] == 32
