@@ -143,6 +143,9 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA runs bf16 autocast, as the trainer)")
     p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one preset, in a child process
     args = p.parse_args(argv)
+    from category_classification.core.env import stay_offline
+
+    stay_offline()
     texts = offers(args.data, args.n)
     if args.only:
         print(json.dumps(bench_model(args.only, texts, args.steps, args.threads, args.device)))

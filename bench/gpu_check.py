@@ -509,6 +509,9 @@ def write_json(result: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from category_classification.core.env import stay_offline
+
+    stay_offline()
     from category_classification.core.devices import pick_device
 
     device = pick_device("cpu" if args.tiny else args.device)

@@ -2,19 +2,20 @@
 so a GPU minute is never spent finding a broken script; its two hooks into the trainers fail loudly if stale."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from category_classification.core.env import offline_env
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_tiny_check_measures_every_part_through_the_wrapper(tmp_path):
     out = tmp_path / "gpu_check.json"
-    env = dict(os.environ, PYTHON=sys.executable, GPU_CHECK_INPUTS=str(tmp_path / "no_inputs"))
+    env = offline_env(PYTHON=sys.executable, GPU_CHECK_INPUTS=str(tmp_path / "no_inputs"))
     res = subprocess.run(["bash", str(REPO / "bench" / "gpu_check.sh"), "--tiny", "--work", str(tmp_path / "w"),
                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, (res.stdout[-3000:], res.stderr[-3000:])

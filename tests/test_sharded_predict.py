@@ -12,6 +12,7 @@ import pytest
 
 from category_classification import predict as predict_script
 from category_classification.core.cli import UserError, run
+from category_classification.core.env import offline_env
 from category_classification.inference import sharding
 from predict_fixtures import make_linear
 
@@ -39,8 +40,7 @@ def setup(tmp_path_factory):
 
 
 def torchrun(args, nproc=2):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               OMP_NUM_THREADS="1")
+    env = offline_env(PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS=1)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            str(REPO / "category_classification" / "predict.py"), *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
