@@ -445,6 +445,28 @@ def projections(result: dict, args) -> dict:
 # Report
 
 
+def targets(result: dict) -> list:
+    """Issue 16's targets for one H100, each with the measured figure it is judged on."""
+    out = []
+    if result["mode"] == "tiny":  # tiny models on a subset: nothing to judge
+        return out
+    eager = result.get("encoder", {}).get("eager", {})
+    if eager.get("per_epoch"):
+        rate = eager["tokens_per_s_after_epoch_1"]
+        fastest = min(e["seconds"] for e in eager["per_epoch"])
+        out.append(f"encoder bf16 >= 150,000 training tokens/s: {'met' if rate >= 150_000 else 'MISSED'} "
+                   f"({rate:,} after epoch 1)")
+        out.append(f"encoder epoch of the bundled data < 10 s: {'met' if fastest < 10 else 'MISSED'} "
+                   f"(fastest {fastest:.2f} s)")
+    for run in result.get("lora", {}).get("runs", []):
+        if run.get("micro_batch") == 32 and not run.get("gradient_checkpointing") and "skipped" not in run:
+            fits = "tokens_per_s" in run and run.get("peak_gpu_gib", 1e9) <= 78
+            out.append(f"LoRA step at micro-batch 32 x up to 128 tokens fits in 78 GiB: {'met' if fits else 'MISSED'} "
+                       f"({run.get('peak_gpu_gib', run.get('error', 'no GPU figure'))})")
+    return out
+
+
+
 def table(result: dict) -> str:
     """The measured figures as plain-text rows; projections follow, marked as such."""
     rows = [f"GPU check on {result['environment'].get('gpu', result['environment']['device'])} "
@@ -480,6 +502,7 @@ def table(result: dict) -> str:
             continue
         rows.append(f"inference {name} ({r.get('runtime')}): batch 1 {r['batch1_titles_per_s']:,} titles/s "
                     f"(p50 {r['batch1_p50_ms']} ms), batch 256 {r['batch256_titles_per_s']:,} titles/s")
+    rows += [f"TARGET {t}" for t in targets(result)]
     for key, p in result.get("projections", {}).items():
         if isinstance(p, dict) and "arithmetic" in p:
             rows.append(f"PROJECTION {key}: {p['arithmetic']}")
