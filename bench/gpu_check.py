@@ -38,7 +38,7 @@ SIZES = {
                  batch1_titles=200, batch256_titles=8192, compile_backend="inductor", subset=None, probe=True,
                  checkpointing=(False, True)),
     "tiny": dict(encoder_flags=["--hidden_size", "32", "--num_layers", "1", "--num_heads", "2", "--num_kv_heads",
-                                "1", "--ffn_size", "64", "--max_steps_per_epoch", "4", "--num_threads", "1"],
+                                "1", "--ffn_size", "64"],
                  encoder_s=20, compile_s=20, max_epochs=2, lora_s=30, infer_s=10, lora_layers=2,
                  micro_batches=[4], lora_offers=16, eval_offers=8, batch1_titles=8, batch256_titles=64,
                  compile_backend="eager", subset=(64, 32), probe=False, checkpointing=(True,)),
@@ -319,8 +319,11 @@ def train_lora(data: Path, model_dir: Path, out: Path, micro: int, checkpointing
     """One epoch of train_qwen3_lora.main at micro-batch `micro` (no accumulation); tokens/s over the epoch."""
     from category_classification import train_qwen3_lora
 
-    argv = ["--data", str(data), "--out", str(out), "--model", str(model_dir), "--batch", str(micro),
-            "--micro_batch", str(micro), "--epochs", "1", "--seq_len", str(seq_len), "--seed", "0",
+    parser = train_qwen3_lora.build_parser()
+    argv = ["--data", str(data), "--out", str(out), "--model", str(model_dir),
+            known_flag(parser, "--batch_size", "--batch"), str(micro),
+            known_flag(parser, "--micro_batch_size", "--micro_batch"), str(micro),
+            "--epochs", "1", "--seq_len", str(seq_len), "--seed", "0",
             "--no_lang_metrics", "--logging_steps", "50", "--device", device.type]
     if lora_layers:
         argv += ["--lora_layers", str(lora_layers)]
@@ -334,6 +337,14 @@ def train_lora(data: Path, model_dir: Path, out: Path, micro: int, checkpointing
                trainable_parameters=m.get("trainable_parameters"), total_parameters=m.get("total_parameters"),
                train_tokens=train_tokens, tokens_per_s=round(train_tokens / max(m["train_seconds"], 1e-9)))
     return rec
+
+
+def known_flag(parser, *names) -> str:
+    """The first of `names` that a trainer accepts: the scripts' flag names are being unified (--batch_size)."""
+    for name in names:
+        if name in parser._option_string_actions:
+            return name
+    raise RuntimeError(f"the trainer accepts none of {', '.join(names)}; update bench/gpu_check.py")
 
 
 def lora_phase(data: Path, work: Path, size: dict, device, clock: Clock, seq_len: int) -> dict:
@@ -540,6 +551,10 @@ def main(argv=None) -> int:
     from category_classification.core.devices import pick_device
 
     device = pick_device("cpu" if args.tiny else args.device)
+    if args.tiny:
+        import torch
+
+        torch.set_num_threads(1)  # tiny matrices: thread hand-offs cost more than they save
     size = SIZES["tiny" if args.tiny else "full"]
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
