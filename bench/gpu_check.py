@@ -25,6 +25,7 @@ import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+PARTS = ("encoder", "lora", "inference", "compile")
 # Qwen3-Embedding-0.6B's published sizes: 595,776,512 parameters with this vocabulary.
 QWEN3_EMBEDDING_06B = dict(vocab_size=151669, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                            num_attention_heads=16, num_key_value_heads=8, head_dim=128,
@@ -54,6 +55,8 @@ def build_parser():
     p.add_argument("--device", default="auto", help="auto, cuda or cpu")
     p.add_argument("--seq_len", type=int, default=128)
     p.add_argument("--budget_s", type=float, default=450, help="stop starting new runs after this many seconds")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help="comma list of the parts to run (a rerun of one part after a failure, in the time left)")
     p.add_argument("--extra_model", action="append", default=[], metavar="NAME=DIR",
                    help="another trained model directory to time at inference (the small encoder, MiniLM)")
     p.add_argument("--lspc_train_offers", type=int, default=2_700_000,
@@ -236,14 +239,14 @@ def encoder_phase(data: Path, work: Path, size: dict, device) -> dict:
     return result
 
 
-def compile_phase(encoder: dict, data: Path, work: Path, size: dict, device, clock: Clock) -> dict:
+def compile_phase(eager_epochs: int, data: Path, work: Path, size: dict, device, clock: Clock) -> dict:
     """The eager run again under torch.compile, last and only if it fits: epoch 1 holds the compilation,
     epochs 2 and 3 the compiled speed; more would only repeat them."""
     import torch
 
     if clock.left() < size["compile_s"]:
         return {"skipped": f"does not fit: {clock.left():.0f} s of the budget left, {size['compile_s']} s needed"}
-    epochs = min(encoder["eager"]["epochs"], 3)
+    epochs = min(eager_epochs, 3)
     try:
         return train_encoder(data, work / "encoder_compiled", epochs, size["encoder_flags"], device,
                              compile_backend=size["compile_backend"])
@@ -545,6 +548,9 @@ def write_json(result: dict, out: Path) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    parts = set(args.parts.split(","))
+    if parts - set(PARTS):
+        raise SystemExit(f"error: --parts takes {', '.join(PARTS)}")
     from category_classification.core.env import stay_offline
 
     stay_offline()
@@ -568,18 +574,28 @@ def main(argv=None) -> int:
     result["data"] = str(data)
     # Most wanted first: torch.compile comes last, where a slow compilation can only cost itself.
     phase(result, out, "tokens", token_counts, data, args.seq_len)
-    phase(result, out, "encoder", encoder_phase, data, work, size, device)
-    phase(result, out, "lora", lora_phase, data, work, size, device, clock, args.seq_len)
-    models = {"encoder_80m": work / "encoder"}
-    if result.get("lora", {}).get("model_dir"):
-        models["qwen3_0.6b_lora"] = Path(result["lora"]["model_dir"])
-    models.update(dict(spec.split("=", 1) for spec in args.extra_model))
-    phase(result, out, "inference", inference_phase, models, test_texts(data), device, size)
+    if "encoder" in parts:
+        phase(result, out, "encoder", encoder_phase, data, work, size, device)
+    if "lora" in parts:
+        phase(result, out, "lora", lora_phase, data, work, size, device, clock, args.seq_len)
+    if "inference" in parts:
+        phase(result, out, "inference", inference_phase, trained_models(result, work, args), test_texts(data),
+              device, size)
     report(result, out, clock, args)
-    if "eager" in result.get("encoder", {}):
-        phase(result, out, "encoder_compiled", compile_phase, result["encoder"], data, work, size, device, clock)
+    if "compile" in parts:
+        epochs = result.get("encoder", {}).get("eager", {}).get("epochs", 3)
+        phase(result, out, "encoder_compiled", compile_phase, epochs, data, work, size, device, clock)
         report(result, out, clock, args)
     return 1 if result.get("errors") else 0
+
+
+def trained_models(result: dict, work: Path, args) -> dict:
+    """The model folders to time: this run's (or an earlier run's in --work) and any --extra_model."""
+    models = {"encoder_80m": work / "encoder",
+              "qwen3_0.6b_lora": Path(result.get("lora", {}).get("model_dir") or work / "lora_mb32")}
+    models = {name: d for name, d in models.items() if (d / "category_model.json").is_file()}
+    models.update(dict(spec.split("=", 1) for spec in args.extra_model))
+    return models
 
 
 def report(result: dict, out: Path, clock: Clock, args) -> None:
