@@ -56,7 +56,7 @@ def main(argv=None):
     shard = current_shard(args.out, texts_given=args.text is not None)  # under torchrun: this process's share
     if shard:
         records = shard.begin(lambda: open_records(input_path=args.input, zip_path=args.zip,
-                                                   text_field=args.text_field), resume=args.resume)
+                                                   text_field=args.text_field), args.resume, args.batch_size)
         args.device, args.out = shard.device(args.device), str(shard.part)
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, threads=args.threads)

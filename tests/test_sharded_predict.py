@@ -46,13 +46,22 @@ def torchrun(args, nproc=2):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_share_covers_every_record_once_in_order():
+def test_shares_cover_every_record_once_in_order_cut_at_chunk_starts():
+    from category_classification.inference.batch import Record
+
     for total in (0, 1, 5, 3012):
         for world in (1, 2, 3, 8):
             spans = [sharding.share(total, r, world) for r in range(world)]
             assert spans[0][0] == 0 and spans[-1][1] == total
             assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
             assert max(b - a for a, b in spans) - min(b - a for a, b in spans) <= 1
+    # records 0, 4, 5 and 9 have no text; chunks of 2 usable records start at records 1, 3 and 7
+    records = [Record({"line": i}, None if i in (0, 4, 5, 9) else "t") for i in range(10)]
+    total, starts = sharding.chunk_starts(records, 2)
+    assert (total, starts) == (10, [1, 3, 7])
+    for world, expected in ((1, [(0, 10)]), (2, [(0, 7), (7, 10)]), (4, [(0, 3), (3, 7), (7, 10), (10, 10)])):
+        assert [sharding.record_share(total, starts, r, world) for r in range(world)] == expected
+    assert [sharding.record_share(3, [], r, 2) for r in range(2)] == [(0, 3), (3, 3)]  # nothing usable
 
 
 def test_two_processes_write_the_single_process_bytes_and_resume_per_part(setup):
@@ -70,10 +79,11 @@ def test_two_processes_write_the_single_process_bytes_and_resume_per_part(setup)
     out.unlink()
     lines = expected.decode("utf-8").splitlines(keepends=True)
     records = list(predict_script_records(setup["input"]))
-    n_records = len(records)
-    last_line_of_part0 = records[sharding.share(n_records, 0, 2)[1] - 1].ref["line"]
+    unit = sharding.chunk_size(64)  # predict.py's default --batch_size
+    n_records, starts = sharding.chunk_starts(records, unit)
+    last_line_of_part0 = records[sharding.record_share(n_records, starts, 0, 2)[1] - 1].ref["line"]
     half = sum(1 for line in lines if json.loads(line)["line"] <= last_line_of_part0)
-    sharding.write_manifest(out, 2, n_records)
+    sharding.write_manifest(out, 2, n_records, unit)
     sharding.part_path(out, 0, 2).write_text("".join(lines[:half]), encoding="utf-8")
     sharding.part_path(out, 1, 2).write_text("".join(lines[half:half + 700]) + '{"line": 9', encoding="utf-8")
     res = torchrun(common + ["--resume"])
@@ -82,7 +92,7 @@ def test_two_processes_write_the_single_process_bytes_and_resume_per_part(setup)
     assert "resumed after 700" in res.stderr and f"resumed after {half}" in res.stderr
 
     # resuming with another process count is refused in one line, on every rank
-    sharding.write_manifest(out.with_name("other.jsonl"), 3, n_records)
+    sharding.write_manifest(out.with_name("other.jsonl"), 3, n_records, unit)
     res = torchrun(["--model", str(setup["model"]), "--input", str(setup["input"]), "--out",
                     str(out.with_name("other.jsonl")), "--no_progress", "--resume"])
     assert res.returncode != 0 and "written by 3 processes, this run has 2" in res.stderr
@@ -103,10 +113,25 @@ def test_single_process_is_unchanged_and_text_is_refused_under_torchrun(setup, m
 
 def test_join_needs_every_part(tmp_path):
     out = tmp_path / "o.jsonl"
-    sharding.write_manifest(out, 2, 10)
+    sharding.write_manifest(out, 2, 10, 4)
     sharding.part_path(out, 0, 2).write_text("a\n", encoding="utf-8")
     with pytest.raises(UserError, match="part files missing"):
         sharding.join_parts(out, 2)
     sharding.part_path(out, 1, 2).write_text("b\n", encoding="utf-8")
     assert sharding.join_parts(out, 2).read_text(encoding="utf-8") == "a\nb\n"
     assert not sharding.shard_dir(out).exists()
+
+
+def test_torch_model_gives_the_single_process_bytes(setup, tmp_path):
+    """Float scores depend on the batch a title is padded with: the shares follow one process's chunks."""
+    from predict_fixtures import make_encoder
+
+    model = make_encoder(tmp_path / "encoder")
+    path = tmp_path / "offers.jsonl"
+    lines = setup["input"].read_text(encoding="utf-8").splitlines()[:700]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    common = ["--model", str(model), "--input", str(path), "--no_progress", "--batch_size", "8", "--threads", "1"]
+    assert run(predict_script.main, common + ["--out", str(tmp_path / "single.jsonl")]) == 0
+    res = torchrun(common + ["--out", str(tmp_path / "sharded.jsonl")], nproc=3)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "sharded.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()

@@ -1,13 +1,15 @@
 """Batch prediction over the processes of a `torchrun` launch (one or several nodes): each rank predicts one
 contiguous share of the input into its own part file, and rank 0 joins the parts, in input order, into --out.
 
-The shares are contiguous runs of records, so the joined parts hold exactly the lines a single process would
-write, in the same order. The parts live in `<out>.shards/` with a manifest until the join, so `--resume`
+The shares are contiguous runs of records cut where a single process starts a new prediction chunk, so every
+rank predicts the very batches one process would (same padding, same float rounding) and the joined parts
+hold exactly its bytes. The parts live in `<out>.shards/` with a manifest until the join, so `--resume`
 continues every part where it stopped; on several nodes that folder must be on a filesystem they all share.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -38,6 +40,33 @@ def share(total: int, rank: int, world_size: int) -> tuple[int, int]:
     return start, start + base + (1 if rank < extra else 0)
 
 
+def chunk_size(batch_size: int) -> int:
+    """Usable records per chunk of batch.predict_stream (batch_size x its chunk_batches), the unit of the shares."""
+    from category_classification.inference.batch import predict_stream
+
+    param = inspect.signature(predict_stream).parameters.get("chunk_batches")
+    return batch_size * (param.default if param is not None and isinstance(param.default, int) else 1)
+
+
+def chunk_starts(records: Iterable, unit: int) -> tuple[int, list[int]]:
+    """(number of records, index of the record that opens each chunk of `unit` usable records)."""
+    total, usable, starts = 0, 0, []
+    for i, rec in enumerate(records):
+        total = i + 1
+        if rec.text is not None:  # records without text are reported, never predicted: they fill no chunk
+            if usable % unit == 0:
+                starts.append(i)
+            usable += 1
+    return total, starts
+
+
+def record_share(total: int, starts: list[int], rank: int, world_size: int) -> tuple[int, int]:
+    """[start, stop) of the records of `rank`: whole chunks, shared out by `share`, contiguous over the ranks."""
+    first, last = share(len(starts), rank, world_size)
+    start = 0 if rank == 0 else (starts[first] if first < len(starts) else total)
+    return start, (starts[last] if last < len(starts) else total)
+
+
 def shard_dir(out) -> Path:
     out = Path(out)
     return out.with_name(out.name + ".shards")
@@ -47,16 +76,17 @@ def part_path(out, rank: int, world_size: int) -> Path:
     return shard_dir(out) / f"part-{rank:05d}-of-{world_size:05d}.jsonl"
 
 
-def write_manifest(out, world_size: int, records: int) -> Path:
+def write_manifest(out, world_size: int, records: int, unit: int) -> Path:
     path = shard_dir(out) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"world_size": world_size, "records": records}) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps({"world_size": world_size, "records": records, "chunk": unit}) + "\n",
+                   encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def check_manifest(out, world_size: int, records: int) -> None:
+def check_manifest(out, world_size: int, records: int, unit: int) -> None:
     """The shards folder must describe this very split of this input, or the parts would not fit together."""
     path = shard_dir(out) / MANIFEST
     if not path.is_file():
@@ -68,6 +98,9 @@ def check_manifest(out, world_size: int, records: int) -> None:
     if found.get("records") != records:
         raise UserError(f"{shard_dir(out)} was written for {found.get('records')} input records, the input now "
                         f"has {records}: start again without --resume")
+    if found.get("chunk") != unit:
+        raise UserError(f"{shard_dir(out)} was written with chunks of {found.get('chunk')} offers, this run makes "
+                        f"{unit} (--batch_size changed): resume with the same --batch_size")
 
 
 def join_parts(out, world_size: int) -> Path:
@@ -115,7 +148,7 @@ class Shard:
             return f"cuda:{self.local_rank % max(torch.cuda.device_count(), 1)}"
         return preference
 
-    def begin(self, open_source: Callable[[], Iterable], resume: bool) -> Iterator:
+    def begin(self, open_source: Callable[[], Iterable], resume: bool, batch_size: int) -> Iterator:
         """Count the input, agree on the shares and the shards folder, and return this rank's records.
 
         `open_source()` opens the input afresh; it is read once to count the records and once to predict.
@@ -123,16 +156,17 @@ class Shard:
         if resume and not shard_dir(self.out).exists() and self.out.exists():
             raise UserError(f"{self.out} exists without {shard_dir(self.out)}: it was finished earlier or written "
                             "by a single process (resume that one without torchrun)")
-        total = sum(1 for _ in open_source())
-        self.start, self.stop = share(total, self.rank, self.world_size)
+        unit = chunk_size(batch_size)
+        total, starts = chunk_starts(open_source(), unit)
+        self.start, self.stop = record_share(total, starts, self.rank, self.world_size)
         _barrier()  # every rank has checked the folder before rank 0 changes it
         if self.rank == 0:
             if not resume and shard_dir(self.out).exists():
                 shutil.rmtree(shard_dir(self.out))
             if not (shard_dir(self.out) / MANIFEST).is_file():
-                write_manifest(self.out, self.world_size, total)
+                write_manifest(self.out, self.world_size, total, unit)
         _barrier()
-        check_manifest(self.out, self.world_size, total)
+        check_manifest(self.out, self.world_size, total, unit)
         return islice(iter(open_source()), self.start, self.stop)
 
     def finish(self, log=print) -> Path | None:
