@@ -557,9 +557,14 @@ def main(argv=None) -> int:
     from category_classification.core.devices import pick_device
 
     device = pick_device("cpu" if args.tiny else args.device)
-    if args.tiny:
-        import torch
+    import torch
 
+    if not args.tiny and (device.type != "cuda" or not torch.cuda.is_available()):
+        # fail in a second rather than spend the whole budget on full sizes without a GPU
+        print(f"error: the full check needs a CUDA GPU (torch {torch.__version__} sees none); --tiny runs on a CPU",
+              file=sys.stderr)
+        return 2
+    if args.tiny:
         torch.set_num_threads(1)  # tiny matrices: thread hand-offs cost more than they save
     size = SIZES["tiny" if args.tiny else "full"]
     work = Path(args.work)

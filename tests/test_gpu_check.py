@@ -53,3 +53,15 @@ def test_hooks_fail_loudly_when_the_trainers_change(monkeypatch):
     from transformers import TrainingArguments
 
     assert isinstance(TrainingArguments, type)  # put back after the run
+
+
+def test_full_sizes_without_a_gpu_stop_at_once(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(REPO))
+    import torch
+
+    from bench.gpu_check import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["--work", str(tmp_path)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "gpu_check.json").exists()
