@@ -234,3 +234,18 @@ def test_every_input_kind_builds_the_training_text(linear, tmp_path, capsys):
     assert _rows(out)[0]["text"] == model_text(title) == "Gold ring with pendant"
     assert _predict(linear, "--text", title) == 0
     assert json.loads(capsys.readouterr().out)["text"] == model_text(title)
+
+
+def test_resume_redoes_a_chunk_the_kill_cut_so_torch_batches_match(tmp_path):
+    from predict_fixtures import make_encoder
+
+    predictor = load_predictor(make_encoder(tmp_path / "encoder"), batch_size=4)
+    texts, _ = toy_offers(7, seed=6)  # 42 records, chunks of 8
+    recs = lambda: [Record({"line": i + 1}, t) for i, t in enumerate(texts)]  # noqa: E731
+    ref, out = tmp_path / "ref.jsonl", tmp_path / "out.jsonl"
+    predict_stream(predictor, recs(), ref, batch_size=4, chunk_batches=2, progress=False)
+    lines = ref.read_text(encoding="utf-8").splitlines(keepends=True)
+    partial_path(out).write_text("".join(lines[:13]) + lines[13][:5], encoding="utf-8")  # cut inside chunk 2
+    summary = predict_stream(predictor, recs(), out, batch_size=4, chunk_batches=2, resume=True, progress=False)
+    assert summary.resumed_after == 8 and summary.read == len(texts)
+    assert out.read_bytes() == ref.read_bytes()

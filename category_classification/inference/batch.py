@@ -249,6 +249,17 @@ def completed_lines(out_path: Path) -> int:
     return n
 
 
+def keep_first_lines(path: Path, n: int) -> None:
+    """Cut `path` after its first `n` lines."""
+    offset = 0
+    with open(path, "rb+") as fh:
+        for i, line in enumerate(fh):
+            if i == n:
+                break
+            offset += len(line)
+        fh.truncate(offset)
+
+
 @dataclass
 class Summary:
     read: int = 0
@@ -343,8 +354,9 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
                    log=None) -> Summary:
     """Predict every record into OUT.partial (one JSON line each, input order), then rename it to `out_path`.
 
-    With `resume`, the complete lines of an earlier run's OUT.partial are kept and that many records are
-    skipped, so the finished output is byte-identical to an uninterrupted run's.
+    Records are predicted `batch_size * chunk_batches` at a time (every record fills a chunk, bad ones too).
+    With `resume`, the whole chunks of an earlier run's OUT.partial are kept and that many records are skipped,
+    so the finished output is byte-identical to an uninterrupted run's with the same --batch_size.
     """
     from tqdm import tqdm
 
@@ -352,7 +364,11 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
     out_path.parent.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    chunk_size = max(1, batch_size * chunk_batches)
     skip = completed_lines(partial) if resume else 0
+    if skip % chunk_size:  # a kill cut a chunk's write: redo that chunk whole, so every batch is the one an
+        skip -= skip % chunk_size  # uninterrupted run makes (torch models round floats by batch composition)
+        keep_first_lines(partial, skip)
     if skip:
         _recount(partial, summary)
         log(f"resuming: {skip} records already in {partial}")
@@ -361,8 +377,7 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
     summary.resumed_after = skip
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=skip, unit="line", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    rows_it = predicted_rows(predictor, islice(records, skip, None), top_k, threshold, keep_text,
-                             max(1, batch_size * chunk_batches))
+    rows_it = predicted_rows(predictor, islice(records, skip, None), top_k, threshold, keep_text, chunk_size)
     with open(partial, "ab" if skip else "wb") as out:
         for rows in rows_it:
             for row in rows:
