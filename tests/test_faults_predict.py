@@ -249,3 +249,13 @@ def test_resume_redoes_a_chunk_the_kill_cut_so_torch_batches_match(tmp_path):
     summary = predict_stream(predictor, recs(), out, batch_size=4, chunk_batches=2, resume=True, progress=False)
     assert summary.resumed_after == 8 and summary.read == len(texts)
     assert out.read_bytes() == ref.read_bytes()
+
+
+def test_resume_never_adopts_an_output_it_did_not_leave_as_partial(linear, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("gold ring\ndiaper stroller\nnovel hardcover\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"line": 1, "label": "from another run"}\n', encoding="utf-8")  # an older, unrelated output
+    assert _predict(linear, "--input", src, "--out", out, "--resume") == 0
+    assert [r["label"] for r in _rows(out)] == ["Jewelry", "Baby", "Books"]
+    assert "nothing to resume" in capsys.readouterr().err
