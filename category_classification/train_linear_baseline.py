@@ -15,10 +15,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from category_classification.core.cli import add_eval_args, run
+from category_classification.core.cli import UserError, add_eval_args, run
 from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
-from category_classification.evaluation.metrics import (add_open_set, evaluate_split, format_metrics,
-                                                        format_open_set, write_results)
+from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
+                                                        evaluate_split, format_metrics, format_open_set,
+                                                        gs1_metrics, write_results)
 from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
 
@@ -96,12 +97,76 @@ def refit(model: LinearTextClassifier, train, val) -> LinearTextClassifier:
     return fresh
 
 
+def level_labels(dsd) -> dict:
+    from category_classification.models.hierarchical import LEVELS
+
+    split = next(iter(dsd.values()))
+    missing = [lv for lv in LEVELS if lv not in split.column_names]
+    if missing:
+        raise UserError(f"--hierarchy needs a dataset built with --label_level all (no {', '.join(missing)} column)")
+    return {lv: list(split.features[lv].names) for lv in LEVELS}
+
+
+def gs1_split_metrics(model, split, labels, args) -> dict:
+    """The lvl1 metrics of the shared evaluation plus the MWPD official block (`gs1`) of all three levels."""
+    from category_classification.models.hierarchical import LEVELS
+
+    levels = model.predict_levels(split["text"])
+    m = evaluate_split(split, levels["lvl1"][0], labels, args)
+    names = model.level_labels
+    truth = {lv: [names[lv][i] for i in split[lv]] for lv in LEVELS}
+    pred = {lv: [names[lv][i] for i in levels[lv][0]] for lv in LEVELS}
+    m["gs1"] = gs1_metrics(truth, pred)
+    train_names = {lv: {names[lv][i] for i in model.paths[:, k]} for k, lv in enumerate(LEVELS)}
+    m["classes_without_training_examples"] = {lv: classes_without_training_examples(train_names[lv], truth[lv])
+                                              for lv in LEVELS}
+    return m
+
+
+def train_hierarchy(args) -> int:
+    """--hierarchy: per-level linear models decoded along the GS1 paths seen in training."""
+    from category_classification.models.hierarchical import LEVELS, HierarchicalLinear
+
+    dsd = load_dataset_dir(args.data)
+    names, labels = level_labels(dsd), label_names(dsd)
+    train = get_split(dsd, "train")
+    val = dsd["validation"] if "validation" in dsd and len(dsd["validation"]) else None
+    cfg = config_from_args(args, labels)
+    print(f"training one linear model per GS1 level on {len(train)} offers: "
+          + ", ".join(f"{lv} {len(names[lv])} classes" for lv in LEVELS))
+    t0 = time.perf_counter()
+    model = HierarchicalLinear(names, cfg).fit(train["text"], {lv: train[lv] for lv in LEVELS})
+    metrics = {}
+    if val is not None:
+        model.calibrate(val["text"], {lv: val[lv] for lv in LEVELS})
+        metrics["validation"] = gs1_split_metrics(model, val, labels, args)
+        if args.refit:
+            temps = {lv: model.models[lv].temperature for lv in LEVELS}
+            model = HierarchicalLinear(names, cfg).fit(list(train["text"]) + list(val["text"]),
+                                                      {lv: list(train[lv]) + list(val[lv]) for lv in LEVELS})
+            for lv in LEVELS:
+                model.models[lv].temperature = temps[lv]
+    train_seconds = time.perf_counter() - t0
+    if "test" in dsd and len(dsd["test"]):
+        metrics["test"] = gs1_split_metrics(model, dsd["test"], labels, args)
+    model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit))
+    write_results(args.out, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
+                  metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit)})
+    for split, m in metrics.items():
+        g = m["gs1"]
+        print(f"[{split}] MWPD avg weighted F1 {g['avg_weighted_f1']:.4f} ("
+              + ", ".join(f"{lv} {g[lv]['weighted_f1']:.4f}" for lv in LEVELS) + ")")
+        for lv, missing in m["classes_without_training_examples"].items():
+            if missing:
+                print(f"  {lv} classes without training examples (scored as misses): {', '.join(missing)}")
+    print(f"trained in {train_seconds:.1f}s; model and metrics.json written to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.hierarchy:
-        from category_classification.models.hierarchical import train_hierarchical_from_args
-
-        return train_hierarchical_from_args(args)
+        return train_hierarchy(args)
     dsd = load_dataset_dir(args.data)
     labels = label_names(dsd)
     train = get_split(dsd, "train")
