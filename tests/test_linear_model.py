@@ -170,3 +170,27 @@ def test_hierarchy_model_decodes_only_training_paths(tmp_path):
     r = load_predictor(tmp_path / "h").predict(["leather boots sneakers canvas"], top_k=2)[0]
     assert r["label"] == "Shoes" and r["levels"]["lvl3"]["label"] == "shoes"
     assert 0 < r["levels"]["lvl2"]["score"] <= 1
+
+
+def test_train_script_hierarchy_on_a_built_all_levels_dataset(tmp_path):
+    from category_classification import build_lspc_dataset
+    from category_classification.models.registry import load_predictor
+    from tests.test_mwpd_benchmark import write_mwpd
+
+    write_mwpd(tmp_path / "train.json.gz", 30, 0)
+    write_mwpd(tmp_path / "test.json.gz", 6, 1)
+    data, out = tmp_path / "data", tmp_path / "model"
+    assert build_lspc_dataset.main(["--mwpd", str(tmp_path / "train.json.gz"), "--mwpd_test",
+                                    str(tmp_path / "test.json.gz"), "--label_level", "all", "--out", str(data),
+                                    "--val_size", "0.2", "--quiet"]) == 0
+    assert train_main(["--data", str(data), "--out", str(out), "--hierarchy", "--refit"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["gs1"]["avg_weighted_f1"] > 0.9
+    r = load_predictor(out).predict(["jeans trousers item 5"])[0]
+    assert r["levels"]["lvl3"]["label"].endswith("Lower Body Wear") and r["label"] == r["levels"]["lvl1"]["label"]
+
+
+def test_train_script_hierarchy_needs_level_columns(tmp_path):
+    from category_classification.core.cli import run
+
+    assert run(train_main, ["--data", str(_toy_dataset(tmp_path)), "--out", str(tmp_path / "m"), "--hierarchy"]) == 2
