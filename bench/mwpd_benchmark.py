@@ -197,6 +197,12 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def main(argv=None) -> int:
     from category_classification.core.cli import UserError, require_file
 
@@ -219,17 +225,19 @@ def main(argv=None) -> int:
         files["test"] = str(require_file(mwpd / "validation.json.gz", "MWPD validation file"))
     scored_on = "test file " + args.test if args.test else "MWPD validation file (3,000 offers)"
     print(f"MWPD benchmark: scored on the {scored_on}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     results = {}
     for kind in models:
         print(f"  {kind}: {DESCRIPTION[kind]}", flush=True)
         results[kind] = run_isolated(kind, files)
+        missing = {lv: n for lv, n in results[kind].pop("classes_without_training_examples").items() if n}
+        if missing:
+            print("    classes of the scored file without training offers (scored as misses): "
+                  + ", ".join(f"{lv} {n}" for lv, n in missing.items()))
+        # issue 13's schema exactly; written after each kind, so a long run keeps its finished rows
+        write_json(out / "benchmark.json", {"default_model": DEFAULT_MODEL, "models": results})
     print(table(results))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    payload = {"default_model": DEFAULT_MODEL, "scored_on": scored_on, "models": results}
-    tmp = out / "benchmark.json.tmp"
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / "benchmark.json")
     print(f"written: {out / 'benchmark.json'}")
     return 0
 
