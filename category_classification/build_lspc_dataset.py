@@ -19,22 +19,14 @@ from category_classification.core.cli import UserError, require_file, run
 from category_classification.data.build_dir import BuildDir, check_out
 from category_classification.data.builder import (BuildConfig, merge_counts, print_summary, split_and_save,
                                                      write_report)
-from category_classification.data.sources import pick_source
+from category_classification.data.sources import SOURCES, pick_source
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("source (one of)")
-    src.add_argument("--zip", help="lspcV2020.zip: *.json.gz members, one JSON offer per line")
-    src.add_argument("--map", help="cluster_id<TAB>category file (with --zip); without it the labels come from "
-                                   "the offers' own `category` field and the derived map is saved as "
-                                   "PDC2020_map.tsv beside the dataset")
-    src.add_argument("--mwpd", nargs="+", metavar="FILE", help="MWPD JSON-lines files (plain or .gz)")
-    src.add_argument("--mwpd_test", metavar="FILE",
-                     help="an MWPD file that becomes the whole test split; --mwpd files give train/validation")
-    src.add_argument("--label_level", default="six", choices=["six", "lvl1", "lvl2", "lvl3", "all"],
-                     help="MWPD labels: the 6 classes (default), a GS1 level, or all three levels "
-                          "(label = lvl1, plus lvl1/lvl2/lvl3 columns and hierarchy.json)")
+    for source in SOURCES.values():
+        source.add_arguments(src)
     lab = p.add_argument_group("classes")
     lab.add_argument("--categories", help="target classes, comma-separated, or 'all' (LSPC default: "
                                           "Automotive,Baby,Books,Clothing,Jewelry,Shoes; MWPD: every class)")

@@ -9,6 +9,7 @@ import pytest
 from datasets import load_from_disk
 
 from category_classification import build_lspc_dataset, build_lspc_dataset_full
+from category_classification.data.dataset_dir import level_names, load_hierarchy, other_label_of
 from category_classification.data.language import detect_languages
 from category_classification.data.lspc import SKIP_REASONS, load_category_map
 from category_classification.data.splits import TEST, TRAIN, VALIDATION, assign_splits
@@ -312,7 +313,7 @@ def test_mwpd_other_label_keeps_offers_outside_the_six(tmp_path):
                                     "--out", str(out), "--quiet"]) == 0
     dsd = load_from_disk(str(out))
     report = json.loads((out / "build_report.json").read_text())
-    assert dsd["train"].features["label"].names[-1] == "Other"
+    assert dsd["train"].features["label"].names[-1] == "Other" == other_label_of(out) and not level_names(dsd)
     assert report["records_kept"] == 3000 and "outside_label_set" not in report["skipped_by_reason"]
     assert label_counts(dsd)["Other"] == 3000 - 1662 == sum(report["other_by_source_category"].values())
     assert "Food/Beverage/Tobacco" in report["other_by_source_category"]
@@ -333,8 +334,9 @@ def test_mwpd_all_levels_layout_and_hierarchy(tmp_path):
     assert train.column_names == ["text", "label", "lvl1", "lvl2", "lvl3", "cluster"]
     assert train.features["label"].names == train.features["lvl1"].names
     assert col(train, "label") == col(train, "lvl1")
-    hierarchy = json.loads((out / "hierarchy.json").read_text())
-    assert hierarchy["levels"] == ["lvl1", "lvl2", "lvl3"]
+    hierarchy = load_hierarchy(out)
+    assert hierarchy["levels"] == ["lvl1", "lvl2", "lvl3"] and level_names(dsd)["lvl3"] == train.features["lvl3"].names
+    assert other_label_of(out) is None and load_hierarchy(tmp_path) is None
     l2, l3 = train.features["lvl2"].names, train.features["lvl3"].names
     assert set(hierarchy["parents"]["lvl3"]) == set(l3) and set(hierarchy["parents"]["lvl2"]) == set(l2)
     row = train[0]

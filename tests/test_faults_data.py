@@ -242,3 +242,22 @@ def test_other_label_naming_a_target_class_is_one_line(tmp_path, capsys):
     assert run(build_lspc_dataset.main, ["--mwpd", str(mwpd), "--other_label", "Books", "--out",
                                          str(tmp_path / "o"), "--quiet"]) == 2
     one_line_error(capsys, "--other_label Books is also a")
+
+
+def test_a_zip_without_categories_says_why_nothing_was_kept(tmp_path, capsys):
+    zip_path = tmp_path / "c.zip"
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("p.json.gz", gzip.compress(b"\n".join(json.dumps({"cluster_id": i, "title": "x"}).encode()
+                                                           for i in range(20))))
+    assert run(build_lspc_dataset.main, ["--zip", str(zip_path), "--out", str(tmp_path / "o"), "--quiet"]) == 2
+    one_line_error(capsys, "no offer was kept of 20 lines read", "no_category 20")
+
+
+def test_out_as_the_current_folder_is_one_line(corpus, tmp_path, monkeypatch, capsys):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    for out in (".", ".."):
+        assert build(corpus, out) == 2
+        one_line_error(capsys, "current folder")
+    assert build(corpus, "ds") == 0 and (here / "ds" / "dataset_dict.json").is_file()

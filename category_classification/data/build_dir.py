@@ -32,7 +32,10 @@ def _own_entries(out: Path) -> set | None:
 def check_out(out, inputs=()) -> Path:
     """Refuse, in one line and before any work, an --out that is a file, cannot be written, holds files
     this builder did not write, or holds an input."""
-    out = Path(out)
+    out = Path(out).resolve()
+    cwd = Path.cwd()
+    if out == cwd or out in cwd.parents:  # the folder is replaced as a whole, which would pull it from under you
+        raise UserError(f"--out {out} is or holds the current folder; give a folder beside it")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a folder for the dataset")
     for path in inputs:

@@ -91,7 +91,7 @@ def features_for(label_names, levels: dict | None = None):
 def shard_schema(levels=()) -> pa.Schema:
     """Pass-1 rows: the final columns as plain ints, plus `source` (the row's source-category code)."""
     return pa.schema([("text", pa.string()), ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
-                      ("cluster", pa.int64()), ("source", pa.int16())])
+                      ("cluster", pa.int64()), ("source", pa.int32())])
 
 
 class ShardWriter:
@@ -264,9 +264,6 @@ def _choose_rows(plan, config, clusters, labels, counts: Counter) -> np.ndarray:
 def _assign(clusters, labels, forced, keep, config: BuildConfig) -> np.ndarray:
     """Split code per row (-1 for rows not kept); refuses (or warns about) an empty validation/test."""
     codes = np.full(clusters.size, -1, dtype=np.int8)
-    if not keep.any():
-        raise UserError("no offer was kept: check the map's cluster ids / --categories against the corpus "
-                        "(the skip reasons are printed above)")
     has_forced = bool(forced[keep].any())
     codes[keep] = assign_splits(clusters[keep], labels[keep], config.val_size,
                                 0.0 if has_forced else config.test_size, config.seed,
@@ -353,6 +350,10 @@ def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, 
         raise UserError(f"--other_label {plan.other_label} is also a target class; choose another name")
     labels, sources = label_rows(plan, categories, clusters, labels, sources, majority)
     keep = _choose_rows(plan, config, clusters, labels, counts)
+    if not keep.any():
+        reasons = ", ".join(f"{k} {v:,}" for k, v in counts.most_common() if k not in ("lines_read", "records_kept"))
+        raise UserError(f"no offer was kept of {counts.get('lines_read', 0):,} lines read ({reasons or 'none'}): "
+                        "check --map / --categories against the corpus")
     codes = _assign(clusters, labels, forced, keep, config)
     counts["records_kept"] = int(keep.sum())
     if plan.other_label:

@@ -56,11 +56,12 @@ _LITERAL = re.compile(r'^"(.*)"(@[A-Za-z-]+)?$', re.S)  # N-Triples style "value
 
 @dataclass
 class CategoryMap:
-    """cluster id -> label index, as two sorted arrays (a few bytes per cluster, cheap to send to workers)."""
+    """cluster id -> category index (into `names`), as two sorted arrays (a few bytes per cluster, cheap to
+    send to workers)."""
 
     names: list[str]
     clusters: np.ndarray  # int64, sorted
-    labels: np.ndarray  # int16, label index per cluster
+    labels: np.ndarray  # int32, label index per cluster
     report: Counter = field(default_factory=Counter)
 
     def lookup(self, cluster_ids: np.ndarray) -> np.ndarray:
@@ -129,7 +130,7 @@ def category_map_from_pairs(pairs: dict, report: Counter | None = None) -> Categ
     names = sorted(set(pairs.values()))
     index = {n: i for i, n in enumerate(names)}
     clusters = np.fromiter(pairs.keys(), dtype=np.int64, count=len(pairs))
-    labels = np.fromiter((index[c] for c in pairs.values()), dtype=np.int16, count=len(pairs))
+    labels = np.fromiter((index[c] for c in pairs.values()), dtype=np.int32, count=len(pairs))
     order = np.argsort(clusters, kind="stable")
     report["clusters"] = len(pairs)
     return CategoryMap(names, clusters[order], labels[order], report)
@@ -285,7 +286,7 @@ class MemberRows:
         self.clusters: list[int] = []
         self.sources: list[int] = []
         self.vote_cid = array("q")  # one (cluster, category code) vote per offer with a category
-        self.vote_code = array("h")
+        self.vote_code = array("i")
         names = list(plan.cmap.names) + [NOT_IN_MAP] if plan.cmap is not None else [NO_CATEGORY_NAME]
         self.vocab: dict[str, int] = {n: i for i, n in enumerate(names)}
         self.keep_code = [self._wanted(n) for n in names]
@@ -318,7 +319,7 @@ class MemberRows:
         if not self.vote_cid:
             return None
         cids = np.frombuffer(self.vote_cid, dtype=np.int64)
-        codes = np.frombuffer(self.vote_code, dtype=np.int16)
+        codes = np.frombuffer(self.vote_code, dtype=np.int32)
         return count_pairs(cids, codes, np.ones(cids.size, dtype=np.int64))
 
     def keep(self, obj: dict, cid: int, code: int) -> None:
@@ -332,7 +333,7 @@ class MemberRows:
 
     def take(self) -> dict:
         out = {"text": self.texts, "cluster": np.asarray(self.clusters, dtype=np.int64),
-               "source": np.asarray(self.sources, dtype=np.int16)}
+               "source": np.asarray(self.sources, dtype=np.int32)}
         self.counts["records_kept"] += len(self.texts)
         self.texts, self.clusters, self.sources = [], [], []
         return out
@@ -440,7 +441,7 @@ def read_member(zip_path, member: str, plan: ReadPlan, counts: Counter, batch_li
 def iter_records(zip_path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None):
     """Every line of every member as an OfferRecord, with the text the builder trains on (for
     `predict.py --zip` and tests); a line that cannot be used carries its reason instead of a text."""
-    from category_classification.data.sources import OfferRecord
+    from category_classification.data.records import OfferRecord
 
     for member in members or list_members(zip_path):
         counts: Counter = Counter()

@@ -71,7 +71,7 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
     """Yield an OfferRecord for each usable offer of an MWPD file (JSON lines, plain or gzip; a single
     JSON array works too): the model text, the title's group id, and the class at every level in
     `labels` (None where it has none). Skipped lines are counted in `counts` by reason."""
-    from category_classification.data.sources import OfferRecord
+    from category_classification.data.records import OfferRecord
 
     counts = Counter() if counts is None else counts
     for n, raw in enumerate(_file_lines(path), 1):
@@ -162,7 +162,7 @@ def read_mwpd_files(args, config, tmp):
     import numpy as np
 
     from category_classification.data.builder import LabelPlan, Shard, ShardWriter
-    from category_classification.data.sources import ReadResult, parse_categories
+    from category_classification.data.records import ReadResult, parse_categories
 
     targets = parse_categories(args.categories, default=None)
     files = _read_files(args, targets, config.max_description_chars)
@@ -187,7 +187,7 @@ def read_mwpd_files(args, config, tmp):
         columns = {"text": [rec.text for rec, _ in kept],
                    "label": np.array([index[lab] for _, lab in kept], dtype=np.int64),
                    "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
-                   "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int16)}
+                   "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}
         for lv, names in plan.levels.items():
             pos = {n: k for k, n in enumerate(names)}
             columns[lv] = np.array([pos[rec.labels[lv]] for rec, _ in kept], dtype=np.int64)

@@ -1,59 +1,32 @@
 """Data sources: each yields OfferRecords (text built by text.offer_text) and reads itself into shards.
 
-The builder picks one from SOURCES; `predict.py --zip` reads the same records (docs/data.md: adding one).
+The builder adds their flags and picks one from SOURCES; `predict.py --zip` reads the same records.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 
 from category_classification.core.cli import UserError, require_file
+from category_classification.data.records import (DEFAULT_CATEGORIES, OfferRecord, ReadResult,  # noqa: F401
+                                                   parse_categories)
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
 
-DEFAULT_CATEGORIES = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")  # the seed's six
-
-
-@dataclass
-class OfferRecord:
-    """One offer as every reader sees it. `text` is the model text (None when unusable, `reason` says
-    why); `group` keeps duplicates in one split (LSPC cluster id, MWPD title hash); `category` is the
-    source's own category (WDC `category` field, MWPD GS1 level 1); `labels` holds MWPD's classes by
-    level; `ref` says where the offer came from."""
-
-    text: str | None
-    group: int | None = None
-    category: str | None = None
-    labels: dict = field(default_factory=dict)
-    ref: dict = field(default_factory=dict)
-    reason: str | None = None
-
-
-@dataclass
-class ReadResult:
-    shards: list
-    plan: object  # builder.LabelPlan
-    source: dict  # what was read, for build_report.json
-    extra: dict = field(default_factory=dict)
-
-
-def parse_categories(value: str | None, default=DEFAULT_CATEGORIES) -> list | None:
-    """--categories A,B,..: a list of names; 'all' is None (every category); unset gives `default`."""
-    if value is None:
-        return None if default is None else list(default)
-    if value.strip().lower() == "all":
-        return None
-    names = sorted({c.strip() for c in value.split(",") if c.strip()})
-    if not names:
-        raise UserError("--categories needs comma-separated category names (or 'all')")
-    return names
-
-
+# A source: `flag` (the attribute of args that selects it), `add_arguments(group)` (its builder flags),
+# `inputs(args)` ((path, what) pairs checked before any work), `records(path)` (OfferRecords) and
+# `read(args, config, tmp)` (pass 1: shards and a builder.LabelPlan). docs/data.md: "Adding a source".
 class LspcSource:
     """The LSPC zip: labels from --map, or else from the offers' own `category` field."""
 
     name, flag = "lspc", "zip"
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        group.add_argument("--zip", help="lspcV2020.zip: *.json.gz members, one JSON offer per line")
+        group.add_argument("--map", help="cluster_id<TAB>category file (with --zip); without it the labels come "
+                                         "from the offers' own `category` field and the derived map is saved "
+                                         "as PDC2020_map.tsv beside the dataset")
 
     @staticmethod
     def inputs(args) -> list:
@@ -103,6 +76,15 @@ class MwpdSource:
     """MWPD JSON-lines files with GS1 labels; --mwpd_test makes one file the whole test split."""
 
     name, flag = "mwpd", "mwpd"
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        group.add_argument("--mwpd", nargs="+", metavar="FILE", help="MWPD JSON-lines files (plain or .gz)")
+        group.add_argument("--mwpd_test", metavar="FILE", help="an MWPD file that becomes the whole test split; "
+                                                               "--mwpd files give train/validation")
+        group.add_argument("--label_level", default="six", choices=["six", "lvl1", "lvl2", "lvl3", "all"],
+                           help="MWPD labels: the 6 classes (default), a GS1 level, or all three levels "
+                                "(label = lvl1, plus lvl1/lvl2/lvl3 columns and hierarchy.json)")
 
     @staticmethod
     def inputs(args) -> list:
