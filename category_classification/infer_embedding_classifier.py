@@ -58,7 +58,7 @@ def main(argv=None):
     seconds = time.perf_counter() - t0
     probs = torch.softmax(logits, -1)
     preds = logits.argmax(-1).tolist()
-    metrics = evaluation.evaluate_split(split, preds, labels, args)
+    metrics = evaluation.evaluate_split(split, preds, labels, **evaluation.eval_options(args))
     print(evaluation.format_metrics(metrics, labels, title=f"[{args.split}] {model_dir}"))
     print(f"{len(texts)} offers in {seconds:.2f}s ({len(texts) / max(seconds, 1e-9):.0f} offers/s)")
     if args.save_preds:

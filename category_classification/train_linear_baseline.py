@@ -11,7 +11,7 @@ from dataclasses import asdict
 
 from category_classification.core.cli import add_eval_args, run
 from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
-from category_classification.evaluation.metrics import evaluate_split, format_metrics, write_results
+from category_classification.evaluation.metrics import evaluate_split, eval_options, format_metrics, write_results
 from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
 
@@ -53,10 +53,10 @@ def main(argv=None) -> int:
     if "validation" in dsd and len(dsd["validation"]):
         val = dsd["validation"]
         model.calibrate(val["text"], val["label"])
-        metrics["validation"] = evaluate_split(val, model.predict(val["text"]), labels, args)
+        metrics["validation"] = evaluate_split(val, model.predict(val["text"]), labels, **eval_options(args))
     if "test" in dsd and len(dsd["test"]):
         test = dsd["test"]
-        metrics["test"] = evaluate_split(test, model.predict(test["text"]), labels, args)
+        metrics["test"] = evaluate_split(test, model.predict(test["text"]), labels, **eval_options(args))
 
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data),
                figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()})

@@ -14,7 +14,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from category_classification.models import lora  # noqa: E402
+from category_classification.training import lora as lora_training  # noqa: E402
 from category_classification.core.cli import run  # noqa: E402
+from fixtures import save_tiny_qwen3  # noqa: E402
 
 LABELS = ["Automotive", "Books", "Shoes"]
 WORDS = {"Automotive": ["brake", "tyre", "engine", "bumper", "wiper"],
@@ -46,7 +48,7 @@ def tiny(tmp_path_factory):
     from category_classification.models.tokenization import load_qwen_tokenizer
 
     root = tmp_path_factory.mktemp("lora")
-    model_dir = lora.save_tiny_qwen3(root / "tiny_qwen3", load_qwen_tokenizer())
+    model_dir = save_tiny_qwen3(root / "tiny_qwen3", load_qwen_tokenizer())
     data_dir = make_dataset(root / "data")
     return {"root": root, "model": model_dir, "data": data_dir}
 
@@ -58,14 +60,14 @@ def _train_argv(tiny, out, *extra):
 
 
 def test_derive_batches():
-    assert lora.derive_batches(32, 16, 1) == (16, 2)
-    assert lora.derive_batches(512, 16, 2) == (16, 16)  # 16 x 16 x 2 processes
-    assert lora.derive_batches(8, 16, 1) == (8, 1)  # never a micro-batch larger than the effective batch
-    assert lora.derive_batches(30, 8, 1) == (8, 4)  # rounds up to the next multiple
+    assert lora_training.derive_batches(32, 16, 1) == (16, 2)
+    assert lora_training.derive_batches(512, 16, 2) == (16, 16)  # 16 x 16 x 2 processes
+    assert lora_training.derive_batches(8, 16, 1) == (8, 1)  # never a micro-batch larger than the effective batch
+    assert lora_training.derive_batches(30, 8, 1) == (8, 4)  # rounds up to the next multiple
     from category_classification.core.cli import UserError
 
     with pytest.raises(UserError):
-        lora.derive_batches(0, 8, 1)
+        lora_training.derive_batches(0, 8, 1)
 
 
 def test_target_modules_follow_the_architecture(tiny):
@@ -191,7 +193,7 @@ def test_v2_entry_point_has_its_defaults():
     from category_classification.train_qwen3_lora_v2 import V2_DEFAULTS
 
     args = build_parser(V2_DEFAULTS).parse_args(["--data", "d", "--out", "o"])
-    assert (args.lora_r, args.lora_alpha, args.micro_batch, args.batch) == (32, 64, 16, 512)
+    assert (args.lora_r, args.lora_alpha, args.micro_batch, args.batch_size) == (32, 64, 16, 512)
     assert (args.lr_scheduler_type, args.warmup_ratio, args.max_grad_norm) == ("cosine", 0.05, 0.5)
     assert args.model == lora.DEFAULT_MODEL
 
@@ -230,7 +232,7 @@ def test_weighted_loss_scales_like_the_trainer_expects():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 0, 1, 2])
     plain = F.cross_entropy(logits, labels)
-    same = lora.weighted_loss([2.0, 2.0, 2.0], labels.tolist())  # uniform weights: the plain mean
+    same = lora_training.weighted_loss([2.0, 2.0, 2.0], labels.tolist())  # uniform weights: the plain mean
     torch.testing.assert_close(same({"logits": logits}, labels), plain)
     # two accumulated micro-batches: each divides by the labels of both, so their sum is the full mean
     torch.testing.assert_close(same({"logits": logits}, labels, num_items_in_batch=12), plain / 2)
@@ -240,7 +242,7 @@ def test_weighted_loss_scales_like_the_trainer_expects():
     root = class_weights(labels.tolist(), 3, "sqrt")
     assert root[1] == pytest.approx(2 * root[0])
     assert class_weights(labels.tolist(), 3, "none") is None
-    weighted = lora.weighted_loss(w, labels.tolist())({"logits": logits}, labels)
+    weighted = lora_training.weighted_loss(w, labels.tolist())({"logits": logits}, labels)
     per = F.cross_entropy(logits, labels, reduction="none")
     ex_w = torch.tensor([1.0, 1, 1, 1, 4, 4]) / 2.0  # mean over the training offers is 1
     torch.testing.assert_close(weighted, (ex_w * per).mean())
