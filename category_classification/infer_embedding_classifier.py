@@ -36,7 +36,7 @@ def main(argv=None):
     from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
     from category_classification.core.devices import pick_device
     from category_classification.models.encoder_io import load_encoder, predict_logits
-    from category_classification.training.loop import load_checkpoint
+    from category_classification.training.checkpoints import read_checkpoint
 
     device = pick_device(args.device)
     ckpt = Path(args.checkpoint)
@@ -45,7 +45,7 @@ def main(argv=None):
         raise UserError(f"checkpoint not found: {ckpt}")
     model, tokenizer, info = load_encoder(model_dir, device=device)
     if ckpt.is_file():  # weights of one epoch's training checkpoint instead of the kept best epoch
-        model.load_state_dict(load_checkpoint(ckpt)["model"])
+        model.load_state_dict(read_checkpoint(ckpt)["model"])
     labels = info["labels"]
     dsd = load_dataset_dir(args.data)
     if label_names(dsd) != labels:

@@ -61,7 +61,8 @@ def add_eval_args(parser) -> None:
 
 def option(default=None, help: str = "", **meta):
     """A dataclass field carrying its flag's help text and extras: choices=, aliases=("--old",), nargs=,
-    const=, metavar=, hidden=True (no help line), cli=False (not a flag)."""
+    const=, metavar=, group="model" (an argument group of that title), hidden=True (no help line),
+    cli=False (not a flag)."""
     import dataclasses
 
     meta["help"] = help
@@ -95,10 +96,18 @@ def add_dataclass_args(parser, cls, defaults=None, required: Sequence[str] = ())
 
     hints = typing.get_type_hints(cls)
     given = defaults if isinstance(defaults, dict) else dataclasses.asdict(defaults) if defaults else {}
+    groups = {}
+    root = parser
     for f in dataclasses.fields(cls):
         meta = dict(f.metadata)
         if meta.get("cli", True) is False:
             continue
+        if meta.get("group"):
+            if meta["group"] not in groups:
+                groups[meta["group"]] = root.add_argument_group(meta["group"])
+            parser = groups[meta["group"]]
+        else:
+            parser = root
         if f.name in given:
             default = given[f.name]
         else:

@@ -147,16 +147,6 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def latest_checkpoint(directory) -> Path | None:
-    found = []
-    for p in Path(directory).glob("checkpoint-epoch*.pt"):
-        try:
-            found.append((int(p.stem.removeprefix("checkpoint-epoch")), p))
-        except ValueError:
-            continue
-    return max(found)[1] if found else None
-
-
 def classes_without_training_examples(splits, labels) -> list[str]:
     """Names of the classes that occur in an evaluation split but never in train: the model cannot learn them,
     so they are scored as misses and named in the output instead of stopping the run."""
