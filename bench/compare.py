@@ -30,13 +30,15 @@ import sys
 import time
 from pathlib import Path
 
+from category_classification.core.env import stay_offline
 from category_classification.inference.ensemble import member_dirs
+from category_classification.models.registry import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 # Files of a model directory that no predictor loads: reports, plots, checkpoints, the LoRA adapter.
 NOT_MODEL = {"metrics.json", "results_category.txt", "parity.json", "train_info.json", "training_log.jsonl"}
 NOT_MODEL_DIRS = {"checkpoints", "checkpoint", "adapter", "logs"}
-TARGETS = {  # (model kind, runtime) -> the issue's targets on a 2-core CPU
+TARGETS = {  # model kind, or "<source kind>_small:<runtime>" -> the issue's targets on a 2-core CPU
     "linear": {"batch64_titles_per_s": 20000},
     "encoder_small:onnxruntime-int8": {"batch64_titles_per_s": 1000, "batch1_p50_ms": 10.0},
 }
@@ -46,14 +48,14 @@ TARGETS = {  # (model kind, runtime) -> the issue's targets on a 2-core CPU
 
 def model_files(model_dir: Path, info: dict, precision: str | None) -> list[Path]:
     """The files the predictor of this directory reads (an ensemble: its members')."""
-    if info.get("kind") == "ensemble":
-        return [f for m in member_dirs(model_dir, info)
+    members = member_dirs(model_dir, info)
+    if members:
+        return [f for m in members
                 for f in model_files(m, json.loads((m / "category_model.json").read_text(encoding="utf-8")),
                                      precision)]
-    if info.get("kind") == "hf_sequence_classification":
-        model_dir = model_dir / info.get("path", ".")
+    model_dir = model_dir / info.get("path", ".")  # a LoRA trainer's folder: its merged model
     skip_onnx = set()
-    if info.get("kind") == "onnx":
+    if info.get("files"):  # an ONNX export: only the chosen precision's file
         chosen = info["files"].get(precision or info.get("default_precision", "fp32"))
         skip_onnx = {f for f in info["files"].values() if f != chosen}
     files = []
@@ -177,9 +179,10 @@ def training_seconds(model_dir: Path) -> float | None:
     from category_classification.inference.predictors import training_figures
 
     info = json.loads((model_dir / "category_model.json").read_text(encoding="utf-8"))
-    if info.get("kind") == "ensemble":  # the members' training, one after the other
+    members = member_dirs(model_dir, info)
+    if members:  # an ensemble: the members' training, one after the other
         parts = []
-        for m in member_dirs(model_dir, info):
+        for m in members:
             m_info = json.loads((m / "category_model.json").read_text(encoding="utf-8"))
             src = Path(m_info["source_dir"]) if m_info.get("source_dir") else m
             parts.append(training_seconds(src) if src.is_dir() else None)
@@ -196,12 +199,13 @@ def ensure_exports(models: list[Path], runs: Path, data: str, split: str, log) -
     exported_from = set()
     for d in models:
         info = json.loads((d / "category_model.json").read_text(encoding="utf-8"))
-        if info.get("kind") == "onnx" and info.get("source_dir"):
+        if info.get("source_dir"):  # an export
             exported_from.add(Path(info["source_dir"]).resolve())
     added = []
     for d in models:
         info = json.loads((d / "category_model.json").read_text(encoding="utf-8"))
-        if info.get("kind") not in ("encoder", "hf_sequence_classification") or d.resolve() in exported_from:
+        kind = KINDS.get(info.get("kind"))
+        if kind is None or not kind.onnx_export or d.resolve() in exported_from:
             continue
         out = runs / f"{d.name}_onnx"
         log(f"exporting {d} to {out} (fp32 + int8, parity on {split})")
@@ -232,7 +236,7 @@ def run_one(model_dir: Path, precision: str | None, args) -> dict | None:
 
 def row_name(r: dict, runs: Path) -> str:
     name = Path(r["model_dir"]).name
-    if r["kind"] == "onnx" and r.get("source_dir"):
+    if r.get("source_dir"):  # an export is named for the model it came from
         name = Path(r["source_dir"]).name
     return name
 
@@ -325,10 +329,9 @@ def plot(rows: list[dict], path: Path) -> None:
 def check_targets(rows: list[dict]) -> list[str]:
     out = []
     for r in rows:
-        key = "linear" if r["kind"] == "linear" else None
-        if r["kind"] == "onnx" and r["runtime"] == "onnxruntime-int8" and "small" in r["name"] \
-                and r.get("source_kind") == "encoder":
-            key = "encoder_small:onnxruntime-int8"
+        key = r["kind"]
+        if r.get("source_kind") and "small" in r["name"]:
+            key = f"{r['source_kind']}_small:{r['runtime']}"
         for metric, goal in TARGETS.get(key, {}).items():
             v = r[metric]
             ok = v <= goal if metric.endswith("_ms") else v >= goal
@@ -364,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    stay_offline()  # the measuring processes inherit it
     runs = Path(args.runs)
     args.data = args.data or str(runs / "mwpd6")
     if args.measure:
@@ -389,7 +393,7 @@ def main(argv=None) -> int:
     jobs = []
     for d in models:
         info = json.loads((d / "category_model.json").read_text(encoding="utf-8"))
-        precisions = list(info.get("files", {})) if info.get("kind") == "onnx" else [None]
+        precisions = list(info.get("files") or {}) or [None]  # an ONNX export: each of its precisions
         jobs += [(d, p) for p in precisions]
     rows = []
     for d, precision in jobs:

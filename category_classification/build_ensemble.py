@@ -14,6 +14,7 @@ import sys
 import time
 
 from category_classification.core.cli import UserError, add_eval_args, run
+from category_classification.core.env import stay_offline
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    stay_offline()  # models come from their folders, never the hub
     from category_classification.inference.ensemble import write_ensemble
     from category_classification.inference.predictors import load_predictor
 

@@ -13,6 +13,7 @@ import sys
 import time
 
 from category_classification.core.cli import UserError, add_eval_args, run
+from category_classification.core.env import stay_offline
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    stay_offline()  # models come from their folders, never the hub
     from category_classification.evaluation import metrics as evaluation
     from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
     from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from category_classification.core.cli import UserError, run
+from category_classification.core.env import stay_offline
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    stay_offline()  # models come from their folders, never the hub
     from category_classification.inference.onnx_export import export_onnx, parity, write_parity
     from category_classification.inference.predictors import load_predictor
 

@@ -50,14 +50,16 @@ def main(argv=None):
 
     import torch
 
-    from category_classification.inference.latency import latency_summary, load_for_inference, time_batches
+    from category_classification.models.hf import inference_dtype, load_folder
+    from category_classification.inference.latency import latency_summary, time_batches
     from category_classification.training.distributed import resolve_device
 
     if args.cpu_threads > 0:
         torch.set_num_threads(args.cpu_threads)
     texts, labels = read_texts(args)
     device = resolve_device(args.device)
-    tokenizer, model, info = load_for_inference(args.model, device)
+    folder = load_folder(args.model, device=device, dtype=inference_dtype(device))
+    tokenizer, model, info = folder.tokenizer, folder.model, folder.info
     seq_len = args.seq_len or int(info.get("max_length", 128))
     preds, seconds, sizes = time_batches(model, tokenizer, texts, args.batch, seq_len, device,
                                          args.warmup_batches)

@@ -17,7 +17,10 @@ import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError
-from category_classification.inference.predictors import Predictor
+from category_classification.inference.base import Predictor
+from category_classification.models.registry import load_predictor
+
+KIND = "ensemble"
 
 
 def normalize_weights(n_models: int, weights: Sequence[float] | None) -> list[float]:
@@ -54,7 +57,7 @@ def write_ensemble(out_dir, model_dirs: Sequence, weights: Sequence[float] | Non
     for d, wi in zip(model_dirs, w):
         d = Path(d)
         info = read_model_info(d)  # a clear error for a folder that is not a trained model
-        if info.get("kind") == "ensemble":
+        if info.get("kind") == KIND:
             raise UserError(f"{d} is itself an ensemble: list its members instead")
         found.append((str(d), list(info["labels"])))
         try:
@@ -63,7 +66,7 @@ def write_ensemble(out_dir, model_dirs: Sequence, weights: Sequence[float] | Non
             rel = str(d.resolve())
         members.append({"path": rel, "weight": wi, "kind": info.get("kind")})
     labels = check_labels(found)
-    return write_model_info(out, "ensemble", labels, members=members, **extra)
+    return write_model_info(out, KIND, labels, members=members, **extra)
 
 
 def member_dirs(model_dir, info: dict) -> list[Path]:
@@ -73,12 +76,10 @@ def member_dirs(model_dir, info: dict) -> list[Path]:
 
 
 class EnsemblePredictor(Predictor):
-    kind = "ensemble"
+    kind = KIND
 
     def __init__(self, model_dir, info, batch_size=64, device="cpu", precision=None, threads=None):
         super().__init__(model_dir, info, batch_size)
-        from category_classification.inference.predictors import load_predictor
-
         self.members: list[Predictor] = []
         entries = info.get("members") or []
         self.weights = normalize_weights(len(entries), [m["weight"] for m in entries])
@@ -93,6 +94,10 @@ class EnsemblePredictor(Predictor):
         if self.members[0].labels != self.labels:
             raise UserError(f"{model_dir}: its labels {self.labels} differ from its members' "
                             f"{self.members[0].labels}")
+
+    @classmethod
+    def from_dir(cls, model_dir, info, *, batch_size=64, device="cpu", precision=None, threads=None):
+        return cls(model_dir, info, batch_size, device=device, precision=precision, threads=threads)
 
     def member_probas(self, texts) -> list[np.ndarray]:
         texts = list(texts)

@@ -1,49 +1,9 @@
-"""Latency of a trained Hugging Face classifier: load it for inference, classify texts in timed batches and
-summarise items/s and p50/p95/p99 (measure_lora_latency.py)."""
+"""Latency of a trained Hugging Face classifier (measure_lora_latency.py; models/hf.py loads it): classify
+texts in timed batches and summarise items/s and p50/p95/p99."""
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
-
-from category_classification.core.cli import UserError
-
-
-def resolve_model_dir(path) -> tuple[Path, dict]:
-    """The directory holding the transformers weights: a trainer's out dir (its category_model.json
-    points at merged/), merged/ itself, or any sequence-classification checkpoint."""
-    from category_classification.core.artifacts import MODEL_INFO
-    from category_classification.core.cli import require_dir
-
-    p = require_dir(path, "model directory")
-    info = {}
-    if (p / MODEL_INFO).is_file():
-        info = json.loads((p / MODEL_INFO).read_text(encoding="utf-8"))
-        p = p / info.get("path", ".")
-    if not (p / "config.json").is_file():
-        raise UserError(f"no transformers model in {p} (no config.json)")
-    return p, info
-
-
-def load_for_inference(path, device):
-    """Tokenizer, eval-mode model on `device` (bf16/fp16 on CUDA), and the model-dir info."""
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from category_classification.models.tokenization import load_tokenizer
-
-    model_dir, info = resolve_model_dir(path)
-    tokenizer = load_tokenizer(model_dir)
-    from category_classification.models.lora import precision_for
-
-    dtype = precision_for(device)["load_dtype"]
-    if device.type == "cuda" and dtype == torch.float32:
-        dtype = torch.float16  # inference needs no fp32 master weights
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return tokenizer, model, info
 
 
 def time_batches(model, tokenizer, texts, batch: int, seq_len: int, device, warmup_batches: int = 2):

@@ -16,14 +16,17 @@ import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError
+from category_classification.models.registry import (check_folder, damaged_files_are_user_errors, exportable_kinds,
+                                                      model_kind)
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 OPSET = 17
 
 
-def _logits_module(model, hf: bool):
-    """A module with the (input_ids, attention_mask) -> logits signature that the ONNX graph gets."""
+def _logits_module(model, forward_logits):
+    """A module with the (input_ids, attention_mask) -> logits signature that the ONNX graph gets;
+    `forward_logits` is the predictor class's own way of calling its model."""
     import torch
 
     class LogitsOnly(torch.nn.Module):
@@ -32,41 +35,25 @@ def _logits_module(model, hf: bool):
             self.inner = inner
 
         def forward(self, input_ids, attention_mask):
-            if hf:
-                return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-            return self.inner(input_ids, attention_mask)["logits"]
+            return forward_logits(self.inner, input_ids, attention_mask)
 
     return LogitsOnly(model).eval()
 
 
 def load_torch_for_export(model_dir):
-    """(logits module, tokenizer, info, source dir) for an encoder or a (merged) LoRA model directory."""
-    import torch
-
+    """(logits module, tokenizer, info with pad_token_id, source dir) for a model folder whose kind the
+    registry marks exportable."""
     d = Path(model_dir)
     info = read_model_info(d)
-    kind = info.get("kind")
-    if kind == "encoder":
-        from category_classification.models.encoder_io import load_encoder
-
-        model, tokenizer, full = load_encoder(d, device="cpu")
-        info = dict(info, pad_token_id=int(full.get("pad_token_id", model.config.pad_token_id) or 0))
-        return _logits_module(model, hf=False), tokenizer, info, d
-    if kind == "hf_sequence_classification":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        src = d / info.get("path", ".")
-        tokenizer = AutoTokenizer.from_pretrained(str(src))
-        # eager attention: plain matmul/softmax ops trace to ONNX the same on every transformers version
-        model = AutoModelForSequenceClassification.from_pretrained(str(src), dtype=torch.float32,
-                                                                   attn_implementation="eager").eval()
-        model.config.use_cache = False  # decoders (Qwen3): no key/value cache in a classification graph
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else model.config.pad_token_id
-        info = dict(info, pad_token_id=int(pad or 0))
-        return _logits_module(model, hf=True), tokenizer, info, src
-    if kind == "onnx":
-        raise UserError(f"{d} is already an ONNX export")
-    raise UserError(f"{d}: a {kind!r} model has no ONNX export (encoder and hf_sequence_classification do)")
+    if not model_kind(info["kind"], d).onnx_export:
+        raise UserError(f"{d}: a {info['kind']!r} model has no ONNX export "
+                        f"({' and '.join(exportable_kinds())} do)")
+    kind, info = check_folder(d)
+    cls = kind.predictor_class()
+    with damaged_files_are_user_errors(d, kind, info):
+        parts = cls.load_parts(d, info, "cpu", for_export=True)
+    info = dict(info, pad_token_id=int(parts.pad_id))
+    return _logits_module(parts.model, cls.forward_logits), parts.tokenizer, info, parts.source
 
 
 def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OPSET, log=print) -> dict:

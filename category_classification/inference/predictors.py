@@ -1,6 +1,6 @@
-"""One predictor for every trained model directory: linear, encoder, merged LoRA model, or ONNX export.
+"""The predictors of the linear, encoder, merged LoRA (Hugging Face) and ONNX kinds, and threshold choice.
 
-`load_predictor(model_dir)` reads category_model.json and returns a `Predictor` whose `predict_proba`
+`load_predictor(model_dir)` (models/registry.py, re-exported here) returns a `Predictor` whose `predict_proba`
 gives class probabilities and `predict` gives label, score and top-k per text, with an optional
 "none of these" threshold. The CLI (predict.py), evaluate.py, serve.py and the benchmarks all use it.
 """
@@ -9,57 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from category_classification.core.artifacts import read_model_info
 from category_classification.core.cli import UserError
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = np.asarray(z, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
-
-
-class Predictor:
-    """Base class: subclasses implement `predict_proba(texts) -> (n, num_labels)` probabilities."""
-
-    kind = "base"
-    runtime = "python"
-
-    def __init__(self, model_dir, info: dict, batch_size: int = 64):
-        self.model_dir = Path(model_dir)
-        self.info = info
-        self.labels: list[str] = list(info["labels"])
-        self.batch_size = batch_size
-
-    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def predict(self, texts: Sequence[str], top_k: int = 1, threshold: float | None = None) -> list[dict]:
-        """Per text: {"label", "score", "top_k": [{"label", "prob"}, ...]}; label None when score < threshold."""
-        return self.format(self.predict_proba(list(texts)), top_k=top_k, threshold=threshold)
-
-    def format(self, probs: np.ndarray, top_k: int = 1, threshold: float | None = None) -> list[dict]:
-        k = max(1, min(int(top_k), len(self.labels)))
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        out = []
-        for row, idx in zip(probs, order):
-            best = float(row[idx[0]])
-            label = self.labels[idx[0]] if threshold is None or best >= threshold else None
-            out.append({"label": label, "score": best,
-                        "top_k": [{"label": self.labels[j], "prob": float(row[j])} for j in idx]})
-        return out
-
-    def describe(self) -> dict:
-        """What serve.py's GET /model and the benchmarks show about the model."""
-        return {"kind": self.kind, "runtime": self.runtime, "labels": self.labels,
-                "model_dir": str(self.model_dir), "max_length": self.info.get("max_length"),
-                "source_kind": self.info.get("source_kind")}
+from category_classification.inference.base import Predictor, softmax  # noqa: F401 (the API)
+from category_classification.models.registry import load_predictor  # noqa: F401 (the API)
 
 
 class LinearPredictor(Predictor):
@@ -127,57 +85,97 @@ class _TokenizedPredictor(Predictor):
 
 
 class TorchPredictor(_TokenizedPredictor):
-    """The encoder (kind "encoder") and merged LoRA models (kind "hf_sequence_classification") on torch."""
+    """A torch model on `device`; subclasses say how to load their folder and call their model."""
 
     runtime = "torch"
 
     def __init__(self, model_dir, info, batch_size=64, device="cpu"):
         super().__init__(model_dir, info, batch_size)
-        import torch
-
         from category_classification.core.devices import pick_device
 
-        self.torch = torch
         self.device = pick_device(device)
-        self.kind = info["kind"]
-        if self.kind == "encoder":
-            from category_classification.models.encoder_io import load_encoder
-
-            self.model, self.tokenizer, full = load_encoder(model_dir, device=self.device)
-            self.info = full
-            self.pad_id = int(full.get("pad_token_id", self.model.config.pad_token_id) or 0)
-            self._hf = False
-        else:
-            from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-            path = self.model_dir / info.get("path", ".")
-            if not (path / "config.json").is_file():
-                raise UserError(f"no Hugging Face model in {path} (expected config.json)")
-            self.tokenizer = AutoTokenizer.from_pretrained(str(path))
-            self.model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype=torch.float32)
-            self.model.to(self.device).eval()
-            pad = self.tokenizer.pad_token_id
-            if pad is None:
-                pad = self.model.config.pad_token_id or 0
-            self.pad_id = int(pad)
-            self._hf = True
+        parts = self.load_parts(model_dir, info, self.device)
+        self.model, self.tokenizer, self.pad_id, self.info = parts.model, parts.tokenizer, parts.pad_id, parts.info
         self.max_length = int(self.info.get("max_length") or 128)
 
+    @classmethod
+    def from_dir(cls, model_dir, info, *, batch_size=64, device="cpu", precision=None, threads=None):
+        if threads:
+            import torch
+
+            torch.set_num_threads(int(threads))
+        return cls(model_dir, info, batch_size, device=device)
+
+    @classmethod
+    def load_parts(cls, model_dir, info: dict, device, for_export: bool = False) -> "TorchParts":
+        raise NotImplementedError
+
+    @staticmethod
+    def forward_logits(model, input_ids, attention_mask):
+        raise NotImplementedError
+
     def logits_for_batch(self, ids, mask):
-        torch = self.torch
+        import torch
+
         with torch.inference_mode():
-            ids_t = torch.from_numpy(ids).to(self.device)
-            mask_t = torch.from_numpy(mask).to(self.device)
-            if self._hf:
-                logits = self.model(input_ids=ids_t, attention_mask=mask_t).logits
-            else:
-                logits = self.model(ids_t, mask_t)["logits"]
+            logits = self.forward_logits(self.model, torch.from_numpy(ids).to(self.device),
+                                         torch.from_numpy(mask).to(self.device))
         return logits.float().cpu().numpy()
 
     def describe(self):
         d = super().describe()
         d["device"] = str(self.device)
         return d
+
+
+@dataclass
+class TorchParts:
+    """A loaded torch folder: the model in eval mode, its tokenizer, the pad id, the info the predictor keeps
+    and the folder holding the weights (where an ONNX export must not be written)."""
+
+    model: object
+    tokenizer: object
+    pad_id: int
+    info: dict
+    source: Path
+
+
+class EncoderPredictor(TorchPredictor):
+    """Our encoder (models/encoder.py), saved by models/encoder_io.py."""
+
+    kind = "encoder"
+
+    @classmethod
+    def load_parts(cls, model_dir, info, device, for_export=False):
+        from category_classification.models.encoder_io import load_encoder
+
+        model, tokenizer, full = load_encoder(model_dir, device=device)
+        pad = int(full.get("pad_token_id", model.config.pad_token_id) or 0)
+        return TorchParts(model, tokenizer, pad, full, Path(model_dir))
+
+    @staticmethod
+    def forward_logits(model, input_ids, attention_mask):
+        return model(input_ids, attention_mask)["logits"]
+
+
+class HFPredictor(TorchPredictor):
+    """A Hugging Face sequence classifier, such as the LoRA trainer's merged model (models/hf.py loads it)."""
+
+    kind = "hf_sequence_classification"
+
+    @classmethod
+    def load_parts(cls, model_dir, info, device, for_export=False):
+        from category_classification.models.hf import load_folder
+
+        # eager attention for export: plain matmul/softmax ops trace to ONNX the same on every transformers version
+        folder = load_folder(model_dir, device=device, **({"attn_implementation": "eager"} if for_export else {}))
+        if for_export:
+            folder.model.config.use_cache = False  # decoders (Qwen3): no key/value cache in a classification graph
+        return TorchParts(folder.model, folder.tokenizer, folder.pad_id, info, folder.path)
+
+    @staticmethod
+    def forward_logits(model, input_ids, attention_mask):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
 class OnnxPredictor(_TokenizedPredictor):
@@ -189,7 +187,8 @@ class OnnxPredictor(_TokenizedPredictor):
     def __init__(self, model_dir, info, batch_size=64, precision: str | None = None, threads: int | None = None):
         super().__init__(model_dir, info, batch_size)
         import onnxruntime as ort
-        from transformers import AutoTokenizer
+
+        from category_classification.models.hf import load_tokenizer
 
         files = info.get("files", {})
         precision = precision or info.get("default_precision", "fp32")
@@ -207,8 +206,12 @@ class OnnxPredictor(_TokenizedPredictor):
         self.session = ort.InferenceSession(str(self.model_dir / files[precision]), opts,
                                             providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.model_dir))
+        self.tokenizer = load_tokenizer(self.model_dir)
         self.pad_id = int(info.get("pad_token_id", 0) or 0)
+
+    @classmethod
+    def from_dir(cls, model_dir, info, *, batch_size=64, device="cpu", precision=None, threads=None):
+        return cls(model_dir, info, batch_size, precision=precision, threads=threads)
 
     def logits_for_batch(self, ids, mask):
         feed = {"input_ids": ids, "attention_mask": mask}
@@ -220,41 +223,15 @@ class OnnxPredictor(_TokenizedPredictor):
         return d
 
 
-def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precision: str | None = None,
-                   threads: int | None = None) -> Predictor:
-    """The right predictor for what `model_dir/category_model.json` declares.
-
-    A LoRA trainer's output directory (kind hf_sequence_classification, "path": "merged") loads its merged
-    model; an ensemble directory loads each member; `precision` ("fp32"/"int8") applies to ONNX models only.
-    """
-    d = Path(model_dir)
-    if not d.is_dir():
-        raise UserError(f"model directory not found: {d}")
-    info = read_model_info(d)
-    kind = info.get("kind")
-    if kind == "linear":
-        return LinearPredictor(d, info, batch_size)
-    if kind in ("encoder", "hf_sequence_classification"):
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
-        return TorchPredictor(d, info, batch_size, device=device)
-    if kind == "onnx":
-        return OnnxPredictor(d, info, batch_size, precision=precision, threads=threads)
-    if kind == "ensemble":
-        from category_classification.inference.ensemble import EnsemblePredictor
-
-        return EnsemblePredictor(d, info, batch_size, device=device, precision=precision, threads=threads)
-    raise UserError(f"{d}: unknown model kind {kind!r}")
-
-
 def training_figures(model_dir) -> dict:
     """Headline figures from the trainer's metrics.json (validation/test macro-F1, accuracy, training time)."""
     path = Path(model_dir) / "metrics.json"
-    if not path.is_file():
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # absent or damaged: the figures are for show, the model still serves
         return {}
-    m = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(m, dict):
+        return {}
     out = {k: m[k] for k in ("model", "date") if k in m}
     for split in ("validation", "test"):
         if isinstance(m.get(split), dict):

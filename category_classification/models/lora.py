@@ -157,21 +157,16 @@ def load_tokenizer_for(cfg: LoraTrainConfig):
 
 
 def load_classifier(name_or_path: str, labels, dtype=None, quantization_config=None, pad_token_id=None):
-    """AutoModelForSequenceClassification with our labels in the config (id2label/label2id)."""
-    from transformers import AutoModelForSequenceClassification
+    """The base model through the one Hugging Face loader (models/hf.py), with our labels in its config
+    (id2label/label2id) and, for decoder classifiers (Qwen3) that pool the last non-pad token, the pad id."""
+    from category_classification.models.hf import load_model
 
     kwargs = {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
               "label2id": {name: i for i, name in enumerate(labels)}}
-    if dtype is not None:
-        kwargs["dtype"] = dtype
     if quantization_config is not None:
         kwargs["quantization_config"] = quantization_config
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(str(name_or_path), **kwargs)
-    except OSError as exc:  # not on disk and no hub access, or no weights in the folder
-        raise UserError(f"cannot load model {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+    model = load_model(name_or_path, dtype=dtype, **kwargs)
     if pad_token_id is not None:
-        # decoder classifiers (Qwen3) pick the last non-pad token, so the config must know the pad id
         model.config.pad_token_id = pad_token_id
     return model
 
