@@ -222,11 +222,13 @@ def resume_or_start(r) -> None:
     """Resume restores everything that affects the result, so the run continues as if never stopped; only a
     checkpoint of this run (same settings and data) is accepted, and the checkpoint folder becomes this run's."""
     from category_classification.training.checkpoints import checkpoint_to_resume, claim_folder
+    from category_classification.training.distributed import barrier
     from category_classification.training.loop import restore_rng_state, save_checkpoint
 
     cfg, keys = r.cfg, EncoderTrainConfig.settings_keys()
     r.start_epoch, r.step, r.best, r.history, r.own_checkpoints = 0, 0, {"macro_f1": -1.0, "epoch": None}, [], []
     path, ckpt = checkpoint_to_resume(cfg.resume, r.ckpt_dir, r.record, keys, r.log)
+    barrier(r.dist)  # every rank has read its checkpoint before rank 0 may move files
     if r.dist.is_main:
         claim_folder(r.ckpt_dir, r.record, keys, r.log)
     if ckpt is None:
