@@ -20,8 +20,10 @@ def build_parser():
                    help="model directory written by train_embedding_classifier.py (or a checkpoint-epochX.pt "
                         "inside its checkpoints/ folder)")
     p.add_argument("--split", default="test")
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--max_length", type=int, default=None, help="tokens per offer (default: as trained)")
+    p.add_argument("--batch_size", "--batch", type=int, default=128)
+    p.add_argument("--seq_len", "--max_length", dest="max_length", type=int, default=None,
+                   help="tokens per offer (default: as trained)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
     p.add_argument("--save_preds", default=None, help="JSONL file: one {text, label, pred, ...} per offer")
     p.add_argument("--device", default="auto")
     add_eval_args(p)
@@ -38,6 +40,8 @@ def main(argv=None):
     from category_classification.models.encoder_io import load_encoder, predict_logits
     from category_classification.training.checkpoints import read_checkpoint
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     ckpt = Path(args.checkpoint)
     model_dir = ckpt.parent.parent if ckpt.is_file() else ckpt
