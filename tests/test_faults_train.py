@@ -155,7 +155,11 @@ def test_a_class_absent_from_train_is_a_named_miss_in_the_encoder(data, tmp_path
 
 def test_model_files_are_staged_and_renamed_into_place(data, tmp_path):
     out = tmp_path / "enc"
+    killed = out / ".save-999999999"  # left by a save that was killed (no such process)
+    (killed / "model.safetensors").parent.mkdir(parents=True)
+    (killed / "model.safetensors").write_bytes(b"torn")
     assert _train(data, out, "--epochs", "1") == 0
+    assert not killed.exists()
     first = (out / "model.safetensors").stat().st_ino
     assert _train(data, out, "--epochs", "1", "--seed", "3") == 0
     assert (out / "model.safetensors").stat().st_ino != first  # a new file renamed in, not rewritten in place

@@ -37,6 +37,7 @@ def save_encoder(model_dir, model: EmbeddingClassifier, config: EmbeddingClassif
     # written into a folder beside the files they replace, then each moved in by a rename: a run killed
     # while saving never leaves a torn weights file in place of the previous model
     stage = out / f".save-{os.getpid()}"
+    remove_stale_stages(out, ".save-")
     stage.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -48,6 +49,23 @@ def save_encoder(model_dir, model: EmbeddingClassifier, config: EmbeddingClassif
                      config=CONFIG_FILE, tokenizer=".", pad_token_id=config.pad_token_id,
                      num_parameters=model.num_parameters(), pooler=config.pooler, head=config.head)
     return publish_dir(stage, out)
+
+
+def remove_stale_stages(out: Path, prefix: str) -> None:
+    """Remove `<prefix><pid>` folders left in `out` by saves that were killed (their process is gone)."""
+    import os
+    import shutil
+
+    for p in out.glob(prefix + "*") if out.is_dir() else []:
+        pid = p.name.removeprefix(prefix)
+        if not pid.isdecimal() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue
 
 
 def load_encoder(model_dir, device="cpu"):
