@@ -102,6 +102,10 @@ def test_hf_folder_loader(tmp_path):
     folder = load_folder(src)
     assert folder.model.dtype == torch.float32 and not folder.model.training
     assert folder.pad_id == folder.tokenizer.pad_token_id == folder.model.config.pad_token_id
+    weights = src / "merged" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # the latency script loads here, outside the registry
+    with pytest.raises(UserError, match="cannot load model .*merged"):
+        load_folder(src)
 
 
 def test_the_model_config_learns_the_pad_id(tmp_path):

@@ -57,8 +57,12 @@ def load_model(name_or_path, dtype=None, **kwargs):
         kwargs["dtype"] = dtype
     try:
         return AutoModelForSequenceClassification.from_pretrained(str(name_or_path), **kwargs)
-    except OSError as exc:  # not on disk and no hub access, or no weights in the folder
-        raise UserError(f"cannot load model {str(name_or_path)!r}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:
+        # not on disk and no hub access, no weights in the folder, or a damaged config or weights file
+        if not (isinstance(exc, OSError) or type(exc).__module__.startswith("safetensors")):
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot load model {str(name_or_path)!r}: {first}") from None
 
 
 def set_pad_id(model, tokenizer) -> int:
