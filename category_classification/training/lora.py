@@ -240,8 +240,6 @@ def settle_config(cfg: LoraTrainConfig, log=print) -> LoraTrainConfig:
     if is_main_process():
         log(f"model size {n_params / 1e6:.1f}M parameters ({size}): chose "
             + ", ".join(f"{k}={v}" for k, v in chosen.items()) + " (flags given explicitly win)")
-    if cfg.seq_len < 8:
-        raise UserError(f"--seq_len must be at least 8, got {cfg.seq_len}")
     return cfg
 
 
