@@ -18,8 +18,8 @@ from pathlib import Path
 from category_classification.core.cli import UserError, add_eval_args, run
 from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
-                                                        evaluate_split, format_metrics, format_open_set,
-                                                        gs1_metrics, write_results)
+                                                        eval_options, evaluate_split, format_metrics,
+                                                        format_open_set, gs1_metrics, write_results)
 from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
 
@@ -85,7 +85,7 @@ def calibrate(model: LinearTextClassifier, val, other_bias: str) -> None:
 def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
     probs = model.predict_proba(split["text"])
     pred = probs.argmax(axis=1)
-    m = evaluate_split(split, pred, labels, args)
+    m = evaluate_split(split, pred, labels, **eval_options(args))
     return add_open_set(m, split["label"], pred, labels, model.config.other_label, probs)
 
 
@@ -112,7 +112,7 @@ def gs1_split_metrics(model, split, labels, args) -> dict:
     from category_classification.models.hierarchical import LEVELS
 
     levels = model.predict_levels(split["text"])
-    m = evaluate_split(split, levels["lvl1"][0], labels, args)
+    m = evaluate_split(split, levels["lvl1"][0], labels, **eval_options(args))
     names = model.level_labels
     truth = {lv: [names[lv][i] for i in split[lv]] for lv in LEVELS}
     pred = {lv: [names[lv][i] for i in levels[lv][0]] for lv in LEVELS}

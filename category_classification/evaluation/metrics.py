@@ -92,14 +92,19 @@ def per_language_metrics(y_true, y_pred, num_labels: int, languages: Sequence[st
     return result
 
 
-def evaluate_split(split, predictions: Sequence[int], label_names: Sequence[str], args=None) -> dict:
-    """Metrics for a datasets split and its predictions; `args` carries the shared eval flags."""
-    langs = None
-    if "language" in split.column_names and not getattr(args, "no_lang_metrics", False):
-        langs = split["language"]
+def evaluate_split(split, predictions: Sequence[int], label_names: Sequence[str], lang_metrics: bool = True,
+                   lang_min_samples: int = 30, lang_top_k: int = 10) -> dict:
+    """Metrics for a datasets split and its predictions, per language too when the split has a `language`
+    column and `lang_metrics` is on (see `eval_options` for the shared flags)."""
+    langs = split["language"] if lang_metrics and "language" in split.column_names else None
     return compute_metrics(split["label"], predictions, label_names, languages=langs,
-                           lang_min_samples=getattr(args, "lang_min_samples", 30),
-                           lang_top_k=getattr(args, "lang_top_k", 10))
+                           lang_min_samples=lang_min_samples, lang_top_k=lang_top_k)
+
+
+def eval_options(args) -> dict:
+    """evaluate_split's keyword arguments from the flags of core.cli.add_eval_args."""
+    return {"lang_metrics": not args.no_lang_metrics, "lang_min_samples": args.lang_min_samples,
+            "lang_top_k": args.lang_top_k}
 
 
 def format_metrics(m: Mapping, label_names: Sequence[str], title: str = "") -> str:
