@@ -48,6 +48,7 @@ KINDS: dict[str, ModelKind] = {
                                             ("{path=.}/config.json", _HF_WEIGHTS, "{path=.}/tokenizer.json",
                                              "{path=.}/tokenizer_config.json"), onnx_export=True),
     "onnx": ModelKind(f"{_PREDICTORS}:OnnxPredictor", ("{files}", "tokenizer.json", "tokenizer_config.json")),
+    "fielded_linear": ModelKind("category_classification.models.fielded:FieldedPredictor", ("fielded_model.joblib",)),
     "ensemble": ModelKind("category_classification.inference.ensemble:EnsemblePredictor"),
 }
 

@@ -1,0 +1,178 @@
+"""Search for the best MWPD 2020 task 2 model trainable in 30 minutes on 2 CPU cores: trains each variant on
+data/mwpd/train.json.gz, scores it on data/mwpd/validation.json.gz (3,000 offers) and prints one table row.
+
+Columns: avg weighted F1 over GS1 lvl1-3 (the challenge metric), per-level weighted F1, 6-class macro-F1 on the
+validation file's 1,662 six-class offers, train seconds. Run:
+    PYTHONPATH=$PWD .venv/bin/python bench/mwpd_best_search.py [--variants 'feats:mode,mode;feats:mode'] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.metrics import f1_score
+from sklearn.svm import LinearSVC
+
+from category_classification.data.mwpd import gs1_label
+from category_classification.data.text import clean, offer_text
+
+ROOT = Path(__file__).resolve().parents[1]
+LEVELS = ("lvl1", "lvl2", "lvl3")
+SIX = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")
+
+
+def load(path):
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def six_of(lvl1: str, lvl3: str) -> str:
+    return gs1_label({"lvl1": lvl1, "lvl3": lvl3}, "six") or "none"
+
+
+_URL_SPLIT = re.compile(r"[^a-z]+")
+_URL_STOP = {"http", "https", "www", "com", "html", "htm", "php", "aspx", "asp", "net", "org", "co", "uk", "de",
+             "product", "products", "p", "id", "index", "shop", "store", "item"}
+
+
+def url_words(url) -> str:
+    words = _URL_SPLIT.split(clean(url).lower())
+    return " ".join(w for w in words if len(w) > 1 and w not in _URL_STOP)
+
+
+def fields(offers, desc_chars=300):
+    f = {"text": [], "title": [], "desc": [], "cat": [], "url": []}
+    for o in offers:
+        title, desc = clean(o.get("Name")), clean(o.get("Description"))
+        f["text"].append(offer_text(title, desc, desc_chars))
+        f["title"].append(title)
+        f["desc"].append(clean(desc, 1000))
+        f["cat"].append(clean(o.get("CategoryText"), 300))
+        f["url"].append(url_words(o.get("URL")))
+    return f
+
+
+def text_vectorizers():
+    return [TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
+            TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=1)]
+
+
+def block_spec(name):
+    """Per variant: list of (field, vectorizer, weight)."""
+    base = [("text", v, 1.0) for v in text_vectorizers()]
+    cat = [("cat", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), 0.5),
+           ("cat", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True), 0.5)]
+    url = [("url", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True), 0.5)]
+    return {"text": base, "text+cat": base + cat, "text+url": base + url, "text+cat+url": base + cat + url}[name]
+
+
+def featurize(spec, tr, va):
+    xs_tr, xs_va = [], []
+    for field, vec, w in spec:
+        xs_tr.append(vec.fit_transform(tr[field]) * w)
+        xs_va.append(vec.transform(va[field]) * w)
+    return sp.hstack(xs_tr).tocsr(), sp.hstack(xs_va).tocsr()
+
+
+def score_table(y_va, pred, n_train_s):
+    row = {lvl: f1_score(y_va[lvl], pred[lvl], average="weighted") for lvl in LEVELS}
+    row["avg"] = float(np.mean([row[lvl] for lvl in LEVELS]))
+    gold6 = [six_of(a, c) for a, c in zip(y_va["lvl1"], y_va["lvl3"])]
+    pred6 = [six_of(a, c) for a, c in zip(pred["lvl1"], pred["lvl3"])]
+    keep = [i for i, g in enumerate(gold6) if g != "none"]
+    row["six"] = f1_score([gold6[i] for i in keep], [pred6[i] for i in keep], labels=list(SIX), average="macro")
+    row["n6"] = len(keep)
+    row["train_s"] = n_train_s
+    return row
+
+
+def paths_of(y):
+    return sorted(set(zip(y["lvl1"], y["lvl2"], y["lvl3"])))
+
+
+def decode_paths(scores, classes, paths, weights=(1.0, 1.0, 1.0)):
+    """Best lvl1>lvl2>lvl3 path seen in training by summed per-level scores."""
+    idx = [np.array([list(classes[k]).index(p[k]) for p in paths]) for k in range(3)]
+    total = sum(w * s[:, i] for w, s, i in zip(weights, scores, idx))
+    best = total.argmax(axis=1)
+    return {lvl: [paths[b][k] for b in best] for k, lvl in enumerate(LEVELS)}
+
+
+def log_softmax(z, t=1.0):
+    z = z * t
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def svc_scores(x_tr, y, x_va, c=0.5):
+    m = LinearSVC(C=c, class_weight="balanced").fit(x_tr, y)
+    return m.decision_function(x_va), m.classes_
+
+
+def run_variant(feats, modes, tr_off, va_off, y_tr, y_va, c=0.5):
+    """Rows for one feature set: features fit once, the per-level SVMs shared by the decoding modes."""
+    t0 = time.time()
+    tr, va = fields(tr_off), fields(va_off)
+    x_tr, x_va = featurize(block_spec(feats), tr, va)
+    t_feat = time.time() - t0
+    rows, cache = {}, {}
+    for mode in modes:
+        t1 = time.time()
+        if mode == "six":  # a 6-class model on the six-class offers only
+            keep_tr = [i for i, o in enumerate(tr_off) if gs1_label(o, "six")]
+            keep_va = [i for i, o in enumerate(va_off) if gs1_label(o, "six")]
+            m = LinearSVC(C=c, class_weight="balanced").fit(x_tr[keep_tr], [gs1_label(tr_off[i], "six") for i in keep_tr])
+            gold = [gs1_label(va_off[i], "six") for i in keep_va]
+            six = f1_score(gold, m.predict(x_va[keep_va]), labels=list(SIX), average="macro")
+            rows[mode] = {"avg": float("nan"), "lvl1": float("nan"), "lvl2": float("nan"), "lvl3": float("nan"),
+                          "six": six, "train_s": t_feat + time.time() - t1}
+            continue
+        if mode == "lvl3":  # one lvl3 model, parents derived
+            s, cl = svc_scores(x_tr, y_tr["lvl3"], x_va, c)
+            parent = {p[2]: p for p in paths_of(y_tr)}
+            best = [parent[cl[i]] for i in s.argmax(axis=1)]
+            pred = {lvl: [b[k] for b in best] for k, lvl in enumerate(LEVELS)}
+        else:
+            if "levels" not in cache:
+                cache["levels"] = [svc_scores(x_tr, y_tr[lvl], x_va, c) for lvl in LEVELS]
+                cache["levels_s"] = time.time() - t1
+            scores, classes = zip(*cache["levels"])
+            if mode == "flat":
+                pred = {lvl: list(cl[s.argmax(axis=1)]) for lvl, s, cl in zip(LEVELS, scores, classes)}
+            elif mode == "paths":
+                pred = decode_paths(scores, classes, paths_of(y_tr))
+            elif mode.startswith("pathsT"):
+                t = float(mode[6:])
+                pred = decode_paths([log_softmax(s, t) for s in scores], classes, paths_of(y_tr))
+        rows[mode] = score_table(y_va, pred, t_feat + cache.get("levels_s", 0) + time.time() - t1)
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", default="text:flat,six;text+cat+url:flat,paths,pathsT5,lvl3,six")
+    ap.add_argument("--c", type=float, default=0.5)
+    args = ap.parse_args(argv)
+    tr_off, va_off = load(ROOT / "data/mwpd/train.json.gz"), load(ROOT / "data/mwpd/validation.json.gz")
+    y_tr = {lvl: [o[lvl] for o in tr_off] for lvl in LEVELS}
+    y_va = {lvl: [o[lvl] for o in va_off] for lvl in LEVELS}
+    print(f"train {len(tr_off)} offers, validation {len(va_off)} offers")
+    print(f"{'variant':32s} {'avgWF1':>7s} {'lvl1':>6s} {'lvl2':>6s} {'lvl3':>6s} {'six mF1':>7s} {'train_s':>7s}")
+    for spec in args.variants.split(";"):
+        feats, modes = spec.split(":")
+        rows = run_variant(feats, modes.split(","), tr_off, va_off, y_tr, y_va, args.c)
+        for mode, r in rows.items():
+            print(f"{feats + ':' + mode:32s} {r['avg']:7.4f} {r['lvl1']:6.4f} {r['lvl2']:6.4f} {r['lvl3']:6.4f} "
+                  f"{r['six']:7.4f} {r['train_s']:7.1f}", flush=True)
+
+if __name__ == "__main__":
+    sys.exit(main())
