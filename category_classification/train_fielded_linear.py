@@ -22,7 +22,7 @@ from category_classification.core.cli import UserError, require_file, run
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
 from category_classification.data.text import text_problem
-from category_classification.models.fielded import FieldedConfig, FieldedLinear, mwpd_fielded_text
+from category_classification.models.fielded import FieldedConfig, FieldedLinear, mwpd_fielded_text, split_fields
 
 LEVEL_SETS = {"all": ("lvl1", "lvl2", "lvl3"), "six": ("six",), "lvl1": ("lvl1",), "lvl2": ("lvl2",),
               "lvl3": ("lvl3",)}
@@ -117,6 +117,38 @@ def save_atomically(model: FieldedLinear, out, metrics: dict, **info) -> None:
     tmp.rename(out)
 
 
+def fit_calibrate_refit(train, calib, levels, cfg: FieldedConfig) -> tuple[FieldedLinear, dict]:
+    """Fit on `train`, calibrate the temperatures and score on `calib`, refit on both with those temperatures."""
+    model = fit(train, levels, cfg)
+    model.calibrate([t for t, _ in calib], level_indices(calib, model.level_labels))
+    metrics = score(model, calib)
+    temperatures = model.temperatures
+    model = fit(train + calib, levels, cfg)
+    model.temperatures = temperatures
+    return model, metrics
+
+
+def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
+    """For bench/mwpd_benchmark.py: {"lvl1"|"lvl2"|"lvl3": label per test offer, "six": label per six-class test
+    offer}, GS1 names. With a validation file: calibrated on it, refit on train + validation; without: calibrated
+    on a grouped tenth of train (one title text never on both sides), refit on all of train."""
+    from category_classification.data.text import group_id, normalize_title
+
+    out, counts = {}, Counter()
+    for name in ("all", "six"):
+        levels = LEVEL_SETS[name]
+        train = read_offers(train_path, levels, counts)
+        if validation_path:
+            calib = read_offers(validation_path, levels, counts)
+        else:
+            held = [group_id(normalize_title(split_fields(t)[0])) % 10 == 0 for t, _ in train]
+            train, calib = [o for o, h in zip(train, held) if not h], [o for o, h in zip(train, held) if h]
+        model, _ = fit_calibrate_refit(train, calib, levels, FieldedConfig())
+        probs = model.predict_levels([t for t, _ in read_offers(test_path, levels, counts)])
+        out.update({lv: [model.level_labels[lv][i] for i in p.argmax(axis=1)] for lv, p in probs.items()})
+    return out
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     levels = LEVEL_SETS[args.label_level]
@@ -130,16 +162,16 @@ def main(argv=None) -> int:
     print(f"training {'/'.join(levels)} on {len(train)} offers" + (f", validation {len(val)}" if val else "")
           + (f"; skipped {dict(counts)}" if counts else ""))
     t0 = time.perf_counter()
-    model = fit(train, levels, cfg)
     metrics = {}
-    if val:
-        model.calibrate([t for t, _ in val], level_indices(val, model.level_labels))
-        metrics["validation"] = score(model, val)
-        print(json.dumps(metrics["validation"]))
     if args.refit:
-        temperatures = model.temperatures
-        model = fit(train + val, levels, cfg)
-        model.temperatures = temperatures
+        model, metrics["validation"] = fit_calibrate_refit(train, val, levels, cfg)
+    else:
+        model = fit(train, levels, cfg)
+        if val:
+            model.calibrate([t for t, _ in val], level_indices(val, model.level_labels))
+            metrics["validation"] = score(model, val)
+    if val:
+        print("validation (before any refit):", json.dumps(metrics["validation"]))
     seconds = time.perf_counter() - t0
     print(f"trained in {seconds:.1f}s" + (" (including the refit on train + validation)" if args.refit else ""))
     save_atomically(model, args.out, metrics, train_seconds=round(seconds, 1), refit=args.refit,

@@ -96,3 +96,17 @@ def test_six_classes_and_user_errors(tmp_path, capsys):
     empty = write(tmp_path / "empty.json.gz", [], ["not json"])
     assert run(main, ["--data", str(empty), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_benchmark_predictions_labels_every_test_offer(tmp_path):
+    from category_classification.train_fielded_linear import benchmark_predictions
+
+    train = write(tmp_path / "train.json.gz", offers(12))
+    test_rows = offers(2, start=70)
+    test_rows[0]["lvl1"] = "10000000_Other"  # not one of the 6 classes: in the GS1 lists, not in "six"
+    test = write(tmp_path / "test.json.gz", test_rows)
+    for val in (None, str(write(tmp_path / "val.json.gz", offers(3, start=50)))):
+        pred = benchmark_predictions(str(train), str(test), val)
+        assert [len(pred[lv]) for lv in ("lvl1", "lvl2", "lvl3", "six")] == [6, 6, 6, 5]
+        assert pred["lvl3"][1:] == ["Shirts", "Trousers", "Trousers", "Brakes", "Brakes"]
+        assert pred["six"][-1] == "Automotive"
