@@ -196,7 +196,7 @@ def _cv_fold(job):
     """Fit the packaged recipe on one fold's training part and score its held-out part."""
     from category_classification.models.fielded import FieldedConfig, FieldedLinear
 
-    tr, te, temperatures = job
+    k, (tr, te, temperatures) = job
     texts, _, y, six = _cv_data()
     t0 = time.process_time()
     names = {lvl: sorted(set(y[lvl][tr])) for lvl in LEVELS}
@@ -211,10 +211,10 @@ def _cv_fold(job):
     m6 = FieldedLinear({"six": six_names}).fit(list(texts[s_tr]), {"six": [six_names.index(v) for v in six[s_tr]]})
     p6 = [six_names[i] for i in m6.predict_levels(list(texts[s_te]))["six"].argmax(axis=1)]
     r["six_model"] = f1_score(list(six[s_te]), p6, labels=list(SIX), average="macro")
-    return r
+    return k, r
 
 
-def grouped_cv(folds=5, temperatures=None, workers=3):
+def grouped_cv(folds=5, temperatures=None, workers=5):
     """Grouped k-fold CV of the packaged recipe (models/fielded.py) on train + validation pooled (13,012 offers;
     groups = normalized title): avg weighted F1, 6-class macro-F1 from the decoded path and from a separate
     6-class model, per fold, then mean and standard deviation. train_s is CPU seconds of the fold's fit."""
@@ -224,15 +224,17 @@ def grouped_cv(folds=5, temperatures=None, workers=3):
 
     texts, groups, _, _ = _cv_data()
     jobs = [(tr, te, temperatures) for tr, te in GroupKFold(n_splits=folds).split(texts, groups=groups)]
+    rows = []
     with mp.get_context("fork").Pool(workers) as pool:
-        rows = pool.map(_cv_fold, jobs)
-    for k, r in enumerate(rows):
-        print(f"fold {k}: avg {r['avg']:.4f} lvl1 {r['lvl1']:.4f} lvl2 {r['lvl2']:.4f} lvl3 {r['lvl3']:.4f} "
-              f"six(path) {r['six']:.4f} six(model) {r['six_model']:.4f} ({r['n6']} six-class offers) "
-              f"{r['train_s']:.0f} CPU s", flush=True)
+        for k, r in pool.imap_unordered(_cv_fold, list(enumerate(jobs))):
+            rows.append(r)
+            print(f"fold {k}: avg {r['avg']:.4f} lvl1 {r['lvl1']:.4f} lvl2 {r['lvl2']:.4f} lvl3 {r['lvl3']:.4f} "
+                  f"six(path) {r['six']:.4f} six(model) {r['six_model']:.4f} ({r['n6']} six-class offers) "
+                  f"{r['train_s']:.0f} CPU s", flush=True)
     for key in ("avg", "lvl1", "lvl2", "lvl3", "six", "six_model"):
         v = np.array([r[key] for r in rows])
         print(f"{key:10s} mean {v.mean():.4f} std {v.std(ddof=1):.4f} min {v.min():.4f} max {v.max():.4f}")
+
 
 if __name__ == "__main__":
     sys.exit(main())
