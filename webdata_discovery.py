@@ -16,7 +16,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from category_classification.core.cli import UserError, run
+from category_classification.core.cli import run
 
 PER_MEMBER_TOP = 2000  # each member sends its most frequent brands per language; totals are approximate
 
@@ -35,7 +35,8 @@ def _name_of(value) -> str:
 def profile_member(task):
     """Counters for one member: per language offers, brands, manufacturers, categories and sample titles."""
     from category_classification.data.language import detect_languages
-    from category_classification.data.lspc import CategoryMap, iter_offers, parse_cluster_id
+    from category_classification.data.lspc import (NO_CATEGORY_NAME, NOT_IN_MAP, CategoryMap, category_of,
+                                                    iter_offers, offer_title_description, parse_cluster_id)
 
     zip_path, member, cmap, limit, keep = task
     counts: Counter = Counter()
@@ -53,23 +54,23 @@ def profile_member(task):
             maker = _name_of(offer.get("manufacturer"))
             if maker:
                 s["manufacturers"][maker] += 1
-            category = "(not in map)"
-            cid = parse_cluster_id(offer.get("cluster_id"))
-            if isinstance(cmap, CategoryMap) and cid is not None:
-                label = int(cmap.lookup([cid])[0])
-                if label >= 0:
-                    category = cmap.names[label]
+            if isinstance(cmap, CategoryMap):  # the map's category, else the offer's own `category` field
+                cid = parse_cluster_id(offer.get("cluster_id"))
+                label = int(cmap.lookup([cid])[0]) if cid is not None else -1
+                category = cmap.names[label] if label >= 0 else NOT_IN_MAP
+            else:
+                category = category_of(offer) or NO_CATEGORY_NAME
             s["categories"][category] += 1
             if len(s["titles"]) < keep:
                 s["titles"].append(title[:160])
 
     batch = []
     for offer in iter_offers(zip_path, limit=limit, counts=counts, members=[member]):
-        title = offer.get("title") or offer.get("name")
-        if not isinstance(title, str) or not title.strip():
+        title = offer_title_description(offer)[0]
+        if not title:
             counts["missing_title"] += 1
             continue
-        batch.append((" ".join(title.split()), offer))
+        batch.append((title, offer))
         if len(batch) >= 4096:
             flush(batch)
             batch = []
@@ -124,7 +125,8 @@ def print_profile(profile: dict, counts: dict, top_languages: int = 15) -> None:
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--zip", required=True, help="lspcV2020.zip")
-    p.add_argument("--map", help="cluster_id<TAB>category, for the category distribution")
+    p.add_argument("--map", help="cluster_id<TAB>category, for the category distribution (default: the "
+                                 "offers' own `category` field)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--limit", type=int, default=0, help="read at most this many offers (0: all)")
     p.add_argument("--keep", type=int, default=10, help="top brands/manufacturers and sample titles kept")

@@ -1,9 +1,12 @@
 """Builder throughput and peak memory on a generated LSPC-format zip.
 
-  python bench/build_throughput.py --offers 2000000 --members 8 --read_workers 2
+  python bench/build_throughput.py --offers 1000000 --members 8 --read_workers 2 --labels field
+  python bench/build_throughput.py --offers 1000000 --members 8 --read_workers 2 --labels map
 
-Generates the zip once (kept in --work), runs build_lspc_dataset.py as a subprocess and samples the RSS
-of its whole process tree (main + read workers) every 50 ms. Prints offers/s and peak RSS.
+Generates the zip once (kept in --work; offers carry WDC's `category` field, the six target classes on
+--mapped_fraction of the clusters), runs build_lspc_dataset.py as a subprocess with labels from that field
+or from the map, and samples the RSS of its whole process tree (main + read workers) every 50 ms.
+Prints offers/s and peak RSS.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -50,35 +54,45 @@ def main():
     p.add_argument("--mapped_fraction", type=float, default=0.1,
                    help="share of clusters in the map (LSPC: about 10M of 98M offers are mapped)")
     p.add_argument("--read_workers", type=int, default=2)
+    p.add_argument("--labels", choices=["field", "map"], default="field",
+                   help="labels from the offers' `category` field (no --map) or from the map")
+    p.add_argument("--other_label", help="also keep the other categories as this class")
     p.add_argument("--add_language", action="store_true")
     p.add_argument("--work", default="/tmp/lspc_bench")
     args = p.parse_args()
 
-    from category_classification.data.synthetic_lspc import write_lspc_zip
+    from category_classification.data.synthetic_lspc import OTHER_CATEGORIES, write_lspc_zip
 
     work = Path(args.work)
-    tag = f"{args.offers}-{args.members}-{args.mapped_fraction}"
+    tag = f"{args.offers}-{args.members}-{args.mapped_fraction}-category"
     zip_dir = work / tag
     if not (zip_dir / "lspcV2020.zip").exists():
         t = time.perf_counter()
         write_lspc_zip(zip_dir, n_offers=args.offers, n_members=args.members, n_clusters=args.offers // 5,
-                       mapped_fraction=args.mapped_fraction, seed=1)
+                       mapped_fraction=args.mapped_fraction, seed=1, other_categories=OTHER_CATEGORIES,
+                       category_field=True)
         print(f"generated {args.offers:,} offers in {time.perf_counter() - t:.0f} s", flush=True)
     zip_path = zip_dir / "lspcV2020.zip"
     size = zip_path.stat().st_size
 
     cmd = [sys.executable, str(REPO / "category_classification" / "build_lspc_dataset.py"),
-           "--zip", str(zip_path), "--map", str(zip_dir / "PDC2020_map.tsv"), "--out", str(work / "out"),
-           "--read_workers", str(args.read_workers), "--quiet"]
+           "--zip", str(zip_path), "--out", str(work / "out"), "--read_workers", str(args.read_workers), "--quiet"]
+    if args.labels == "map":
+        cmd += ["--map", str(zip_dir / "PDC2020_map.tsv")]
+    if args.other_label:
+        cmd += ["--other_label", args.other_label]
     if args.add_language:
         cmd.append("--add_language")
     t = time.perf_counter()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, tree_rss(proc.pid))
         time.sleep(0.05)
     seconds = time.perf_counter() - t
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the builder and its read workers, once reaped
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     output = proc.stdout.read()
     if proc.returncode:
         print(output)
@@ -86,10 +100,12 @@ def main():
     report = json.loads((work / "out" / "build_report.json").read_text())
     lines = report["lines_read"]
     print(f"zip: {args.offers:,} offers in {args.members} members, {size / 2**20:.0f} MiB; "
-          f"mapped offers kept: {report['records_kept']:,}")
-    print(f"read_workers={args.read_workers} cpus={os.cpu_count()} add_language={args.add_language}")
+          f"offers kept: {report['records_kept']:,}")
+    print(f"labels from {args.labels}, other_label={args.other_label} read_workers={args.read_workers} "
+          f"cpus={os.cpu_count()} add_language={args.add_language}")
     print(f"wall {seconds:.1f} s (builder's own clock {report['seconds']:.1f} s)")
-    print(f"throughput: {lines / seconds:,.0f} offers/s")
+    print(f"throughput: {lines / seconds:,.0f} offers/s; CPU {cpu:.1f} s in all processes "
+          f"({lines / cpu:,.0f} offers per CPU-second; load average now {os.getloadavg()[0]:.1f})")
     print(f"peak RSS (builder + workers): {peak / 2**30:.2f} GiB")
 
 

@@ -59,9 +59,12 @@ def bench_tokenizers(texts):
     return rows
 
 
-def bench_model(preset, texts, steps, threads):
-    """One preset in this process: train steps and inference passes on real-length batches."""
+def bench_model(preset, texts, steps, threads, device="cpu"):
+    """One preset in this process: train steps and inference passes on real-length batches (bf16 autocast on
+    CUDA, as the trainer runs; fp32 on CPU)."""
     import torch
+
+    from category_classification.core.devices import autocast_dtype, pick_device
 
     from category_classification.models.encoder import EmbeddingClassifier, EmbeddingClassifierConfig
     from category_classification.models.tokenization import load_qwen_tokenizer, train_bpe_tokenizer
@@ -79,37 +82,51 @@ def bench_model(preset, texts, steps, threads):
                                     num_layers=a.num_layers, num_heads=a.num_heads, num_kv_heads=a.num_kv_heads,
                                     ffn_size=a.ffn_size, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = EmbeddingClassifier(cfg)
+    dev = pick_device(device)
+    amp = autocast_dtype(dev)
+    model = EmbeddingClassifier(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     bs = a.batch_size
     batches = [ids[i:i + bs] for i in range(0, len(ids) - bs + 1, bs)]
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    def train_step(batch):
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    def forward(batch, **kw):
         x, m = pad_batch(batch, cfg.pad_token_id)
-        loss = model(x, m, labels=torch.zeros(len(batch), dtype=torch.long))["loss"]
-        loss.backward()
+        with torch.autocast(device_type=dev.type, dtype=amp, enabled=amp is not None):
+            return model(x.to(dev), m.to(dev), **kw), int(m.sum())
+
+    def train_step(batch):
+        out, tokens = forward(batch, labels=torch.zeros(len(batch), dtype=torch.long, device=dev))
+        out["loss"].backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        return int(m.sum())
+        return tokens
 
     model.train()
     train_step(batches[0])  # warm-up: allocator, optimizer state
+    sync()
     t0, n, tokens = time.perf_counter(), 0, 0
     for b in batches[1:steps + 1]:
         tokens += train_step(b)
         n += len(b)
+    sync()
     train_s = time.perf_counter() - t0
     model.eval()
     t1, m_n = time.perf_counter(), 0
     with torch.no_grad():
         for b in batches[:steps * 2]:
-            x, m = pad_batch(sorted(b, key=len), cfg.pad_token_id)
-            model(x, m)
+            forward(sorted(b, key=len))
             m_n += len(b)
+    sync()
     infer_s = time.perf_counter() - t1
     return {"preset": preset, "parameters": model.parameter_counts(), "vocab": len(tok), "seq_len": a.seq_len,
-            "batch_size": bs, "threads": torch.get_num_threads(),
+            "batch_size": bs, "threads": torch.get_num_threads(), "device": str(dev),
+            "precision": str(amp or torch.float32).removeprefix("torch."),
+            **({"peak_gpu_mib": round(torch.cuda.max_memory_allocated(dev) / 2**20)} if dev.type == "cuda" else {}),
             "train_titles_per_s": round(n / train_s, 1), "train_tokens_per_s": round(tokens / train_s),
             "infer_titles_per_s": round(m_n / infer_s, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -123,17 +140,22 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=10, help="training steps per preset")
     p.add_argument("--presets", nargs="+", default=["small", "default"])
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA runs bf16 autocast, as the trainer)")
     p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one preset, in a child process
     args = p.parse_args(argv)
+    from category_classification.core.env import stay_offline
+
+    stay_offline()
     texts = offers(args.data, args.n)
     if args.only:
-        print(json.dumps(bench_model(args.only, texts, args.steps, args.threads)))
+        print(json.dumps(bench_model(args.only, texts, args.steps, args.threads, args.device)))
         return 0
     print("tokenizers:", json.dumps(bench_tokenizers(texts)))
     for preset in args.presets:
         # A child process per preset, so peak RSS is that preset's alone.
         cmd = [sys.executable, os.path.abspath(__file__), "--only", preset, "--n", str(args.n), "--steps",
-               str(args.steps), "--threads", str(args.threads)] + (["--data", args.data] if args.data else [])
+               str(args.steps), "--threads", str(args.threads), "--device", args.device] + \
+            (["--data", args.data] if args.data else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             print(f"{preset}: failed\n{out.stderr[-2000:]}")

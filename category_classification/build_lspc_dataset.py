@@ -1,6 +1,8 @@
-"""Build the train/validation/test DatasetDict from lspcV2020.zip and a cluster->category map, or from MWPD files.
+"""Build the train/validation/test DatasetDict from lspcV2020.zip (labels from a cluster->category map or the
+offers' own `category` field) or from MWPD files.
 
-  python category_classification/build_lspc_dataset.py --zip lspcV2020.zip --map PDC2020_map.tsv --out data/lspc6
+  python category_classification/build_lspc_dataset.py --zip lspcV2020.zip --out data/lspc6
+  python category_classification/build_lspc_dataset.py --zip lspcV2020.zip --map PDC2020_map.tsv --other_label Other --out data/lspc7
   python category_classification/build_lspc_dataset.py --mwpd data/mwpd/train.json.gz data/mwpd/validation.json.gz --out runs/mwpd6
 
 Splits are grouped (an LSPC cluster, or an MWPD normalized title, lives in one split), stratified by
@@ -8,32 +10,37 @@ label and deterministic for --seed. Writes build_report.json next to the dataset
 """
 
 import argparse
+import json
 import os
-import shutil
 import sys
-import tempfile
 import time
-from collections import Counter
-from pathlib import Path
 
 from category_classification.core.cli import UserError, require_file, run
-from category_classification.data.builder import (BuildConfig, Shard, ShardWriter, lspc_shards, merge_counts,
-                                                     print_summary, split_and_save, write_report)
+from category_classification.data.build_dir import BuildDir, check_out
+from category_classification.data.builder import (BuildConfig, merge_counts, print_summary, split_and_save,
+                                                     write_report)
+from category_classification.data.sources import SOURCES, pick_source
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_argument_group("source (one of)")
-    src.add_argument("--zip", help="lspcV2020.zip: *.json.gz members, one JSON offer per line")
-    src.add_argument("--map", help="cluster_id<TAB>category file (with --zip)")
-    src.add_argument("--mwpd", nargs="+", metavar="FILE", help="MWPD JSON-lines files (plain or .gz)")
-    src.add_argument("--mwpd_test", metavar="FILE",
-                     help="an MWPD file that becomes the whole test split; --mwpd files give train/validation")
-    src.add_argument("--label_level", default="six", choices=["six", "lvl1", "lvl2", "lvl3"],
-                     help="MWPD labels: the 6 classes (default) or a GS1 level")
+    for source in SOURCES.values():
+        source.add_arguments(src)
+    lab = p.add_argument_group("classes")
+    lab.add_argument("--categories", help="target classes, comma-separated, or 'all' (LSPC default: "
+                                          "Automotive,Baby,Books,Clothing,Jewelry,Shoes; MWPD: every class)")
+    lab.add_argument("--other_label", metavar="NAME",
+                     help="keep offers outside the target classes as one more class NAME (e.g. Other)")
+    lab.add_argument("--max_other_fraction", type=float, metavar="F",
+                     help="with --other_label: at most this share of the offers is NAME (whole clusters sampled)")
+    lab.add_argument("--keep_unmapped", action="store_true",
+                     help="with --other_label: offers whose cluster has no category (not in the map) become NAME")
     p.add_argument("--out", required=True, help="folder for the saved DatasetDict")
     p.add_argument("--val_size", type=float, default=0.05)
     p.add_argument("--test_size", type=float, default=0.10)
+    p.add_argument("--allow_empty_splits", action="store_true",
+                   help="build even when the validation or test split comes out empty (a warning instead)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--full", action="store_true", help="add a split holding every record")
     p.add_argument("--full_split_name", default="full")
@@ -48,93 +55,51 @@ def build_parser():
     return p
 
 
-def _mwpd_shards(args, label_names_out: list, tmp: Path):
-    """Read the MWPD files into shards (test file first, so its titles can be kept out of train/val)."""
-    import numpy as np
-
-    from category_classification.data.mwpd import read_mwpd
-
-    files = [(f, False) for f in args.mwpd]
-    if args.mwpd_test:
-        files.insert(0, (args.mwpd_test, True))
-    for f, _ in files:
-        require_file(f, "MWPD file")
-    rows = []  # MWPD is small (thousands of offers): read first to learn the label names
-    counts_per_file = []
-    test_groups: set = set()
-    for path, is_test in files:
-        counts: Counter = Counter()
-        kept = []
-        for text, label, group in read_mwpd(path, args.label_level, counts, args.max_description_chars):
-            if not is_test and group in test_groups:
-                counts["duplicate_of_test"] += 1
-                continue
-            kept.append((text, label, group))
-            if is_test:
-                test_groups.add(group)
-        counts["records_kept"] += len(kept)
-        rows.append((path, is_test, kept))
-        counts_per_file.append(counts)
-    names = sorted({label for _, _, kept in rows for _, label, _ in kept})
-    if not names:
-        raise UserError("no offer of the MWPD files belongs to the chosen label set")
-    label_names_out.extend(names)
-    index = {n: i for i, n in enumerate(names)}
-    shards = []
-    for i, ((path, is_test, kept), counts) in enumerate(zip(rows, counts_per_file)):
-        writer = ShardWriter(tmp / f"mwpd-{i}.arrow", names)
-        writer.add([t for t, _, _ in kept], np.array([index[l] for _, l, _ in kept], dtype=np.int64),
-                   np.array([g for _, _, g in kept], dtype=np.int64))
-        shards.append(Shard(writer.path, writer.close(), forced_test=is_test, source=str(path), counts=dict(counts)))
-    return shards
+def check_args(args) -> None:
+    """Flag combinations that cannot work, refused before any reading."""
+    if args.map and not args.zip:
+        raise UserError("--map goes with --zip")
+    if args.mwpd_test and not args.mwpd:
+        raise UserError("--mwpd_test needs --mwpd files for train/validation")
+    if args.label_level != "six" and not args.mwpd:
+        raise UserError("--label_level is for --mwpd files (LSPC labels come from --map or the category field)")
+    if args.max_other_fraction is not None and not (args.other_label and 0 <= args.max_other_fraction < 1):
+        raise UserError("--max_other_fraction needs --other_label and a value in [0, 1)")
+    if args.keep_unmapped and not args.other_label:
+        raise UserError("--keep_unmapped needs --other_label (unmapped offers have no class of their own)")
+    if args.keep_unmapped and args.mwpd:
+        raise UserError("--keep_unmapped is for --zip (every MWPD offer has a GS1 class)")
+    if args.full_split_name in ("train", "validation", "test"):
+        raise UserError("--full_split_name must differ from train/validation/test")
+    if not (0 <= args.val_size < 1 and 0 <= args.test_size < 1 and args.val_size + args.test_size < 1):
+        raise UserError("--val_size and --test_size must be in [0, 1) and sum below 1")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    if bool(args.zip) == bool(args.mwpd):
-        raise UserError("give either --zip and --map (LSPC) or --mwpd FILE ... (MWPD)")
-    if args.zip and not args.map:
-        raise UserError("--zip needs --map cluster_id<TAB>category")
-    if args.mwpd_test and not args.mwpd:
-        raise UserError("--mwpd_test needs --mwpd files for train/validation")
+    source = pick_source(args)
+    check_args(args)
     config = BuildConfig(out=args.out, val_size=args.val_size, test_size=args.test_size, seed=args.seed,
                          full=args.full, full_split_name=args.full_split_name, add_language=args.add_language,
                          language_num_proc=args.language_num_proc, read_workers=max(1, args.read_workers),
-                         max_description_chars=args.max_description_chars)
-    if config.full_split_name in ("train", "validation", "test"):
-        raise UserError("--full_split_name must differ from train/validation/test")
+                         max_description_chars=args.max_description_chars,
+                         max_other_fraction=args.max_other_fraction, allow_empty_splits=args.allow_empty_splits)
+    inputs = [require_file(path, what) for path, what in source.inputs(args)]
+    out = check_out(args.out, inputs)  # before any reading: a bad --out costs nothing
     start = time.perf_counter()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))
-    try:
-        extra = {}
-        if args.zip:
-            from category_classification.data.lspc import list_members, load_category_map
-
-            require_file(args.zip, "corpus zip")
-            cmap = load_category_map(args.map)
-            members = list_members(args.zip)
-            if args.limit_members:
-                members = members[: args.limit_members]
-            print(f"{len(members)} members, map: {cmap.report['clusters']:,} clusters in {len(cmap.names)} "
-                  f"categories ({', '.join(cmap.names)})", flush=True)
-            shards = lspc_shards(args.zip, cmap, members, tmp, config, progress=not args.quiet)
-            names = cmap.names
-            source = {"zip": str(args.zip), "map": str(args.map), "members": len(members)}
-            extra["map_report"] = dict(cmap.report)
-        else:
-            names: list = []
-            shards = _mwpd_shards(args, names, tmp)
-            source = {"mwpd": [str(f) for f in args.mwpd], "mwpd_test": args.mwpd_test,
-                      "label_level": args.label_level}
-            extra["files"] = [{"file": s.source, "test": s.forced_test, **s.counts} for s in shards]
-        counts = merge_counts(shards)
-        dsd, summary = split_and_save(shards, names, config, tmp, progress=not args.quiet)
-        report = write_report(out, source, counts, summary, config, time.perf_counter() - start,
-                              shards=shards if args.zip else None, extra=extra)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with BuildDir(out) as build:
+        result = source.read(args, config, build.tmp, progress=not args.quiet)
+        counts = merge_counts(result.shards)
+        dsd, summary, extra = split_and_save(result.shards, result.plan, config, build.tmp, build.dataset,
+                                             counts, progress=not args.quiet)
+        extra.update(result.extra, other_label=args.other_label, categories=result.plan.targets,
+                     label_names=result.plan.names)
+        if result.plan.parents:
+            (build.dataset / "hierarchy.json").write_text(json.dumps(result.plan.parents, indent=1,
+                                                                     ensure_ascii=False) + "\n")
+        report = write_report(build.dataset, result.source, counts, summary, config, time.perf_counter() - start,
+                              shards=result.shards if args.zip else None, extra=extra)
+        build.commit()
     print_summary(report)
     print(f"saved {out} (build_report.json beside it)")
     return 0

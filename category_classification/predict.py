@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from category_classification.inference.batch import count_lines, open_records, predict_stream
+    from category_classification.inference.sharding import current_shard
 
     if args.batch_size < 1 or args.top_k < 1:
         raise UserError("--batch_size and --top_k must be at least 1")
@@ -52,17 +53,24 @@ def main(argv=None):
     if args.out is None and args.text is None:
         raise UserError("--out is required with --input and --zip")
     records = open_records(input_path=args.input, texts=args.text, zip_path=args.zip, text_field=args.text_field)
+    shard = current_shard(args.out, texts_given=args.text is not None)  # under torchrun: this process's share
+    if shard:
+        records = shard.begin(lambda: open_records(input_path=args.input, zip_path=args.zip,
+                                                   text_field=args.text_field), args.resume, args.batch_size)
+        args.device, args.out = shard.device(args.device), str(shard.part)
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, threads=args.threads)
     if args.out is None:  # --text without --out: print the predictions
         for rec, res in zip(records, predictor.predict(args.text, top_k=args.top_k, threshold=args.threshold)):
             print(json.dumps({"text": rec.text, **res}, ensure_ascii=False))
         return 0
-    total = count_lines(args.input) if args.input else (len(args.text) if args.text else None)
+    total = shard.size if shard else count_lines(args.input) if args.input else (len(args.text) if args.text else None)
     summary = predict_stream(predictor, records, args.out, batch_size=args.batch_size, top_k=args.top_k,
                              threshold=args.threshold, resume=args.resume, keep_text=args.keep_text,
                              total=total, progress=not args.no_progress)
     print(f"{args.out}: {summary.line()}", file=sys.stderr)
+    if shard:
+        shard.finish(log=lambda msg: print(msg, file=sys.stderr))  # rank 0 joins the parts into --out
     return 0
 
 

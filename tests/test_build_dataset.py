@@ -9,6 +9,7 @@ import pytest
 from datasets import load_from_disk
 
 from category_classification import build_lspc_dataset, build_lspc_dataset_full
+from category_classification.data.dataset_dir import level_names, load_hierarchy, other_label_of
 from category_classification.data.language import detect_languages
 from category_classification.data.lspc import SKIP_REASONS, load_category_map
 from category_classification.data.splits import TEST, TRAIN, VALIDATION, assign_splits
@@ -201,3 +202,147 @@ def test_text_rules():
     assert offer_text("Red Shoe", "long " * 200, 0).count("long") == 200
     assert normalize_title("Nike AIR-Max, 90!") == normalize_title("nike air max 90")
     assert group_id("abc") == group_id("abc") != group_id("abd")
+
+
+# -- labels from the offers' own category field, the Other class, the GS1 levels -----------------------
+@pytest.fixture(scope="module")
+def categorised(tmp_path_factory):
+    from category_classification.data.synthetic_lspc import OTHER_CATEGORIES
+
+    root = tmp_path_factory.mktemp("categorised")
+    zip_path, map_path, truth = write_lspc_zip(root, n_offers=4000, n_members=2, n_clusters=500, mapped_fraction=0.4,
+                                               seed=11, other_categories=OTHER_CATEGORIES, category_field=True,
+                                               map_other=True)
+    return root, zip_path, map_path, truth
+
+
+def build_cat(categorised, out, *extra):
+    root, zip_path, _, _ = categorised
+    assert build_lspc_dataset.main(["--zip", str(zip_path), "--out", str(root / out), "--quiet",
+                                    "--read_workers", "2", *extra]) == 0
+    return load_from_disk(str(root / out)), json.loads((root / out / "build_report.json").read_text())
+
+
+def label_counts(dsd):
+    names = dsd["train"].features["label"].names
+    total = {}
+    for s in ("train", "validation", "test"):
+        for i in col(dsd[s], "label"):
+            total[names[i]] = total.get(names[i], 0) + 1
+    return total
+
+
+def test_labels_from_the_category_field_without_a_map(categorised):
+    root, _, map_path, truth = categorised
+    dsd, report = build_cat(categorised, "field")
+    assert dsd["train"].features["label"].names == ["Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes"]
+    by_cat = truth["offers_by_category"]
+    assert label_counts(dsd) == {c: by_cat[c] for c in ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")}
+    derived = load_category_map(root / "field" / "PDC2020_map.tsv")
+    given = load_category_map(map_path)
+    assert derived.names == given.names  # every cluster an offer has, with the generator's category
+    assert (given.lookup(derived.clusters) == derived.labels).all() and derived.clusters.size > 0.9 * given.clusters.size
+    assert report["category_field"]["clusters_with_conflict"] == 0 and report["other_label"] is None
+
+
+def test_majority_per_cluster_and_conflicts_counted(tmp_path):
+    offers = ([{"cluster_id": 1, "title": f"ring {i}", "category": "Jewelry"} for i in range(3)]
+              + [{"cluster_id": 1, "title": "odd one", "category": "Shoes"}]
+              + [{"cluster_id": 2 + i, "title": f"boot {i}", "category": "Shoes"} for i in range(30)]
+              + [{"cluster_id": 40 + i, "title": f"book {i}", "category": "Books"} for i in range(30)])
+    zip_path = tmp_path / "c.zip"
+    import zipfile
+
+    with zipfile.ZipFile(zip_path, "w") as zf:
+        zf.writestr("a.json.gz", gzip.compress("\n".join(json.dumps(o) for o in offers).encode()))
+    out = tmp_path / "ds"
+    assert build_lspc_dataset.main(["--zip", str(zip_path), "--out", str(out), "--quiet", "--categories",
+                                    "Jewelry,Shoes,Books"]) == 0
+    dsd = load_from_disk(str(out))
+    report = json.loads((out / "build_report.json").read_text())
+    assert report["category_field"] == {"clusters": 61, "clusters_with_conflict": 1,
+                                        "offers_outside_cluster_majority": 1}
+    rows = {t: dsd[s].features["label"].names[l] for s in dsd for t, l in zip(col(dsd[s], "text"), col(dsd[s], "label"))}
+    assert rows["odd one"] == "Jewelry"  # the cluster's majority, not the offer's own field
+
+
+def test_other_label_from_the_field_caps_and_counts_by_source_category(categorised):
+    _, _, _, truth = categorised
+    dsd, report = build_cat(categorised, "other", "--other_label", "Other", "--max_other_fraction", "0.4")
+    names = dsd["train"].features["label"].names
+    assert names[-1] == "Other" and names[:-1] == sorted(names[:-1])
+    counts = label_counts(dsd)
+    share = counts["Other"] / sum(counts.values())
+    assert 0.3 < share <= 0.4
+    assert report["skipped_by_reason"]["other_over_cap"] > 0
+    assert sum(report["other_by_source_category"].values()) == counts["Other"]
+    assert set(report["other_by_source_category"]) <= set(truth["offers_by_category"]) - set(names)
+    # whole clusters: an Other cluster is either fully in or fully out; splits stay grouped and stratified
+    split_clusters = [clusters_of(dsd[s]) for s in ("train", "validation", "test")]
+    assert not (split_clusters[0] & split_clusters[1]) and not (split_clusters[0] & split_clusters[2])
+    test = np.bincount(col(dsd["test"], "label"), minlength=len(names)) / len(dsd["test"])
+    train = np.bincount(col(dsd["train"], "label"), minlength=len(names)) / len(dsd["train"])
+    assert np.abs(test - train).max() < 0.08
+
+
+def test_other_label_from_a_map_and_unmapped_only_on_request(categorised, tmp_path):
+    root, zip_path, map_path, truth = categorised
+    partial = tmp_path / "partial.tsv"
+    rows = Path(map_path).read_text().splitlines()
+    partial.write_text("\n".join(rows[: len(rows) // 2]) + "\n")  # half the clusters unmapped
+    dsd, report = build_cat(categorised, "mapother", "--map", str(partial), "--other_label", "Other")
+    assert "(not in map)" not in report["other_by_source_category"]
+    assert report["skipped_by_reason"]["not_in_map"] > 0
+    dsd2, report2 = build_cat(categorised, "mapunmapped", "--map", str(partial), "--other_label", "Other",
+                              "--keep_unmapped")
+    assert report2["other_by_source_category"]["(not in map)"] == report["skipped_by_reason"]["not_in_map"]
+    assert report2["records_kept"] == truth["offers"]
+
+
+def test_categories_pick_the_target_classes(categorised):
+    dsd, report = build_cat(categorised, "two", "--categories", "Shoes,Books")
+    assert dsd["train"].features["label"].names == ["Books", "Shoes"]
+    assert report["categories"] == ["Books", "Shoes"]
+    dsd, _ = build_cat(categorised, "all", "--categories", "all")
+    assert "Office_Products" in dsd["train"].features["label"].names
+
+
+def test_mwpd_other_label_keeps_offers_outside_the_six(tmp_path):
+    out = tmp_path / "mwpd7"
+    assert build_lspc_dataset.main(["--mwpd", str(MWPD / "validation.json.gz"), "--other_label", "Other",
+                                    "--out", str(out), "--quiet"]) == 0
+    dsd = load_from_disk(str(out))
+    report = json.loads((out / "build_report.json").read_text())
+    assert dsd["train"].features["label"].names[-1] == "Other" == other_label_of(out) and not level_names(dsd)
+    assert report["records_kept"] == 3000 and "outside_label_set" not in report["skipped_by_reason"]
+    assert label_counts(dsd)["Other"] == 3000 - 1662 == sum(report["other_by_source_category"].values())
+    assert "Food/Beverage/Tobacco" in report["other_by_source_category"]
+
+
+def test_mwpd_all_levels_layout_and_hierarchy(tmp_path):
+    out = tmp_path / "gs1"
+    test_file = tmp_path / "test.json"  # validation plus an lvl3 class no training offer has
+    unseen = {"Name": "brand new gadget", "lvl1": "77000000_Automotive", "lvl2": "77010000_Automotive",
+              "lvl3": "77019999_Unseen class"}
+    test_file.write_bytes(gzip.decompress((MWPD / "validation.json.gz").read_bytes()).rstrip(b"\n") + b"\n"
+                          + json.dumps(unseen).encode() + b"\n")
+    assert build_lspc_dataset.main(["--mwpd", str(MWPD / "train.json.gz"), "--mwpd_test",
+                                    str(test_file), "--label_level", "all",
+                                    "--out", str(out), "--quiet"]) == 0
+    dsd = load_from_disk(str(out))
+    train = dsd["train"]
+    assert train.column_names == ["text", "label", "lvl1", "lvl2", "lvl3", "cluster"]
+    assert train.features["label"].names == train.features["lvl1"].names
+    assert col(train, "label") == col(train, "lvl1")
+    hierarchy = load_hierarchy(out)
+    assert hierarchy["levels"] == ["lvl1", "lvl2", "lvl3"] and level_names(dsd)["lvl3"] == train.features["lvl3"].names
+    assert other_label_of(out) is None and load_hierarchy(tmp_path) is None
+    l2, l3 = train.features["lvl2"].names, train.features["lvl3"].names
+    assert set(hierarchy["parents"]["lvl3"]) == set(l3) and set(hierarchy["parents"]["lvl2"]) == set(l2)
+    row = train[0]
+    assert hierarchy["parents"]["lvl3"][l3[row["lvl3"]]] == l2[row["lvl2"]]
+    assert hierarchy["parents"]["lvl2"][l2[row["lvl2"]]] == train.features["lvl1"].names[row["lvl1"]]
+    # classes that occur only in the official test file are kept as classes, not an error
+    in_train = set(col(train, "lvl3")) | set(col(dsd["validation"], "lvl3"))
+    assert {l3[i] for i in set(col(dsd["test"], "lvl3")) - in_train} == {"Unseen class"}
+    assert len(dsd["test"]) == 3001

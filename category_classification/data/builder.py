@@ -1,8 +1,9 @@
-"""From offers to a saved DatasetDict with bounded memory: Arrow shards, grouped splits, a build report.
+"""From offers to a saved DatasetDict with bounded memory: Arrow shards, labels, grouped splits, a report.
 
-Pass 1 streams offers into Arrow shards (one per LSPC member, in parallel). Pass 2 reads only the
-cluster and label columns to split, then copies each shard's rows into per-split Arrow files, batch by
-batch. The corpus is never a Python list; peak memory is a few arrays of one int per offer.
+Pass 1 streams offers into Arrow shards (one per LSPC member, in parallel), each row with its source
+category. Pass 2 reads only the int columns to label the rows (map, cluster majority of the `category`
+field, or MWPD's own), caps the Other class and splits, then copies each shard's rows into per-split
+Arrow files, batch by batch. The corpus is never a Python list; peak memory is a few ints per offer.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing as mp
-import shutil
+import sys
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ class BuildConfig:
     language_num_proc: int = 1
     read_workers: int = 2
     max_description_chars: int = 300
+    max_other_fraction: float | None = None
+    allow_empty_splits: bool = False
 
 
 @dataclass
@@ -45,41 +48,82 @@ class Shard:
     forced_test: bool = False  # every row goes to test (MWPD --mwpd_test)
     source: str = ""
     counts: dict = field(default_factory=dict)
+    categories: list = field(default_factory=list)  # names of the `source` column's codes
+    votes: tuple | None = None  # (cluster ids, category codes, offers): the offers' own categories
 
 
-def features_for(label_names):
+@dataclass
+class LabelPlan:
+    """How pass 2 labels a row. LSPC rows carry only their source category (the map's, or with
+    `by_cluster` the majority of the cluster's own `category` fields); MWPD rows arrive labelled."""
+
+    targets: list | None  # target classes; None = every category seen (--categories all)
+    other_label: str | None = None
+    keep_unmapped: bool = False
+    by_cluster: bool = False
+    levels: dict = field(default_factory=dict)  # level column -> class names (MWPD --label_level all)
+    parents: dict = field(default_factory=dict)  # hierarchy.json "parents"
+
+    @property
+    def names(self) -> list:
+        """ClassLabel names of `label`: the targets sorted, the Other class last."""
+        return sorted(self.targets) + ([self.other_label] if self.other_label else [])
+
+    def label_of(self, category: str) -> int:
+        from category_classification.data.lspc import NO_CATEGORY_NAME, NOT_IN_MAP
+
+        if category in self.targets:
+            return self.names.index(category)
+        if category in (NOT_IN_MAP, NO_CATEGORY_NAME) and not self.keep_unmapped:
+            return -1
+        return len(self.names) - 1 if self.other_label else -1
+
+
+def features_for(label_names, levels: dict | None = None):
     from datasets import ClassLabel, Features, Value
 
-    return Features({"text": Value("string"), "label": ClassLabel(names=list(label_names)),
-                     "cluster": Value("int64")})
+    cols = {"text": Value("string"), "label": ClassLabel(names=list(label_names))}
+    cols.update({name: ClassLabel(names=list(names)) for name, names in (levels or {}).items()})
+    cols["cluster"] = Value("int64")
+    return Features(cols)
+
+
+def shard_schema(levels=()) -> pa.Schema:
+    """Pass-1 rows: the final columns as plain ints, plus `source` (the row's source-category code)."""
+    return pa.schema([("text", pa.string()), ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
+                      ("cluster", pa.int64()), ("source", pa.int32())])
 
 
 class ShardWriter:
-    """Appends (texts, labels, clusters) batches to one Arrow stream file in the datasets format."""
+    """Appends column batches (dicts: "text" a list, the rest arrays; a missing `label` is -1) to one
+    Arrow stream file."""
 
-    def __init__(self, path, label_names):
+    def __init__(self, path, levels=()):
         self.path = str(path)
-        self.schema = features_for(label_names).arrow_schema
+        self.schema = shard_schema(levels)
         self.sink = pa.OSFile(self.path, "wb")
         self.writer = pa.ipc.new_stream(self.sink, self.schema)
         self.rows = 0
         self._pending: list = []
 
-    def add(self, texts, labels, clusters):
-        if len(texts):
-            self._pending.append((texts, labels, clusters))
-            if sum(len(p[0]) for p in self._pending) >= SHARD_BATCH:
+    def add(self, columns: dict):
+        if len(columns["text"]):
+            self._pending.append(columns)
+            if sum(len(p["text"]) for p in self._pending) >= SHARD_BATCH:
                 self._flush()
 
     def _flush(self):
         if not self._pending:
             return
-        texts = [t for p in self._pending for t in p[0]]
-        labels = np.concatenate([p[1] for p in self._pending])
-        clusters = np.concatenate([p[2] for p in self._pending])
+        arrays = []
+        for f in self.schema:
+            if f.name == "text":
+                arrays.append(pa.array([t for p in self._pending for t in p["text"]], pa.string()))
+                continue
+            parts = [p[f.name] if f.name in p else np.full(len(p["text"]), -1) for p in self._pending]
+            arrays.append(pa.array(np.concatenate(parts).astype(f.type.to_pandas_dtype())))
         self._pending = []
-        batch = pa.record_batch([pa.array(texts, pa.string()), pa.array(labels, pa.int64()),
-                                 pa.array(clusters, pa.int64())], schema=self.schema)
+        batch = pa.record_batch(arrays, schema=self.schema)
         self.writer.write_batch(batch)
         self.rows += batch.num_rows
 
@@ -98,8 +142,8 @@ def _read_table(path) -> pa.Table:
 _WORKER: dict = {}
 
 
-def _init_worker(zip_path, cmap, tmp_dir, max_description_chars):
-    _WORKER.update(zip_path=zip_path, cmap=cmap, tmp_dir=tmp_dir, max_description_chars=max_description_chars)
+def _init_worker(zip_path, plan, tmp_dir):
+    _WORKER.update(zip_path=zip_path, plan=plan, tmp_dir=tmp_dir)
 
 
 def _member_to_shard(task):
@@ -108,20 +152,24 @@ def _member_to_shard(task):
     index, member = task
     w = _WORKER
     counts: Counter = Counter()
-    writer = ShardWriter(Path(w["tmp_dir"]) / f"shard-{index:05d}.arrow", w["cmap"].names)
-    for texts, labels, clusters in read_member(w["zip_path"], member, w["cmap"], counts,
-                                               w["max_description_chars"]):
-        writer.add(texts, labels, clusters)
-    rows = writer.close()
-    return index, Shard(writer.path, rows, source=member, counts=dict(counts))
+    writer = ShardWriter(Path(w["tmp_dir"]) / f"shard-{index:05d}.arrow")
+    rows = None
+    for item in read_member(w["zip_path"], member, w["plan"], counts):
+        if isinstance(item, dict):
+            writer.add(item)
+        else:
+            rows = item  # the last item: the member's category vocabulary and cluster votes
+    n = writer.close()
+    return index, Shard(writer.path, n, source=member, counts=dict(counts), categories=list(rows.vocab),
+                        votes=rows.votes())
 
 
-def lspc_shards(zip_path, cmap, members, tmp_dir, config: BuildConfig, progress=True) -> list[Shard]:
+def lspc_shards(zip_path, plan, members, tmp_dir, config: BuildConfig, progress=True) -> list[Shard]:
     """Stream every member into its own shard, `config.read_workers` members at a time."""
     from tqdm.auto import tqdm
 
     tasks = list(enumerate(members))
-    init = (str(zip_path), cmap, str(tmp_dir), config.max_description_chars)
+    init = (str(zip_path), plan, str(tmp_dir))
     bar = tqdm(total=len(tasks), unit="member", desc="reading", disable=not progress)
     results = {}
     if config.read_workers <= 1:
@@ -141,47 +189,99 @@ def lspc_shards(zip_path, cmap, members, tmp_dir, config: BuildConfig, progress=
     return [results[i] for i in sorted(results)]  # member order, whatever order they finished in
 
 
-# -- pass 2: split and save --------------------------------------------------------------------------
-def _group_arrays(shards):
-    clusters, labels, forced = [], [], []
-    for s in shards:
+# -- pass 2: label, cap the Other class, split and save ---------------------------------------------
+def _global_codes(shards):
+    """One source-category vocabulary over every shard, and each shard's code -> global code array."""
+    names = sorted({c for s in shards for c in s.categories})
+    index = {n: i for i, n in enumerate(names)}
+    return names, [np.array([index[c] for c in s.categories] or [0], dtype=np.int64) for s in shards]
+
+
+def _row_arrays(shards, translate):
+    """cluster, label, global source code and forced-test flag per row, in shard order."""
+    cols: dict = {"cluster": [], "label": [], "source": [], "forced": []}
+    for s, tr in zip(shards, translate):
         if s.rows == 0:
             continue
         table = _read_table(s.path)
-        clusters.append(table.column("cluster").to_numpy())
-        labels.append(table.column("label").to_numpy())
-        forced.append(np.full(s.rows, s.forced_test))
-    if not clusters:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
-    return np.concatenate(clusters), np.concatenate(labels), np.concatenate(forced)
+        cols["cluster"].append(table.column("cluster").to_numpy())
+        cols["label"].append(table.column("label").to_numpy())
+        cols["source"].append(tr[table.column("source").to_numpy()])
+        cols["forced"].append(np.full(s.rows, s.forced_test))
+    empty = {"cluster": np.int64, "label": np.int64, "source": np.int64, "forced": bool}
+    return [np.concatenate(v) if v else np.zeros(0, empty[k]) for k, v in cols.items()]
 
 
-def _prepare_out(out: Path) -> None:
-    if out.exists() and any(out.iterdir()):
-        if not (out / "dataset_dict.json").exists():
-            raise UserError(f"--out {out} exists and is not a dataset this builder wrote; choose another folder")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+def cluster_majority(shards, translate):
+    """Majority category code per cluster from the offers' own `category` votes (ties: the first name
+    in sorted order). Returns (sorted clusters, codes, conflict counts)."""
+    from category_classification.data.lspc import count_pairs
+
+    parts = [(s.votes, tr) for s, tr in zip(shards, translate) if s.votes is not None]
+    report = {"clusters": 0, "clusters_with_conflict": 0, "offers_outside_cluster_majority": 0}
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), report
+    cids = np.concatenate([v[0] for v, _ in parts])
+    codes = np.concatenate([tr[v[1]] for v, tr in parts])
+    votes = np.concatenate([v[2] for v, _ in parts])
+    cids, codes, votes = count_pairs(cids, codes, votes)  # one row per (cluster, category) pair
+    order = np.lexsort((codes, -votes, cids))
+    cids, codes, votes = cids[order], codes[order], votes[order]
+    first = np.r_[True, cids[1:] != cids[:-1]]
+    per_cluster = np.diff(np.r_[np.flatnonzero(first), cids.size])
+    report.update(clusters=int(first.sum()), clusters_with_conflict=int((per_cluster > 1).sum()),
+                  offers_outside_cluster_majority=int(votes.sum() - votes[first].sum()))
+    return cids[first], codes[first], report
 
 
-def split_and_save(shards, label_names, config: BuildConfig, tmp_dir: Path, progress=True):
-    """Write the DatasetDict to `config.out`; returns (DatasetDict, per-split summary)."""
-    from datasets import Dataset, DatasetDict, concatenate_datasets
+def label_rows(plan: LabelPlan, categories, clusters, labels, sources, majority=None):
+    """Final label per row (-1: dropped) and the source category each label came from."""
+    from category_classification.data.lspc import NO_CATEGORY_NAME
 
-    if not progress:
-        from datasets.utils.logging import disable_progress_bar
+    if majority is not None:  # the offers' own field: a row takes its cluster's majority category
+        mc, mk = majority[0], majority[1]
+        pos = np.minimum(np.searchsorted(mc, clusters), max(mc.size - 1, 0))
+        found = (mc[pos] == clusters) if mc.size else np.zeros(clusters.size, bool)
+        sources = np.where(found, mk[pos] if mc.size else 0, categories.index(NO_CATEGORY_NAME))
+    table = np.array([plan.label_of(c) for c in categories] or [-1], dtype=np.int64)
+    return np.where(labels < 0, table[sources], labels), sources
 
-        disable_progress_bar()
-    clusters, labels, forced = _group_arrays(shards)
-    if clusters.size == 0:
-        raise UserError("no offer was kept: check that the map's cluster ids occur in the corpus "
-                        "(see build_report.json for the skip reasons)")
-    has_forced = bool(forced.any())
-    codes = assign_splits(clusters, labels, config.val_size, 0.0 if has_forced else config.test_size,
-                          config.seed, forced_test=forced if has_forced else None)
-    del clusters, forced
 
-    schema = features_for(label_names).arrow_schema
+def _choose_rows(plan, config, clusters, labels, counts: Counter) -> np.ndarray:
+    """Rows that stay: labelled ones, with whole Other groups sampled away above --max_other_fraction."""
+    from category_classification.data.splits import cap_group_share
+
+    keep = labels >= 0
+    counts["cluster_category_outside"] += int((~keep).sum())
+    if plan.other_label and config.max_other_fraction is not None:
+        other = keep & (labels == len(plan.names) - 1)
+        capped = keep & cap_group_share(clusters, other, config.max_other_fraction, config.seed)
+        counts["other_over_cap"] += int(keep.sum() - capped.sum())
+        keep = capped
+    return keep
+
+
+def _assign(clusters, labels, forced, keep, config: BuildConfig) -> np.ndarray:
+    """Split code per row (-1 for rows not kept); refuses (or warns about) an empty validation/test."""
+    codes = np.full(clusters.size, -1, dtype=np.int8)
+    has_forced = bool(forced[keep].any())
+    codes[keep] = assign_splits(clusters[keep], labels[keep], config.val_size,
+                                0.0 if has_forced else config.test_size, config.seed,
+                                forced_test=forced[keep] if has_forced else None)
+    wanted = {"validation": config.val_size > 0, "test": config.test_size > 0 or has_forced}
+    empty = [name for code, name in enumerate(SPLIT_NAMES) if wanted.get(name) and not (codes == code).any()]
+    if empty:
+        msg = (f"the {' and '.join(empty)} split came out empty: {int(keep.sum())} offers in "
+               f"{np.unique(clusters[keep]).size} groups are too few for --val_size/--test_size")
+        if not config.allow_empty_splits:
+            raise UserError(msg + "; add offers, raise the sizes, or pass --allow_empty_splits")
+        print(f"WARNING: {msg}; trainers cannot select or score on it", file=sys.stderr, flush=True)
+    return codes
+
+
+def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path) -> dict:
+    """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels."""
+    schema = features_for(plan.names, plan.levels).arrow_schema
     paths = {name: tmp_dir / f"{name}.arrow" for name in SPLIT_NAMES}
     sinks = {name: pa.OSFile(str(p), "wb") for name, p in paths.items()}
     writers = {name: pa.ipc.new_stream(sinks[name], schema) for name in SPLIT_NAMES}
@@ -189,36 +289,34 @@ def split_and_save(shards, label_names, config: BuildConfig, tmp_dir: Path, prog
     for s in shards:
         if s.rows == 0:
             continue
-        reader = pa.ipc.open_stream(pa.memory_map(s.path))
-        for batch in reader:
+        for batch in pa.ipc.open_stream(pa.memory_map(s.path)):
             part = codes[offset: offset + batch.num_rows]
+            label = pa.array(labels[offset: offset + batch.num_rows], pa.int64())
             offset += batch.num_rows
+            cols = [batch.column("text"), label, *(batch.column(c) for c in plan.levels), batch.column("cluster")]
+            rows = pa.record_batch(cols, schema=schema)
             for code, name in enumerate(SPLIT_NAMES):
                 mask = part == code
                 if mask.any():
-                    writers[name].write_batch(batch.filter(pa.array(mask)))
+                    writers[name].write_batch(rows.filter(pa.array(mask)))
     for name in SPLIT_NAMES:
         writers[name].close()
         sinks[name].close()
+    return paths
 
-    splits = {name: Dataset.from_file(str(paths[name])) for name in SPLIT_NAMES}
-    if config.add_language:
-        from category_classification.data.language import detect_languages
 
-        for name in SPLIT_NAMES:
-            splits[name] = splits[name].map(
-                lambda b: {"language": detect_languages(t[:200] for t in b["text"])},
-                batched=True, batch_size=2000, num_proc=config.language_num_proc if len(splits[name]) > 10000 else None,
-                cache_file_name=str(tmp_dir / f"{name}-language.arrow"), desc=f"language ({name})",
-                load_from_cache_file=False)
-    if config.full:
-        splits[config.full_split_name] = concatenate_datasets([splits[n] for n in SPLIT_NAMES])
+def _add_language(splits, config: BuildConfig, tmp_dir: Path):
+    from category_classification.data.language import detect_languages
 
-    out = Path(config.out)
-    _prepare_out(out)
-    dsd = DatasetDict(splits)
-    dsd.save_to_disk(str(out))
+    for name in SPLIT_NAMES:
+        splits[name] = splits[name].map(
+            lambda b: {"language": detect_languages(t[:200] for t in b["text"])},
+            batched=True, batch_size=2000, num_proc=config.language_num_proc if len(splits[name]) > 10000 else None,
+            cache_file_name=str(tmp_dir / f"{name}-language.arrow"), desc=f"language ({name})",
+            load_from_cache_file=False)
 
+
+def _summary(dsd, label_names) -> dict:
     summary = {}
     for name, ds in dsd.items():
         lab = np.bincount(ds.data.column("label").to_numpy(), minlength=len(label_names))
@@ -226,7 +324,66 @@ def split_and_save(shards, label_names, config: BuildConfig, tmp_dir: Path, prog
         if "language" in ds.column_names:
             entry["languages"] = dict(Counter(ds.data.column("language").to_pylist()).most_common())
         summary[name] = entry
-    return dsd, summary
+    return summary
+
+
+def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, dest: Path,
+                   counts: Counter, progress=True):
+    """Label, cap, split and save the DatasetDict into `dest`; returns (DatasetDict, summary, report extras)."""
+    from datasets import Dataset, DatasetDict, concatenate_datasets
+    from category_classification.data.lspc import NO_CATEGORY_NAME, NOT_IN_MAP
+
+    if not progress:
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+    categories, translate = _global_codes(shards)
+    clusters, labels, sources, forced = _row_arrays(shards, translate)
+    extra: dict = {}
+    majority = None
+    if plan.by_cluster:
+        majority = cluster_majority(shards, translate)
+        extra["category_field"] = majority[2]
+    if plan.targets is None:  # --categories all
+        plan.targets = [c for c in categories if c not in (NOT_IN_MAP, NO_CATEGORY_NAME)]
+    if plan.other_label in plan.targets:
+        raise UserError(f"--other_label {plan.other_label} is also a target class; choose another name")
+    labels, sources = label_rows(plan, categories, clusters, labels, sources, majority)
+    keep = _choose_rows(plan, config, clusters, labels, counts)
+    if not keep.any():
+        reasons = ", ".join(f"{k} {v:,}" for k, v in counts.most_common() if k not in ("lines_read", "records_kept"))
+        raise UserError(f"no offer was kept of {counts.get('lines_read', 0):,} lines read ({reasons or 'none'}): "
+                        "check --map / --categories against the corpus")
+    codes = _assign(clusters, labels, forced, keep, config)
+    counts["records_kept"] = int(keep.sum())
+    if plan.other_label:
+        other = keep & (labels == len(plan.names) - 1)
+        extra["other_by_source_category"] = dict(Counter(categories[c] for c in sources[other].tolist()).most_common())
+    paths = _write_splits(shards, codes, labels, plan, tmp_dir)
+    splits = {name: Dataset.from_file(str(paths[name])) for name in SPLIT_NAMES}
+    if config.add_language:
+        _add_language(splits, config, tmp_dir)
+    if config.full:
+        splits[config.full_split_name] = concatenate_datasets([splits[n] for n in SPLIT_NAMES])
+    dsd = DatasetDict(splits)
+    dsd.save_to_disk(str(dest))
+    empty = [n for n, c in zip(plan.names, np.bincount(labels[keep], minlength=len(plan.names))) if c == 0]
+    if empty:  # a class the user asked for that no offer has: trainers must cope, the user should know
+        print(f"WARNING: no offer for class(es) {', '.join(empty)}", file=sys.stderr, flush=True)
+        extra["classes_without_offers"] = empty
+    if majority is not None:
+        extra["derived_map"] = write_map(Path(dest) / "PDC2020_map.tsv", majority[0], majority[1], categories)
+    return dsd, _summary(dsd, plan.names), extra
+
+
+def write_map(path: Path, clusters, codes, categories) -> str:
+    """The cluster -> category map derived from the offers, in the --map format."""
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("cluster_id\tcategory\n")
+        for start in range(0, clusters.size, 1 << 16):
+            part = zip(clusters[start: start + (1 << 16)].tolist(), codes[start: start + (1 << 16)].tolist())
+            fh.write("".join(f"{c}\t{categories[k]}\n" for c, k in part))
+    return path.name
 
 
 def merge_counts(shards) -> Counter:

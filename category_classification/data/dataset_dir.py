@@ -1,10 +1,11 @@
 """Loading the DatasetDict that build_lspc_dataset.py writes, for every trainer and evaluator.
 
-Columns: `text` (str), `label` (ClassLabel), `cluster` (int), optional `language` (str).
+Columns: `text`, `label` (ClassLabel), [`lvl1`, `lvl2`, `lvl3` (ClassLabel)], `cluster`, [`language`].
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from category_classification.core.cli import UserError
@@ -45,3 +46,38 @@ def get_split(dsd, name: str):
 def languages_of(split):
     """The `language` column as a list, or None when the dataset was built without it."""
     return list(split["language"]) if "language" in split.column_names else None
+
+
+def build_report(path) -> dict:
+    """The folder's build_report.json ({} when the dataset was made another way or the file is damaged)."""
+    try:
+        report = json.loads((Path(path) / "build_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return report if isinstance(report, dict) else {}
+
+
+def other_label_of(path) -> str | None:
+    """The class that holds out-of-scope offers (`--other_label`), or None."""
+    value = build_report(path).get("other_label")
+    return value if isinstance(value, str) and value else None
+
+
+def level_names(dsd) -> dict:
+    """{"lvl1": names, "lvl2": .., "lvl3": ..} for a dataset built with --label_level all, else {}."""
+    split = next(iter(dsd.values()))
+    return {lv: list(split.features[lv].names) for lv in ("lvl1", "lvl2", "lvl3") if lv in split.features}
+
+
+def load_hierarchy(path) -> dict | None:
+    """hierarchy.json ({"levels": [..], "parents": {"lvl3": {child: parent}, "lvl2": {..}}}), or None."""
+    p = Path(path) / "hierarchy.json"
+    if not p.is_file():
+        return None
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"damaged hierarchy file {p}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("parents"), dict):
+        raise UserError(f"damaged hierarchy file {p}: no `parents` mapping")
+    return data

@@ -6,7 +6,9 @@ counted by reason, and a corrupt member keeps the offers read before the damage.
 
 from __future__ import annotations
 
+import json as _json
 import re
+from array import array
 import zipfile
 import zlib
 from collections import Counter
@@ -14,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from category_classification.core.cli import UserError, require_file
-from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
+from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, MAX_TEXT_CHARS, clean, offer_text
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib
@@ -26,28 +28,40 @@ try:  # orjson parses offers 2-3x faster; the standard library is the fallback
 
     _loads = orjson.loads
 except ImportError:  # pragma: no cover - orjson is a dependency
-    import json
-
-    _loads = json.loads
+    _loads = _json.loads
 
 # Reasons an offer line is skipped, in the order they are checked.
 SKIP_REASONS = (
     "empty_line", "invalid_utf8", "malformed_json", "not_an_object", "missing_cluster_id",
-    "bad_cluster_id", "not_in_map", "missing_title", "corrupt_member",
+    "bad_cluster_id", "not_in_map", "no_category", "outside_categories", "missing_title", "corrupt_member",
 )
+NOT_IN_MAP = "(not in map)"  # source category of an offer whose cluster the map lacks
+NO_CATEGORY_NAME = "(no category)"  # ... and of an offer without a `category` field
+_NO_CATEGORY = {"", "not found", "null", "none"}
 # Most of the corpus is outside the map; its cluster id is read from the raw bytes and, when the map
 # lacks it, the line is dropped without a JSON parse. Lines the pattern misses take the full path.
+# Both patterns are matched where bytes.find puts the key (twice as fast as a regex search).
 _CLUSTER_RE = re.compile(rb'"cluster_id"\s*:\s*"?(-?\d{1,18})"?\s*[,}]')
+_CLUSTER_KEY = b'"cluster_id"'
+# WDC's own category; `null` is read as no category. Escaped values take the full parse.
+_CATEGORY_RE = re.compile(rb'"category"\s*:\s*(?:null|"([^"\\]*)")')
+_CATEGORY_KEY = b'"category"'
+
+
+def _cluster_match(raw: bytes):
+    i = raw.find(_CLUSTER_KEY)
+    return _CLUSTER_RE.match(raw, i) if i >= 0 else None
 _LITERAL = re.compile(r'^"(.*)"(@[A-Za-z-]+)?$', re.S)  # N-Triples style "value"@en in some crawls
 
 
 @dataclass
 class CategoryMap:
-    """cluster id -> label index, as two sorted arrays (a few bytes per cluster, cheap to send to workers)."""
+    """cluster id -> category index (into `names`), as two sorted arrays (a few bytes per cluster, cheap to
+    send to workers)."""
 
     names: list[str]
     clusters: np.ndarray  # int64, sorted
-    labels: np.ndarray  # int16, label index per cluster
+    labels: np.ndarray  # int32, label index per cluster
     report: Counter = field(default_factory=Counter)
 
     def lookup(self, cluster_ids: np.ndarray) -> np.ndarray:
@@ -62,16 +76,26 @@ class CategoryMap:
 
 
 def parse_cluster_id(value) -> int | None:
-    """An int from a JSON int or digit string; None for anything else (bools, floats, text)."""
+    """An int from a JSON int or ASCII digit string; None for anything else (bools, floats, text, and
+    digits `str.isdigit` accepts but `int` refuses, such as '²' or Arabic-Indic digits)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if -(1 << 63) <= value < (1 << 63) else None
     if isinstance(value, str):
         s = value.strip()
-        if s.lstrip("-").isdigit() and len(s) <= 19:
+        if s.isascii() and s.lstrip("-").isdigit() and len(s) <= 18:
             return int(s)
     return None
+
+
+def _map_lines(fh, report: Counter):
+    """Decoded lines of a map file; a UTF-8 byte-order mark on the first line is dropped, not a bad row."""
+    for lineno, raw in enumerate(fh, 1):
+        try:
+            yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
+        except UnicodeDecodeError:
+            report["bad_map_row"] += 1
 
 
 def load_category_map(path) -> CategoryMap:
@@ -79,34 +103,34 @@ def load_category_map(path) -> CategoryMap:
     path = require_file(path, "category map")
     report: Counter = Counter()
     pairs: dict[int, str] = {}
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                report["bad_map_row"] += 1
-                continue
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split("\t")
-            cid = parse_cluster_id(parts[0]) if len(parts) == 2 else None
-            category = parts[1].strip() if len(parts) == 2 else ""
-            if cid is None or not category:
-                if lineno == 1 and len(parts) == 2:
-                    report["header_rows"] += 1
-                else:
-                    report["bad_map_row"] += 1
-                continue
-            previous = pairs.setdefault(cid, category)
-            if previous != category:
-                report["conflicting_map_row"] += 1  # first row wins
-            report["map_rows"] += 1
+    try:
+        with open(path, "rb") as fh:
+            for lineno, line in _map_lines(fh, report):
+                if not line or line.startswith("#"):
+                    continue
+                parts = line.split("\t")
+                cid = parse_cluster_id(parts[0]) if len(parts) == 2 else None
+                category = parts[1].strip() if len(parts) == 2 else ""
+                if cid is None or not category:
+                    report["header_rows" if lineno == 1 and len(parts) == 2 else "bad_map_row"] += 1
+                    continue
+                if pairs.setdefault(cid, category) != category:
+                    report["conflicting_map_row"] += 1  # first row wins
+                report["map_rows"] += 1
+    except OSError as exc:
+        raise UserError(f"cannot read category map {path}: {exc.strerror or exc}") from None
     if not pairs:
         raise UserError(f"category map has no valid `cluster_id<TAB>category` rows: {path}")
+    return category_map_from_pairs(pairs, report)
+
+
+def category_map_from_pairs(pairs: dict, report: Counter | None = None) -> CategoryMap:
+    """A CategoryMap from {cluster_id: category name}; the names, sorted, are the category indices."""
+    report = Counter() if report is None else report
     names = sorted(set(pairs.values()))
     index = {n: i for i, n in enumerate(names)}
     clusters = np.fromiter(pairs.keys(), dtype=np.int64, count=len(pairs))
-    labels = np.fromiter((index[c] for c in pairs.values()), dtype=np.int16, count=len(pairs))
+    labels = np.fromiter((index[c] for c in pairs.values()), dtype=np.int32, count=len(pairs))
     order = np.argsort(clusters, kind="stable")
     report["clusters"] = len(pairs)
     return CategoryMap(names, clusters[order], labels[order], report)
@@ -131,8 +155,9 @@ def _strip_literal(value: str) -> str:
 
 
 def _gunzip_lines(raw, counts: Counter, chunk_size: int = 1 << 20):
-    """Lines of a gzip stream (several concatenated gzip members allowed). On damage the lines read
-    before it are kept, the incomplete last line is dropped and the member is counted as corrupt."""
+    """Lines of a gzip stream (several concatenated gzip members allowed), counted as `lines_read`. On
+    damage the lines read before it are kept, the incomplete last line is dropped and the member is
+    counted as corrupt."""
     decomp, fed = _zlib.decompressobj(wbits=47), False  # 47 = 32 + 15: gzip header, full window
     tail = b""
     while chunk := raw.read(chunk_size):
@@ -145,11 +170,13 @@ def _gunzip_lines(raw, counts: Counter, chunk_size: int = 1 << 20):
             if data:
                 lines = (tail + data).split(b"\n")
                 tail = lines.pop()
+                counts["lines_read"] += len(lines)  # counted per chunk: a per-line count costs 5% of a build
                 yield from lines
     if fed:  # the stream ended inside a gzip member: truncated
         counts["corrupt_member"] += 1
         return
     if tail:
+        counts["lines_read"] += 1
         yield tail
 
 
@@ -163,104 +190,283 @@ def iter_member_lines(zip_path, member: str, counts: Counter):
 
 
 def parse_json_object(raw: bytes, counts: Counter) -> dict | None:
-    """One JSON-lines line as a dict, or None with the reason counted (shared with the MWPD reader)."""
+    """One JSON-lines line as a dict, or None with the reason counted (shared with the MWPD reader).
+
+    A UTF-8 byte-order mark is dropped; a line orjson refuses only for a lone surrogate escape ("\ud800",
+    which real crawls hold) is read by the standard library, and text.clean later makes it U+FFFD."""
+    if raw[:3] == b"\xef\xbb\xbf":
+        raw = raw[3:]
     if not raw.strip():
         counts["empty_line"] += 1
         return None
     try:
-        obj = _loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         counts["invalid_utf8"] += 1
         return None
+    try:
+        obj = _loads(text)
     except ValueError:
-        counts["malformed_json"] += 1
-        return None
+        try:
+            obj = _json.loads(text)
+        except (ValueError, RecursionError):
+            counts["malformed_json"] += 1
+            return None
     if not isinstance(obj, dict):
         counts["not_an_object"] += 1
         return None
     return obj
 
 
-def parse_offer(raw: bytes, counts: Counter):
-    """(cluster_id, title, description) of one line, or None with the reason counted."""
-    obj = parse_json_object(raw, counts)
-    if obj is None:
-        return None
-    if obj.get("cluster_id") is None:
-        counts["missing_cluster_id"] += 1
-        return None
-    cid = parse_cluster_id(obj["cluster_id"])
-    if cid is None:
-        counts["bad_cluster_id"] += 1
-        return None
+def offer_title_description(obj: dict) -> tuple[str, str]:
+    """(title, description) of an offer: `title` falling back to `name`, literal quotes stripped."""
     title = obj.get("title")
     if not isinstance(title, str) or not title.strip():
         title = obj.get("name")
-    title = _strip_literal(clean(title))
+    title = _strip_literal(clean(title, MAX_TEXT_CHARS))
     description = obj.get("description")
     description = _strip_literal(description.strip()) if isinstance(description, str) else ""
-    return cid, title, description
+    return title, description
 
 
-def read_member(zip_path, member: str, cmap: CategoryMap, counts: Counter,
-                max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, batch_lines: int = 16384):
-    """Yield (texts, labels, clusters) batches of the mapped offers of one member; counts every line."""
-    texts, labels, clusters = [], [], []
+def offer_model_text(obj: dict, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:
+    """THE model text of an LSPC offer, for the builder and for `predict.py --zip`; '' without a title."""
+    title, description = offer_title_description(obj)
+    return offer_text(title, description, max_description_chars) if title else ""
 
-    def keep(raw, label=None):
-        offer = parse_offer(raw, counts)
-        if offer is None:
+
+def category_of(obj: dict) -> str | None:
+    """The offer's own Web Data Commons `category`, None when absent or 'not found'."""
+    value = obj.get("category")
+    if not isinstance(value, str):
+        return None
+    value = clean(value, 200)
+    return None if value.casefold() in _NO_CATEGORY else value
+
+
+def cluster_of(obj: dict, counts: Counter) -> int | None:
+    """The offer's cluster id, or None with `missing_cluster_id` / `bad_cluster_id` counted."""
+    value = obj.get("cluster_id")
+    if value is None:
+        counts["missing_cluster_id"] += 1
+        return None
+    cid = parse_cluster_id(value)
+    if cid is None:
+        counts["bad_cluster_id"] += 1
+    return cid
+
+
+def parse_offer(raw: bytes, counts: Counter):
+    """(cluster_id, title, description) of one line, or None with the reason counted."""
+    obj = parse_json_object(raw, counts)
+    cid = cluster_of(obj, counts) if obj is not None else None
+    if cid is None:
+        return None
+    return (cid, *offer_title_description(obj))
+
+
+@dataclass
+class ReadPlan:
+    """Which offers a read worker keeps: by the map's category of their cluster (`cmap` given) or by
+    their own `category` field. `keep_categories` None keeps every category (the Other class)."""
+
+    cmap: CategoryMap | None = None
+    keep_categories: frozenset | None = None
+    keep_unmapped: bool = False  # offers without a category, or whose cluster the map lacks
+    max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS
+
+
+class MemberRows:
+    """Rows a worker keeps from one member (text, cluster, source-category code), handed out in batches;
+    `vocab` names the codes; the votes (cluster, category code) make the majority map."""
+
+    def __init__(self, plan: ReadPlan, counts: Counter):
+        self.plan, self.counts = plan, counts
+        self.texts: list[str] = []
+        self.clusters: list[int] = []
+        self.sources: list[int] = []
+        self.vote_cid = array("q")  # one (cluster, category code) vote per offer with a category
+        self.vote_code = array("i")
+        names = list(plan.cmap.names) + [NOT_IN_MAP] if plan.cmap is not None else [NO_CATEGORY_NAME]
+        self.vocab: dict[str, int] = {n: i for i, n in enumerate(names)}
+        self.keep_code = [self._wanted(n) for n in names]
+        self.by_bytes: dict[bytes, int] = {}
+
+    def _wanted(self, name: str) -> bool:
+        if name in (NOT_IN_MAP, NO_CATEGORY_NAME):
+            return self.plan.keep_unmapped
+        return self.plan.keep_categories is None or name in self.plan.keep_categories
+
+    def code(self, name: str | None) -> int:
+        """Code of a category name (registered on first sight); None is 'no category'."""
+        if name is None:
+            return 0
+        code = self.vocab.get(name)
+        if code is None:
+            code = self.vocab[name] = len(self.vocab)
+            self.keep_code.append(self._wanted(name))
+        return code
+
+    def code_of_bytes(self, value: bytes) -> int:
+        code = self.by_bytes.get(value)
+        if code is None:
+            text = value.decode("utf-8", "replace")
+            code = self.by_bytes[value] = self.code(category_of({"category": text}))
+        return code
+
+    def votes(self) -> tuple | None:
+        """(cluster ids, category codes, offers) with one entry per distinct pair, None without votes."""
+        if not self.vote_cid:
+            return None
+        cids = np.frombuffer(self.vote_cid, dtype=np.int64)
+        codes = np.frombuffer(self.vote_code, dtype=np.int32)
+        return count_pairs(cids, codes, np.ones(cids.size, dtype=np.int64))
+
+    def keep(self, obj: dict, cid: int, code: int) -> None:
+        text = offer_model_text(obj, self.plan.max_description_chars)
+        if not text:
+            self.counts["missing_title"] += 1
             return
-        cid, title, description = offer
-        if label is None:  # the fast pattern missed this line: look its cluster up now
-            label = int(cmap.lookup(np.array([cid]))[0])
-            if label < 0:
-                counts["not_in_map"] += 1
-                return
-        if not title:
-            counts["missing_title"] += 1
-            return
-        texts.append(offer_text(title, description, max_description_chars))
-        labels.append(label)
-        clusters.append(cid)
+        self.texts.append(text)
+        self.clusters.append(cid)
+        self.sources.append(code)
 
-    def flush(ids, raws):
-        found = cmap.lookup(np.fromiter(ids, dtype=np.int64, count=len(ids)))
-        hits = np.flatnonzero(found >= 0)
-        counts["not_in_map"] += len(ids) - hits.size
-        for i in hits.tolist():  # only the mapped tenth of the corpus is parsed
-            keep(raws[i], int(found[i]))
-
-    def emit():
-        out = (list(texts), np.asarray(labels, dtype=np.int64), np.asarray(clusters, dtype=np.int64))
-        counts["records_kept"] += len(texts)
-        texts.clear(), labels.clear(), clusters.clear()
+    def take(self) -> dict:
+        out = {"text": self.texts, "cluster": np.asarray(self.clusters, dtype=np.int64),
+               "source": np.asarray(self.sources, dtype=np.int32)}
+        self.counts["records_kept"] += len(self.texts)
+        self.texts, self.clusters, self.sources = [], [], []
         return out
 
-    search = _CLUSTER_RE.search
+
+def count_pairs(cids: np.ndarray, codes: np.ndarray, votes: np.ndarray) -> tuple:
+    """(cluster, code, votes) with one entry per distinct (cluster, code), sorted by both (a lexsort:
+    ten times faster than np.unique over rows)."""
+    order = np.lexsort((codes, cids))
+    cids, codes, votes = cids[order], codes[order], votes[order]
+    starts = np.flatnonzero(np.r_[True, (cids[1:] != cids[:-1]) | (codes[1:] != codes[:-1])])
+    return cids[starts], codes[starts], np.add.reduceat(votes, starts) if votes.size else votes
+
+
+def _read_by_field(lines, rows: MemberRows, batch_lines: int):
+    """Field mode: cluster id and category read from the raw bytes; only kept offers are parsed."""
+    counts, cluster_at, category_at = rows.counts, _CLUSTER_RE.match, _CATEGORY_RE.match
+    vote_cid, vote_code, keep_code, by_bytes = rows.vote_cid, rows.vote_code, rows.keep_code, rows.by_bytes
+    for raw in lines:
+        i, j = raw.find(_CLUSTER_KEY), raw.find(_CATEGORY_KEY)
+        m = cluster_at(raw, i) if i >= 0 else None
+        c = category_at(raw, j) if j >= 0 else None
+        # no usable pattern, a second "category" key (keyValuePairs) or an escaped value: full parse
+        if m is None or (j >= 0 and (c is None or raw.find(_CATEGORY_KEY, j + 10) >= 0)):
+            if not raw.strip():
+                counts["empty_line"] += 1
+                continue
+            obj = parse_json_object(raw, counts)
+            cid = cluster_of(obj, counts) if obj is not None else None
+            if cid is None:
+                continue
+            code = rows.code(category_of(obj))
+        else:
+            obj, cid = None, int(m.group(1))
+            value = c.group(1) if c is not None else None
+            code = 0 if value is None else by_bytes.get(value)
+            if code is None:
+                code = rows.code_of_bytes(value)
+        if code:
+            vote_cid.append(cid)
+            vote_code.append(code)
+        if not keep_code[code]:
+            counts["outside_categories" if code else "no_category"] += 1
+            continue
+        if obj is None:
+            obj = parse_json_object(raw, counts)
+            if obj is None:
+                continue
+        rows.keep(obj, cid, code)
+        if len(rows.texts) >= batch_lines:
+            yield rows.take()
+
+
+def _read_by_map(lines, rows: MemberRows, batch_lines: int):
+    """Map mode: cluster ids looked up a batch at a time; only offers of kept categories are parsed."""
+    cmap, counts = rows.plan.cmap, rows.counts
+    not_in_map = len(cmap.names)
     ids: list[int] = []
     raws: list[bytes] = []
-    n = 0
-    for raw in iter_member_lines(zip_path, member, counts):
-        n += 1
-        m = search(raw)
+
+    def flush():
+        codes = cmap.lookup(np.fromiter(ids, dtype=np.int64, count=len(ids)))
+        codes[codes < 0] = not_in_map
+        for cid, raw, code in zip(ids, raws, codes.tolist()):
+            if not rows.keep_code[code]:
+                counts["not_in_map" if code == not_in_map else "outside_categories"] += 1
+                continue
+            obj = parse_json_object(raw, counts)
+            if obj is not None:
+                rows.keep(obj, cid, code)
+        ids.clear(), raws.clear()
+
+    for raw in lines:
+        m = _cluster_match(raw)
         if m is not None:
             ids.append(int(m.group(1)))
             raws.append(raw)
             if len(ids) >= batch_lines:
-                flush(ids, raws)
-                ids, raws = [], []
-                if texts:
-                    yield emit()
+                flush()
+                if rows.texts:
+                    yield rows.take()
         elif not raw.strip():
             counts["empty_line"] += 1
-        else:
-            keep(raw)
-    counts["lines_read"] += n
+        else:  # the fast pattern missed this line: parse it and look its cluster up alone
+            obj = parse_json_object(raw, counts)
+            cid = cluster_of(obj, counts) if obj is not None else None
+            if cid is not None:
+                ids.append(cid)
+                raws.append(raw)
     if ids:
-        flush(ids, raws)
-    if texts:
-        yield emit()
+        flush()
+
+
+def read_member(zip_path, member: str, plan: ReadPlan, counts: Counter, batch_lines: int = 16384):
+    """Yield column batches {"text", "cluster", "source"} of the kept offers of one member, then a last
+    item: the MemberRows (its category vocabulary and cluster votes). Every line is counted."""
+    rows = MemberRows(plan, counts)
+    reader = _read_by_map if plan.cmap is not None else _read_by_field
+    yield from reader(iter_member_lines(zip_path, member, counts), rows, batch_lines)
+    if rows.texts:
+        yield rows.take()
+    yield rows
+
+
+def iter_records(zip_path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None):
+    """Every line of every member as an OfferRecord, with the text the builder trains on (for
+    `predict.py --zip` and tests); a line that cannot be used carries its reason instead of a text."""
+    from category_classification.data.records import OfferRecord
+
+    for member in members or list_members(zip_path):
+        counts: Counter = Counter()
+        n = 0
+        for raw in iter_member_lines(zip_path, member, counts):
+            n += 1
+            ref = {"member": member, "line": n}
+            before = dict(counts)
+            obj = parse_json_object(raw, counts)
+            if obj is None:
+                yield OfferRecord(None, ref=ref, reason=_new_reason(before, counts))
+                continue
+            for key in ("id", "cluster_id"):
+                if isinstance(obj.get(key), (int, str)):
+                    ref[key] = obj[key]
+            text = offer_model_text(obj, max_description_chars)
+            group = parse_cluster_id(obj.get("cluster_id"))
+            yield OfferRecord(text or None, group=group, category=category_of(obj), ref=ref,
+                              reason=None if text else "missing_title")
+        if counts["corrupt_member"]:
+            yield OfferRecord(None, ref={"member": member, "line": n + 1}, reason="corrupt_member")
+
+
+def _new_reason(before: dict, counts: Counter) -> str:
+    return next((k for k, v in counts.items() if v != before.get(k, 0)), "unusable")
 
 
 def iter_offers(zip_path, limit: int | None = None, counts: Counter | None = None, members=None):
@@ -269,7 +475,6 @@ def iter_offers(zip_path, limit: int | None = None, counts: Counter | None = Non
     n = 0
     for member in members or list_members(zip_path):
         for raw in iter_member_lines(zip_path, member, counts):
-            counts["lines_read"] += 1
             obj = parse_json_object(raw, counts)
             if obj is None:
                 continue
@@ -277,4 +482,3 @@ def iter_offers(zip_path, limit: int | None = None, counts: Counter | None = Non
             n += 1
             if limit and n >= limit:
                 return
-

@@ -15,6 +15,8 @@ from category_classification.data.lspc import parse_json_object
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, normalize_title, offer_text
 
 LABEL_LEVELS = ("six", "lvl1", "lvl2", "lvl3")
+GS1_LEVELS = ("lvl1", "lvl2", "lvl3")
+NO_LEVEL1 = "(no lvl1)"  # source category of an offer without a GS1 level-1 class
 SIX_CLASSES = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")
 # (field, GS1 code, class): first match wins; see data/mwpd/README.md
 _SIX_RULES = (
@@ -49,29 +51,30 @@ def _open_lines(path):
     return gzip.open(path, "rb") if gz else open(path, "rb")
 
 
-def read_mwpd(path, level: str = "six", counts: Counter | None = None,
-              max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS):
-    """Yield (text, label_name, group_id) for each usable offer of an MWPD file (JSON lines, plain or gzip).
-
-    Skipped lines are counted in `counts` by reason; a file that is a single JSON array works too.
-    """
-    if level not in LABEL_LEVELS:
-        raise UserError(f"--label_level must be one of {', '.join(LABEL_LEVELS)}, got {level!r}")
+def _file_lines(path) -> list[bytes]:
     path = require_file(path, "MWPD file")
-    counts = Counter() if counts is None else counts
     try:
         with _open_lines(path) as fh:
             data = fh.read()
     except (OSError, EOFError) as exc:
         raise UserError(f"cannot read MWPD file {path}: {exc}") from None
-    lines = data.splitlines()
     stripped = data.lstrip()
     if stripped[:1] == b"[":  # one JSON array instead of JSON lines
         try:
-            lines = [json.dumps(o).encode() for o in json.loads(stripped)]
+            return [json.dumps(o).encode() for o in json.loads(stripped)]
         except ValueError:
             pass  # fall back to line by line, so the bad lines are counted
-    for raw in lines:
+    return data.splitlines()
+
+
+def iter_records(path, counts: Counter | None = None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS):
+    """Yield an OfferRecord for each usable offer of an MWPD file (JSON lines, plain or gzip; a single
+    JSON array works too): the model text, the title's group id, and the class at every level in
+    `labels` (None where it has none). Skipped lines are counted in `counts` by reason."""
+    from category_classification.data.records import OfferRecord
+
+    counts = Counter() if counts is None else counts
+    for n, raw in enumerate(_file_lines(path), 1):
         counts["lines_read"] += 1
         offer = parse_json_object(raw, counts)
         if offer is None:
@@ -80,9 +83,117 @@ def read_mwpd(path, level: str = "six", counts: Counter | None = None,
         if not title:
             counts["missing_title"] += 1
             continue
-        label = gs1_label(offer, level)
+        description = clean(offer.get("Description") or offer.get("description"))
+        labels = {level: gs1_label(offer, level) for level in LABEL_LEVELS}
+        yield OfferRecord(offer_text(title, description, max_description_chars),
+                          group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
+                          labels=labels, ref={"line": n})
+
+
+def read_mwpd(path, level: str = "six", counts: Counter | None = None,
+              max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS):
+    """Yield (text, label_name, group_id) for each offer of an MWPD file with a class at `level`."""
+    if level not in LABEL_LEVELS:
+        raise UserError(f"--label_level must be one of {', '.join(LABEL_LEVELS)}, got {level!r}")
+    counts = Counter() if counts is None else counts
+    for rec in iter_records(path, counts, max_description_chars):
+        label = rec.labels[level]
         if label is None:
             counts["outside_label_set"] += 1
             continue
-        description = clean(offer.get("Description") or offer.get("description"))
-        yield offer_text(title, description, max_description_chars), label, group_id(normalize_title(title))
+        yield rec.text, label, rec.group
+
+
+def _label_for(rec, level: str, targets, other_label):
+    """The record's label name: its class at `level` ('all': level 1) when a target, else Other (None:
+    dropped)."""
+    name = rec.labels["lvl1" if level == "all" else level]
+    if name is not None and (targets is None or name in targets):
+        return name
+    return other_label
+
+
+def _read_files(args, targets, max_description_chars: int) -> list:
+    """(path, is_test, [(record, label)], counts) per file, the test file first so its titles can be
+    kept out of train/validation."""
+    files = [(f, False) for f in args.mwpd] + ([(args.mwpd_test, True)] if args.mwpd_test else [])
+    for f, _ in files:
+        require_file(f, "MWPD file")
+    files.sort(key=lambda f: not f[1])
+    out, test_groups = [], set()
+    for path, is_test in files:
+        counts: Counter = Counter()
+        kept = []
+        for rec in iter_records(path, counts, max_description_chars):
+            if args.label_level == "all" and not all(rec.labels[lv] for lv in GS1_LEVELS):
+                counts["missing_level"] += 1
+                continue
+            label = _label_for(rec, args.label_level, targets, args.other_label)
+            if label is None:
+                counts["outside_label_set"] += 1
+                continue
+            if not is_test and rec.group in test_groups:
+                counts["duplicate_of_test"] += 1
+                continue
+            kept.append((rec, label))
+            if is_test:
+                test_groups.add(rec.group)
+        counts["records_kept"] += len(kept)
+        out.append((path, is_test, kept, counts))
+    return out
+
+
+def hierarchy(records) -> dict:
+    """hierarchy.json: each lvl3 class's lvl2 parent and each lvl2 class's lvl1 parent (the most
+    frequent pairing, should the data disagree)."""
+    pairs = {"lvl3": Counter(), "lvl2": Counter()}
+    for rec in records:
+        pairs["lvl3"][(rec.labels["lvl3"], rec.labels["lvl2"])] += 1
+        pairs["lvl2"][(rec.labels["lvl2"], rec.labels["lvl1"])] += 1
+    parents: dict = {"lvl3": {}, "lvl2": {}}
+    for level, counter in pairs.items():
+        for (child, parent), _ in counter.most_common():
+            parents[level].setdefault(child, parent)
+    return {"levels": list(GS1_LEVELS), "parents": {k: dict(sorted(v.items())) for k, v in parents.items()}}
+
+
+def read_mwpd_files(args, config, tmp):
+    """Pass 1 of the builder for MWPD: one shard per file, rows labelled, `source` = GS1 level 1."""
+    import numpy as np
+
+    from category_classification.data.builder import LabelPlan, Shard, ShardWriter
+    from category_classification.data.records import ReadResult, parse_categories
+
+    targets = parse_categories(args.categories, default=None)
+    files = _read_files(args, targets, config.max_description_chars)
+    found = sorted({label for _, _, kept, _ in files for _, label in kept if label != args.other_label})
+    if not found:
+        raise UserError("no offer of the MWPD files belongs to the chosen label set")
+    plan = LabelPlan(targets or found, args.other_label)
+    records = [rec for _, _, kept, _ in files for rec, _ in kept]
+    level = "lvl1" if args.label_level == "all" else args.label_level
+    if args.other_label and any(r.labels[level] == args.other_label for r in records) and (
+            targets is None or args.other_label in targets):
+        raise UserError(f"--other_label {args.other_label} is also a class of the data; choose another name")
+    if args.label_level == "all":
+        plan.levels = {lv: sorted({r.labels[lv] for r in records}) for lv in GS1_LEVELS}
+        plan.parents = hierarchy(records)
+    index = {n: i for i, n in enumerate(plan.names)}
+    shards = []
+    for i, (path, is_test, kept, counts) in enumerate(files):
+        categories = sorted({rec.category for rec, _ in kept})
+        code = {c: k for k, c in enumerate(categories)}
+        writer = ShardWriter(tmp / f"mwpd-{i}.arrow", levels=tuple(plan.levels))
+        columns = {"text": [rec.text for rec, _ in kept],
+                   "label": np.array([index[lab] for _, lab in kept], dtype=np.int64),
+                   "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
+                   "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}
+        for lv, names in plan.levels.items():
+            pos = {n: k for k, n in enumerate(names)}
+            columns[lv] = np.array([pos[rec.labels[lv]] for rec, _ in kept], dtype=np.int64)
+        writer.add(columns)
+        shards.append(Shard(writer.path, writer.close(), forced_test=is_test, source=str(path),
+                            counts=dict(counts), categories=categories))
+    source = {"mwpd": [str(f) for f in args.mwpd], "mwpd_test": args.mwpd_test, "label_level": args.label_level}
+    extra = {"files": [{"file": s.source, "test": s.forced_test, **s.counts} for s in shards]}
+    return ReadResult(shards, plan, source, extra)

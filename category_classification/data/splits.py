@@ -69,3 +69,24 @@ def assign_splits(groups, labels, val_size: float = 0.05, test_size: float = 0.1
         split[position < test_size] = TEST
         group_split[idx] = split
     return group_split[inv]
+
+
+def cap_group_share(groups, selected, fraction: float, seed: int = 42) -> np.ndarray:
+    """Keep mask that drops whole groups of the `selected` rows (in seeded hash order) until they are at
+    most `fraction` of the rows kept; unselected rows are always kept. Used to cap the Other class."""
+    groups = np.asarray(groups, dtype=np.int64)
+    selected = np.asarray(selected, dtype=bool)
+    keep = np.ones(groups.size, dtype=bool)
+    n_sel = int(selected.sum())
+    if not 0 <= fraction < 1 or n_sel == 0:
+        return keep
+    allowed = int(fraction / (1 - fraction) * (groups.size - n_sel))
+    if n_sel <= allowed:
+        return keep
+    uniq, inv = np.unique(groups[selected], return_inverse=True)
+    size = np.bincount(inv.reshape(-1), minlength=uniq.size)
+    order = np.argsort(_mix(uniq, seed + 1), kind="stable")
+    taken = np.zeros(uniq.size, dtype=bool)
+    taken[order[np.cumsum(size[order]) <= allowed]] = True
+    keep[np.flatnonzero(selected)[~taken[inv.reshape(-1)]]] = False
+    return keep

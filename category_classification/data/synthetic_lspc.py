@@ -40,8 +40,17 @@ def _description(rng, category):
     return " ".join(words)
 
 
+# Some of Web Data Commons' other categories: what an Other class meets
+OTHER_CATEGORIES = ("Office_Products", "Home_and_Garden", "Tools_and_Home_Improvement", "Other_Electronics",
+                    "Sports_and_Outdoors", "Computers_and_Accessories", "Health_and_Beauty", "Toys_and_Games")
+_OTHER_WORDS = ("desk lamp stapler drill saw router laptop cable charger tent ball racket shampoo puzzle "
+                "doll chair sofa garden hose monitor keyboard mouse speaker").split()
+
+
 def offer_pool(rng, category, size=64):
     """Pre-made (title, description) pairs per category: generating millions of offers stays fast."""
+    if category not in _WORDS:
+        _WORDS[category] = random.Random(category).sample(_OTHER_WORDS, 8)  # same words every run
     return [(_title(rng, category), _description(rng, category)) for _ in range(size)]
 
 
@@ -60,29 +69,35 @@ def bad_lines(mapped_cluster: int) -> list[bytes]:
 
 
 def write_lspc_zip(out_dir, n_offers=1000, n_members=3, n_clusters=None, mapped_fraction=0.5, seed=0,
-                   categories=CATEGORIES, with_bad_lines=False, corrupt_member=False, description_chance=1.0):
+                   categories=CATEGORIES, with_bad_lines=False, corrupt_member=False, description_chance=1.0,
+                   other_categories=(), category_field=False, map_other=False):
     """Write `lspcV2020.zip` and `PDC2020_map.tsv` into out_dir; returns (zip_path, map_path, truth).
 
-    truth: {"mapped_offers": n, "bad_lines": n} to check a build against.
-    Clusters of `mapped_fraction` are in the map with a category; offers of one cluster share it.
+    truth: {"mapped_offers": n, "bad_lines": n, "offers_by_category": {..}} to check a build against.
+    Clusters of `mapped_fraction` are in the map with a category; offers of one cluster share it. With
+    `other_categories` the other clusters get those (in the map only with `map_other`); `category_field`
+    writes each offer's category as WDC's `category` field (None, as JSON null, for clusters without one).
     """
     rng = random.Random(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     n_clusters = n_clusters or max(10, n_offers // 4)
     cluster_ids = rng.sample(range(1, 50 * n_clusters + 10), n_clusters)
-    cluster_cat = {c: categories[i % len(categories)] for i, c in enumerate(cluster_ids)}
     n_mapped = int(round(mapped_fraction * n_clusters))
+    cluster_cat = {c: categories[i % len(categories)] for i, c in enumerate(cluster_ids)}
+    if other_categories:
+        cluster_cat.update({c: other_categories[i % len(other_categories)]
+                            for i, c in enumerate(cluster_ids[n_mapped:])})
     mapped = set(cluster_ids[:n_mapped])
-    pools = {c: offer_pool(rng, c) for c in categories}
+    pools = {c: offer_pool(rng, c) for c in set(cluster_cat.values())}
 
     map_path = out_dir / "PDC2020_map.tsv"
     with open(map_path, "w", encoding="utf-8") as fh:
-        for c in sorted(mapped):
+        for c in sorted(mapped | (set(cluster_ids) if map_other and other_categories else set())):
             fh.write(f"{c}\t{cluster_cat[c]}\n")
 
     zip_path = out_dir / "lspcV2020.zip"
-    truth = {"mapped_offers": 0, "bad_lines": 0, "offers": n_offers}
+    truth = {"mapped_offers": 0, "bad_lines": 0, "offers": n_offers, "offers_by_category": {}}
     per_member = [n_offers // n_members + (1 if i < n_offers % n_members else 0) for i in range(n_members)]
     first_mapped = cluster_ids[0] if n_mapped else 0
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as zf:
@@ -98,6 +113,10 @@ def write_lspc_zip(out_dir, n_offers=1000, n_members=3, n_clusters=None, mapped_
                          "priceCurrency": "EUR", "lang": rng.choice(LANG_TAGS)}
                 if description and rng.random() < description_chance:
                     offer["description"] = description
+                if category_field:
+                    offer["category"] = cat if (cid in mapped or other_categories) else None
+                    by_cat = truth["offers_by_category"]
+                    by_cat[offer["category"]] = by_cat.get(offer["category"], 0) + 1
                 lines.append(json.dumps(offer, ensure_ascii=False).encode("utf-8"))
                 truth["mapped_offers"] += cid in mapped
             if with_bad_lines and m == 0:

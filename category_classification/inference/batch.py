@@ -118,50 +118,20 @@ def read_csv(path: Path, text_field: str | None = None) -> Iterator[Record]:
                 yield Record(ref, value)
 
 
-def read_lspc_zip(path: Path) -> Iterator[Record]:
-    """Offers of every *.json.gz member of the LSPC zip; the text is built as the dataset builder builds it."""
-    try:
-        from category_classification.data import lspc  # the corpus reader of the dataset builder
-    except ImportError:
-        lspc = None
-    if lspc is not None and hasattr(lspc, "iter_zip_offers"):
-        for ref, text, reason in lspc.iter_zip_offers(path):
-            yield Record(ref, text, reason)
-        return
-    yield from _read_lspc_zip_minimal(path)
+def read_lspc_zip(path: Path, max_description_chars: int | None = None) -> Iterator[Record]:
+    """Offers of every *.json.gz member of the LSPC zip, read by the dataset builder's own source
+    (data/sources.py), so each text is the one the builder trains on; unusable lines carry a reason."""
+    from category_classification.data.sources import SOURCES
+    from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
+
+    chars = DEFAULT_MAX_DESCRIPTION_CHARS if max_description_chars is None else max_description_chars
+    for rec in SOURCES["lspc"].records(path, chars):
+        yield Record(rec.ref, rec.text, rec.reason)
 
 
 def _read_lspc_zip_minimal(path: Path) -> Iterator[Record]:
-    # Stand-in until lspc.py lands: title (fallback name) + " " + description, per member and line.
-    import gzip
-    import zipfile
-
-    with zipfile.ZipFile(path) as zf:
-        for member in sorted(n for n in zf.namelist() if n.endswith(".json.gz")):
-            n = 0
-            try:
-                with zf.open(member) as raw, gzip.open(raw, "rb") as gz:
-                    for n, line in enumerate(gz, 1):
-                        ref = {"member": member, "line": n}
-                        try:
-                            obj = json.loads(line.decode("utf-8"))
-                        except (UnicodeDecodeError, json.JSONDecodeError):
-                            yield Record(ref, reason="not valid JSON")
-                            continue
-                        if not isinstance(obj, dict):
-                            yield Record(ref, reason="not a JSON object")
-                            continue
-                        title = obj.get("title") or obj.get("name")
-                        if not isinstance(title, str) or not title.strip():
-                            yield Record(ref, reason="no title")
-                            continue
-                        desc = obj.get("description")
-                        text = f"{title} {desc}" if isinstance(desc, str) and desc.strip() else title
-                        if "cluster_id" in obj:
-                            ref["cluster_id"] = obj["cluster_id"]
-                        yield Record(ref, text.strip())
-            except (OSError, EOFError, zipfile.BadZipFile) as exc:
-                yield Record({"member": member, "line": n + 1}, reason=f"corrupt member ({type(exc).__name__})")
+    """The former stand-in reader's name, now the same reader as read_lspc_zip."""
+    return read_lspc_zip(path)
 
 
 def open_records(input_path=None, texts=None, zip_path=None, text_field: str | None = None) -> Iterator[Record]:

@@ -1,0 +1,47 @@
+"""The one record type every data source yields, and what a source's read pass hands the builder.
+
+Kept apart from sources.py so the readers (lspc.py, mwpd.py) can build records without importing the table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from category_classification.core.cli import UserError
+
+DEFAULT_CATEGORIES = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")  # the seed's six
+
+
+@dataclass
+class OfferRecord:
+    """One offer as every reader sees it. `text` is the model text (None when unusable, `reason` says
+    why); `group` keeps duplicates in one split (LSPC cluster id, MWPD title hash); `category` is the
+    source's own category (WDC `category` field, MWPD GS1 level 1); `labels` holds MWPD's classes by
+    level; `ref` says where the offer came from."""
+
+    text: str | None
+    group: int | None = None
+    category: str | None = None
+    labels: dict = field(default_factory=dict)
+    ref: dict = field(default_factory=dict)
+    reason: str | None = None
+
+
+@dataclass
+class ReadResult:
+    shards: list
+    plan: object  # builder.LabelPlan
+    source: dict  # what was read, for build_report.json
+    extra: dict = field(default_factory=dict)
+
+
+def parse_categories(value: str | None, default=DEFAULT_CATEGORIES) -> list | None:
+    """--categories A,B,..: a list of names; 'all' is None (every category); unset gives `default`."""
+    if value is None:
+        return None if default is None else list(default)
+    if value.strip().lower() == "all":
+        return None
+    names = sorted({c.strip() for c in value.split(",") if c.strip()})
+    if not names:
+        raise UserError("--categories needs comma-separated category names (or 'all')")
+    return names

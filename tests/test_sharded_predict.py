@@ -1,0 +1,137 @@
+"""Sharded batch prediction: torchrun with 2 gloo processes writes the same bytes as one process, on the
+bundled offers with bad lines among them, and --resume continues each part where it stopped."""
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from category_classification import predict as predict_script
+from category_classification.core.cli import UserError, run
+from category_classification.core.env import offline_env
+from category_classification.inference import sharding
+from predict_fixtures import make_linear
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A linear model and a JSONL of the 3,000 bundled MWPD validation offers with bad lines mixed in."""
+    root = tmp_path_factory.mktemp("sharded")
+    lines = []
+    with gzip.open(REPO / "data" / "mwpd" / "validation.json.gz", "rt", encoding="utf-8") as fh:
+        for i, line in enumerate(fh):
+            offer = json.loads(line)
+            lines.append(json.dumps({"id": offer["ID"], "title": offer["Name"]}, ensure_ascii=False))
+            if i in (0, 1499, 1500, 2999):  # bad records next to the share boundary and at both ends
+                lines += ["{not json", json.dumps({"id": f"no-title-{i}"}), ""]
+    path = root / "offers.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = make_linear(root / "linear")
+    single = root / "single.jsonl"
+    assert run(predict_script.main, ["--model", str(model), "--input", str(path), "--out", str(single),
+                                     "--no_progress", "--top_k", "2"]) == 0
+    return {"root": root, "input": path, "model": model, "single": single}
+
+
+def torchrun(args, nproc=2):
+    env = offline_env(PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS=1)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(REPO / "category_classification" / "predict.py"), *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_shares_cover_every_record_once_in_order_cut_at_chunk_starts():
+    from category_classification.inference.batch import Record
+
+    for total in (0, 1, 5, 3012):
+        for world in (1, 2, 3, 8):
+            spans = [sharding.share(total, r, world) for r in range(world)]
+            assert spans[0][0] == 0 and spans[-1][1] == total
+            assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+            assert max(b - a for a, b in spans) - min(b - a for a, b in spans) <= 1
+    # records 0, 4, 5 and 9 have no text; chunks of 2 usable records start at records 1, 3 and 7
+    records = [Record({"line": i}, None if i in (0, 4, 5, 9) else "t") for i in range(10)]
+    total, starts = sharding.chunk_starts(records, 2)
+    assert (total, starts) == (10, [1, 3, 7])
+    for world, expected in ((1, [(0, 10)]), (2, [(0, 7), (7, 10)]), (4, [(0, 3), (3, 7), (7, 10), (10, 10)])):
+        assert [sharding.record_share(total, starts, r, world) for r in range(world)] == expected
+    assert [sharding.record_share(3, [], r, 2) for r in range(2)] == [(0, 3), (3, 3)]  # nothing usable
+
+
+def test_two_processes_write_the_single_process_bytes_and_resume_per_part(setup):
+    out = setup["root"] / "sharded.jsonl"
+    common = ["--model", str(setup["model"]), "--input", str(setup["input"]), "--out", str(out), "--no_progress",
+              "--top_k", "2"]
+    res = torchrun(common)
+    assert res.returncode == 0, res.stderr[-3000:]
+    expected = setup["single"].read_bytes()
+    assert out.read_bytes() == expected
+    assert not sharding.shard_dir(out).exists()
+    assert "joined 2 parts" in res.stderr
+
+    # A killed run: part 0 complete, part 1 with 700 lines and half a line. --resume finishes only what is left.
+    out.unlink()
+    lines = expected.decode("utf-8").splitlines(keepends=True)
+    records = list(predict_script_records(setup["input"]))
+    unit = sharding.chunk_size(64)  # predict.py's default --batch_size
+    n_records, starts = sharding.chunk_starts(records, unit)
+    last_line_of_part0 = records[sharding.record_share(n_records, starts, 0, 2)[1] - 1].ref["line"]
+    half = sum(1 for line in lines if json.loads(line)["line"] <= last_line_of_part0)
+    sharding.write_manifest(out, 2, n_records, unit)
+    sharding.part_path(out, 0, 2).write_text("".join(lines[:half]), encoding="utf-8")
+    sharding.part_path(out, 1, 2).write_text("".join(lines[half:half + 700]) + '{"line": 9', encoding="utf-8")
+    res = torchrun(common + ["--resume"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert out.read_bytes() == expected
+    assert "resumed after 700" in res.stderr and f"resumed after {half}" in res.stderr
+
+    # resuming with another process count is refused in one line, on every rank
+    sharding.write_manifest(out.with_name("other.jsonl"), 3, n_records, unit)
+    res = torchrun(["--model", str(setup["model"]), "--input", str(setup["input"]), "--out",
+                    str(out.with_name("other.jsonl")), "--no_progress", "--resume"])
+    assert res.returncode != 0 and "written by 3 processes, this run has 2" in res.stderr
+
+
+def predict_script_records(path):
+    from category_classification.inference.batch import open_records
+
+    return open_records(input_path=path)
+
+
+def test_single_process_is_unchanged_and_text_is_refused_under_torchrun(setup, monkeypatch):
+    assert sharding.current_shard(setup["root"] / "x.jsonl") is None  # no WORLD_SIZE: one process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match="shards --input or --zip"):
+        sharding.current_shard(None, texts_given=True)
+
+
+def test_join_needs_every_part(tmp_path):
+    out = tmp_path / "o.jsonl"
+    sharding.write_manifest(out, 2, 10, 4)
+    sharding.part_path(out, 0, 2).write_text("a\n", encoding="utf-8")
+    with pytest.raises(UserError, match="part files missing"):
+        sharding.join_parts(out, 2)
+    sharding.part_path(out, 1, 2).write_text("b\n", encoding="utf-8")
+    assert sharding.join_parts(out, 2).read_text(encoding="utf-8") == "a\nb\n"
+    assert not sharding.shard_dir(out).exists()
+
+
+def test_torch_model_gives_the_single_process_bytes(setup, tmp_path):
+    """Float scores depend on the batch a title is padded with: the shares follow one process's chunks."""
+    from predict_fixtures import make_encoder
+
+    model = make_encoder(tmp_path / "encoder")
+    path = tmp_path / "offers.jsonl"
+    lines = setup["input"].read_text(encoding="utf-8").splitlines()[:700]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    common = ["--model", str(model), "--input", str(path), "--no_progress", "--batch_size", "8", "--threads", "1"]
+    assert run(predict_script.main, common + ["--out", str(tmp_path / "single.jsonl")]) == 0
+    res = torchrun(common + ["--out", str(tmp_path / "sharded.jsonl")], nproc=3)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "sharded.jsonl").read_bytes() == (tmp_path / "single.jsonl").read_bytes()
