@@ -110,3 +110,18 @@ def test_benchmark_predictions_labels_every_test_offer(tmp_path):
         assert [len(pred[lv]) for lv in ("lvl1", "lvl2", "lvl3", "six")] == [6, 6, 6, 5]
         assert pred["lvl3"][1:] == ["Shirts", "Trousers", "Trousers", "Brakes", "Brakes"]
         assert pred["six"][-1] == "Automotive"
+
+
+def test_damaged_or_missing_model_file_is_one_line(tmp_path):
+    from category_classification.core.cli import UserError
+
+    out = tmp_path / "model"
+    assert main(["--data", str(write(tmp_path / "train.json.gz", offers())), "--out", str(out)]) == 0
+    blob = (out / "fielded_model.joblib").read_bytes()
+    for damaged in (blob[: len(blob) // 2], b"", b"not a pickle at all"):
+        (out / "fielded_model.joblib").write_bytes(damaged)
+        with pytest.raises(UserError, match="fielded_model.joblib|cannot load"):
+            load_predictor(out)
+    (out / "fielded_model.joblib").unlink()
+    with pytest.raises(UserError, match="fielded_model.joblib is missing"):
+        load_predictor(out)

@@ -220,7 +220,13 @@ def load_fielded(model_dir) -> FieldedLinear:
     levels = info.get("levels") or ["label"]
     labels = info.get("level_labels") or {levels[0]: info["labels"]}
     model = FieldedLinear({lv: labels[lv] for lv in levels}, FieldedConfig.from_dict(info.get("config", {})))
-    state = joblib.load(d / MODEL_FILE)
+    try:
+        state = joblib.load(d / MODEL_FILE)
+        if not isinstance(state, dict) or not {"vectorizer", "weights", "intercepts", "paths"} <= set(state):
+            raise ValueError("not a fielded_linear model")
+    except Exception as exc:  # a truncated or overwritten pickle fails in many ways, none of them ours
+        raise UserError(f"{d}: {MODEL_FILE} is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
+                        "retrain the model") from None
     model.vectorizer, model.weights, model.intercepts = state["vectorizer"], state["weights"], state["intercepts"]
     model.paths = np.asarray(state["paths"], dtype=np.int64)
     model.temperatures = {lv: float(info.get("temperatures", {}).get(lv, 1.0)) for lv in levels}
