@@ -21,7 +21,7 @@ import numpy as np
 from category_classification.core.cli import UserError, require_file, run
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
-from category_classification.data.text import text_problem
+from category_classification.data.text import clean, text_problem
 from category_classification.models.fielded import FieldedConfig, FieldedLinear, mwpd_fielded_text, split_fields
 
 LEVEL_SETS = {"all": ("lvl1", "lvl2", "lvl3"), "six": ("six",), "lvl1": ("lvl1",), "lvl2": ("lvl2",),
@@ -45,9 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_offers(path, levels, counts: Counter) -> list[tuple[str, dict]]:
+def read_offers(path, levels, counts: Counter, codes: bool = False) -> list[tuple[str, dict]]:
     """(model text, {level: label name}) per usable offer; bad lines, blank texts and unlabelled offers are
-    counted in `counts` and skipped."""
+    counted in `counts` and skipped. `codes`: GS1 level labels as written in the file ("67000000_Clothing")."""
     import gzip
 
     path = require_file(path, "MWPD file")
@@ -64,7 +64,7 @@ def read_offers(path, levels, counts: Counter) -> list[tuple[str, dict]]:
         if offer is None:
             continue
         text = mwpd_fielded_text(offer)
-        labels = {lv: gs1_label(offer, lv) for lv in levels}
+        labels = {lv: clean(offer.get(lv)) if codes and lv != "six" else gs1_label(offer, lv) for lv in levels}
         if text_problem(offer.get("Name") if isinstance(offer.get("Name"), str) else None):
             counts["no_title"] += 1
         elif not all(labels.values()):
@@ -130,21 +130,21 @@ def fit_calibrate_refit(train, calib, levels, cfg: FieldedConfig) -> tuple[Field
 
 def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
     """For bench/mwpd_benchmark.py: {"lvl1"|"lvl2"|"lvl3": label per test offer, "six": label per six-class test
-    offer}, GS1 names. With a validation file: calibrated on it, refit on train + validation; without: calibrated
+    offer}; GS1 labels as written in the files ("67000000_Clothing"). With a validation file: calibrated on it, refit on train + validation; without: calibrated
     on a grouped tenth of train (one title text never on both sides), refit on all of train."""
     from category_classification.data.text import group_id, normalize_title
 
     out, counts = {}, Counter()
     for name in ("all", "six"):
         levels = LEVEL_SETS[name]
-        train = read_offers(train_path, levels, counts)
+        train = read_offers(train_path, levels, counts, codes=True)
         if validation_path:
-            calib = read_offers(validation_path, levels, counts)
+            calib = read_offers(validation_path, levels, counts, codes=True)
         else:
             held = [group_id(normalize_title(split_fields(t)[0])) % 10 == 0 for t, _ in train]
             train, calib = [o for o, h in zip(train, held) if not h], [o for o, h in zip(train, held) if h]
         model, _ = fit_calibrate_refit(train, calib, levels, FieldedConfig())
-        probs = model.predict_levels([t for t, _ in read_offers(test_path, levels, counts)])
+        probs = model.predict_levels([t for t, _ in read_offers(test_path, levels, counts, codes=True)])
         out.update({lv: [model.level_labels[lv][i] for i in p.argmax(axis=1)] for lv, p in probs.items()})
     return out
 

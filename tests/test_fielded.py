@@ -108,7 +108,7 @@ def test_benchmark_predictions_labels_every_test_offer(tmp_path):
     for val in (None, str(write(tmp_path / "val.json.gz", offers(3, start=50)))):
         pred = benchmark_predictions(str(train), str(test), val)
         assert [len(pred[lv]) for lv in ("lvl1", "lvl2", "lvl3", "six")] == [6, 6, 6, 5]
-        assert pred["lvl3"][1:] == ["Shirts", "Trousers", "Trousers", "Brakes", "Brakes"]
+        assert pred["lvl3"][1:] == ["67010800_Shirts"] + ["67010900_Trousers"] * 2 + ["77010200_Brakes"] * 2
         assert pred["six"][-1] == "Automotive"
 
 
