@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+KEEP_MARK = "<!-- kept by bench/compare.py -->"
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     stay_offline()  # the measuring processes inherit it
@@ -438,7 +441,10 @@ def main(argv=None) -> int:
         plot(rows, plot_path)
     md = markdown(rows, meta)
     md_path.parent.mkdir(parents=True, exist_ok=True)
-    md_path.write_text(md, encoding="utf-8")
+    # sections written by hand (the MWPD benchmark) follow KEEP_MARK and survive a rerun
+    old = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
+    kept = old[old.index(KEEP_MARK):] if KEEP_MARK in old else ""
+    md_path.write_text(md.rstrip("\n") + "\n\n" + kept if kept else md, encoding="utf-8")
     copy = markdown(rows, {**meta, "plot_rel": os.path.relpath(plot_path.resolve(), runs.resolve())})
     (runs / "compare.md").write_text(copy, encoding="utf-8")
     print()

@@ -263,7 +263,7 @@ def save_random_qwen3(path: Path, device, tiny: bool) -> dict:
     import torch
     from transformers import Qwen3Config, Qwen3Model
 
-    from category_classification.models.lora import save_tiny_qwen3
+    from tests.fixtures import save_tiny_qwen3  # the repository root is on sys.path (top of this file)
     from category_classification.models.tokenization import load_qwen_tokenizer
 
     tok = load_qwen_tokenizer()

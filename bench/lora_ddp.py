@@ -55,7 +55,7 @@ def main(argv=None):
     parser.add_argument("--keep", help="keep the run in this directory instead of a temporary one")
     args = parser.parse_args(argv)
 
-    from category_classification.models.lora import save_tiny_qwen3
+    from tests.fixtures import save_tiny_qwen3
     from category_classification.models.tokenization import load_qwen_tokenizer
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="lora_ddp_"))

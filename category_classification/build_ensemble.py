@@ -65,7 +65,7 @@ def score(ens, args) -> None:
             m = evaluation.compute_metrics(split["label"], p.argmax(axis=1).tolist(), labels)
             members[n][split_name] = {k: m[k] for k in ("macro_f1", "accuracy", "n")}
         ens_metrics[split_name] = evaluation.evaluate_split(split, ens.combine(probas).argmax(axis=1).tolist(),
-                                                            labels, args)
+                                                            labels, **evaluation.eval_options(args))
     width = max(len("ensemble"), *map(len, names))
     print(f"{'model':<{width}}  " + "  ".join(f"{s + ' macro-F1 / acc':>28}" for s in args.splits))
     rows = [(n, members[n]) for n in names] + [("ensemble", ens_metrics)]

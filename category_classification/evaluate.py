@@ -59,7 +59,7 @@ def main(argv=None):
     probs = predictor.predict_proba(split["text"])
     seconds = time.perf_counter() - t0
     preds = probs.argmax(axis=1).tolist()
-    m = evaluation.evaluate_split(split, preds, data_labels, args)
+    m = evaluation.evaluate_split(split, preds, data_labels, **evaluation.eval_options(args))
     desc = predictor.describe()
     name = f"{desc['kind']}:{desc['runtime']}"
     print(evaluation.format_metrics(m, data_labels, title=f"{name} on {args.split} ({args.model})"))

@@ -20,8 +20,10 @@ def build_parser():
                    help="model directory written by train_embedding_classifier.py (or a checkpoint-epochX.pt "
                         "inside its checkpoints/ folder)")
     p.add_argument("--split", default="test")
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--max_length", type=int, default=None, help="tokens per offer (default: as trained)")
+    p.add_argument("--batch_size", "--batch", type=int, default=128)
+    p.add_argument("--seq_len", "--max_length", dest="max_length", type=int, default=None,
+                   help="tokens per offer (default: as trained)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
     p.add_argument("--save_preds", default=None, help="JSONL file: one {text, label, pred, ...} per offer")
     p.add_argument("--device", default="auto")
     add_eval_args(p)
@@ -36,8 +38,10 @@ def main(argv=None):
     from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
     from category_classification.core.devices import pick_device
     from category_classification.models.encoder_io import load_encoder, predict_logits
-    from category_classification.training.loop import load_checkpoint
+    from category_classification.training.checkpoints import read_checkpoint
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     ckpt = Path(args.checkpoint)
     model_dir = ckpt.parent.parent if ckpt.is_file() else ckpt
@@ -45,7 +49,7 @@ def main(argv=None):
         raise UserError(f"checkpoint not found: {ckpt}")
     model, tokenizer, info = load_encoder(model_dir, device=device)
     if ckpt.is_file():  # weights of one epoch's training checkpoint instead of the kept best epoch
-        model.load_state_dict(load_checkpoint(ckpt)["model"])
+        model.load_state_dict(read_checkpoint(ckpt)["model"])
     labels = info["labels"]
     dsd = load_dataset_dir(args.data)
     if label_names(dsd) != labels:
@@ -58,7 +62,7 @@ def main(argv=None):
     seconds = time.perf_counter() - t0
     probs = torch.softmax(logits, -1)
     preds = logits.argmax(-1).tolist()
-    metrics = evaluation.evaluate_split(split, preds, labels, args)
+    metrics = evaluation.evaluate_split(split, preds, labels, **evaluation.eval_options(args))
     print(evaluation.format_metrics(metrics, labels, title=f"[{args.split}] {model_dir}"))
     print(f"{len(texts)} offers in {seconds:.2f}s ({len(texts) / max(seconds, 1e-9):.0f} offers/s)")
     if args.save_preds:

@@ -41,7 +41,8 @@ def main(argv=None):
     parser.add_argument("--seq_len", type=int, default=0, help="max tokens (0: the model's training seq_len)")
     parser.add_argument("--warmup_batches", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--cpu_threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    parser.add_argument("--threads", "--cpu_threads", dest="cpu_threads", type=int, default=0,
+                        help="torch threads on CPU (0: torch's default)")
     parser.add_argument("--json_out", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
     if args.batch < 1:
@@ -50,7 +51,8 @@ def main(argv=None):
     import torch
 
     from category_classification.models.hf import inference_dtype, load_folder
-    from category_classification.models.lora import latency_summary, resolve_device, time_batches
+    from category_classification.inference.latency import latency_summary, time_batches
+    from category_classification.training.distributed import resolve_device
 
     if args.cpu_threads > 0:
         torch.set_num_threads(args.cpu_threads)

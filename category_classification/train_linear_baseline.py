@@ -1,17 +1,25 @@
 """Train the fast default classifier (n-gram features + linear SVM) on a built dataset.
 
-    python category_classification/train_linear_baseline.py --data runs/mwpd6 --out runs/linear
-Fits on `train`, calibrates probabilities on `validation`, evaluates both and `test`.
+    python category_classification/train_linear_baseline.py --data runs/mwpd6 --out runs/linear [--refit]
+Fits on `train`, calibrates probabilities on `validation`, evaluates both and `test`. With --refit the
+settings chosen on validation (temperature, the Other offset) are kept and the model is fitted again on
+train + validation, as challenge entrants did; validation figures then come from the train-only fit.
+With --hierarchy (a dataset built with --label_level all) it trains one model per GS1 level and decodes
+the three levels together along the lvl1 > lvl2 > lvl3 paths seen in training (models/hierarchical.py).
 """
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 
-from category_classification.core.cli import add_eval_args, run
+from category_classification.core.cli import UserError, add_eval_args, run
 from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
-from category_classification.evaluation.metrics import evaluate_split, format_metrics, write_results
+from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
+                                                        eval_options, evaluate_split, format_metrics,
+                                                        format_open_set, gs1_metrics, write_results)
 from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
 
@@ -20,51 +28,179 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="DatasetDict directory from build_lspc_dataset.py")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--features", choices=["hashed", "tfidf"], default=d.features,
-                   help="hashed: numpy n-gram hashing (fast, default); tfidf: scikit-learn vectorizers")
+    p.add_argument("--features", choices=["tfidf", "hashed"], default=d.features,
+                   help="tfidf: scikit-learn vectorizers (default); hashed: numpy n-gram hashing, faster to predict")
     p.add_argument("--hash_bits", type=int, default=d.hash_bits, help="2**bits columns per block (hashed)")
     p.add_argument("--word_ngrams", type=int, nargs=2, default=list(d.word_ngrams), metavar=("MIN", "MAX"))
     p.add_argument("--char_ngrams", type=int, nargs=2, default=list(d.char_ngrams), metavar=("MIN", "MAX"))
     p.add_argument("--char_min_df", type=int, default=d.char_min_df)
     p.add_argument("--C", type=float, default=d.C, help="inverse regularisation strength of the SVM")
     p.add_argument("--class_weight", choices=["balanced", "none"], default=d.class_weight or "none")
+    p.add_argument("--refit", action="store_true",
+                   help="after calibrating on validation, fit again on train + validation (final models)")
+    p.add_argument("--other_label", default=None,
+                   help="the out-of-scope class (default: the dataset's, from its build_report.json)")
+    p.add_argument("--other_weight", type=float, default=d.other_weight,
+                   help="multiplies the out-of-scope class's weight in training")
+    p.add_argument("--other_bias", default="auto",
+                   help="offset on the out-of-scope class's score: auto (chosen on validation) or a number")
+    p.add_argument("--hierarchy", action="store_true",
+                   help="GS1 levels: one model per lvl1/lvl2/lvl3 column, hierarchy-consistent decoding")
     p.add_argument("--seed", type=int, default=d.seed)
     add_eval_args(p)
     return p
 
 
+def dataset_other_label(data_dir) -> str | None:
+    """The out-of-scope class the builder recorded (build_report.json "other_label"), if any."""
+    report = Path(data_dir) / "build_report.json"
+    try:
+        return json.loads(report.read_text(encoding="utf-8")).get("other_label") or None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def config_from_args(args, labels) -> LinearConfig:
+    other = args.other_label or dataset_other_label(args.data)
+    return LinearConfig(features=args.features, word_ngrams=tuple(args.word_ngrams),
+                        char_ngrams=tuple(args.char_ngrams), char_min_df=args.char_min_df,
+                        hash_bits=args.hash_bits, C=args.C,
+                        class_weight=None if args.class_weight == "none" else args.class_weight,
+                        other_label=other if other in labels else None, other_weight=args.other_weight,
+                        seed=args.seed)
+
+
+def calibrate(model: LinearTextClassifier, val, other_bias: str) -> None:
+    """Temperature and, for an out-of-scope class, the offset on its score, from the validation split."""
+    if model.config.other_label:
+        if other_bias == "auto":
+            if val is not None:
+                model.choose_other_bias(val["text"], val["label"])
+        else:
+            model.other_bias = float(other_bias)
+    if val is not None:
+        model.calibrate(val["text"], val["label"])
+
+
+def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
+    probs = model.predict_proba(split["text"])
+    pred = probs.argmax(axis=1)
+    m = evaluate_split(split, pred, labels, **eval_options(args))
+    return add_open_set(m, split["label"], pred, labels, model.config.other_label, probs)
+
+
+def refit(model: LinearTextClassifier, train, val) -> LinearTextClassifier:
+    """Fit the same settings on train + validation, keeping the calibration chosen on validation."""
+    fresh = LinearTextClassifier(model.labels, model.config)
+    fresh.fit(list(train["text"]) + list(val["text"]), list(train["label"]) + list(val["label"]))
+    fresh.temperature, fresh.other_bias = model.temperature, model.other_bias
+    return fresh
+
+
+def level_labels(dsd) -> dict:
+    from category_classification.models.hierarchical import LEVELS
+
+    split = next(iter(dsd.values()))
+    missing = [lv for lv in LEVELS if lv not in split.column_names]
+    if missing:
+        raise UserError(f"--hierarchy needs a dataset built with --label_level all (no {', '.join(missing)} column)")
+    return {lv: list(split.features[lv].names) for lv in LEVELS}
+
+
+def gs1_split_metrics(model, split, labels, args) -> dict:
+    """The lvl1 metrics of the shared evaluation plus the MWPD official block (`gs1`) of all three levels."""
+    from category_classification.models.hierarchical import LEVELS
+
+    levels = model.predict_levels(split["text"])
+    m = evaluate_split(split, levels["lvl1"][0], labels, **eval_options(args))
+    names = model.level_labels
+    truth = {lv: [names[lv][i] for i in split[lv]] for lv in LEVELS}
+    pred = {lv: [names[lv][i] for i in levels[lv][0]] for lv in LEVELS}
+    m["gs1"] = gs1_metrics(truth, pred)
+    train_names = {lv: {names[lv][i] for i in model.paths[:, k]} for k, lv in enumerate(LEVELS)}
+    m["classes_without_training_examples"] = {lv: classes_without_training_examples(train_names[lv], truth[lv])
+                                              for lv in LEVELS}
+    return m
+
+
+def train_hierarchy(args) -> int:
+    """--hierarchy: per-level linear models decoded along the GS1 paths seen in training."""
+    from category_classification.models.hierarchical import LEVELS, HierarchicalLinear
+
+    dsd = load_dataset_dir(args.data)
+    names, labels = level_labels(dsd), label_names(dsd)
+    train = get_split(dsd, "train")
+    val = dsd["validation"] if "validation" in dsd and len(dsd["validation"]) else None
+    cfg = config_from_args(args, labels)
+    print(f"training one linear model per GS1 level on {len(train)} offers: "
+          + ", ".join(f"{lv} {len(names[lv])} classes" for lv in LEVELS))
+    t0 = time.perf_counter()
+    model = HierarchicalLinear(names, cfg).fit(train["text"], {lv: train[lv] for lv in LEVELS})
+    metrics = {}
+    if val is not None:
+        model.calibrate(val["text"], {lv: val[lv] for lv in LEVELS})
+        metrics["validation"] = gs1_split_metrics(model, val, labels, args)
+        if args.refit:
+            temps = {lv: model.models[lv].temperature for lv in LEVELS}
+            model = HierarchicalLinear(names, cfg).fit(list(train["text"]) + list(val["text"]),
+                                                      {lv: list(train[lv]) + list(val[lv]) for lv in LEVELS})
+            for lv in LEVELS:
+                model.models[lv].temperature = temps[lv]
+    train_seconds = time.perf_counter() - t0
+    if "test" in dsd and len(dsd["test"]):
+        metrics["test"] = gs1_split_metrics(model, dsd["test"], labels, args)
+    model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit))
+    write_results(args.out, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
+                  metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit)})
+    for split, m in metrics.items():
+        g = m["gs1"]
+        print(f"[{split}] MWPD avg weighted F1 {g['avg_weighted_f1']:.4f} ("
+              + ", ".join(f"{lv} {g[lv]['weighted_f1']:.4f}" for lv in LEVELS) + ")")
+        for lv, missing in m["classes_without_training_examples"].items():
+            if missing:
+                print(f"  {lv} classes without training examples (scored as misses): {', '.join(missing)}")
+    print(f"trained in {train_seconds:.1f}s; model and metrics.json written to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.hierarchy:
+        return train_hierarchy(args)
     dsd = load_dataset_dir(args.data)
     labels = label_names(dsd)
     train = get_split(dsd, "train")
-    cfg = LinearConfig(features=args.features, word_ngrams=tuple(args.word_ngrams),
-                       char_ngrams=tuple(args.char_ngrams), char_min_df=args.char_min_df,
-                       hash_bits=args.hash_bits, C=args.C,
-                       class_weight=None if args.class_weight == "none" else args.class_weight,
-                       seed=args.seed)
-    print(f"training linear model on {len(train)} offers, {len(labels)} classes")
+    val = dsd["validation"] if "validation" in dsd and len(dsd["validation"]) else None
+    test = dsd["test"] if "test" in dsd and len(dsd["test"]) else None
+    cfg = config_from_args(args, labels)
+    print(f"training linear model on {len(train)} offers, {len(labels)} classes"
+          + (f" (out of scope: {cfg.other_label})" if cfg.other_label else ""))
     t0 = time.perf_counter()
     model = LinearTextClassifier(labels, cfg).fit(train["text"], train["label"])
+    calibrate(model, val, args.other_bias)
+    metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
+    if args.refit and val is not None:
+        print(f"refitting on train + validation ({len(train) + len(val)} offers)")
+        model = refit(model, train, val)
     train_seconds = time.perf_counter() - t0
     print(f"trained in {train_seconds:.1f}s")
+    if model.classes_without_training_examples:
+        print("classes without training examples (never predicted, scored as misses): "
+              + ", ".join(model.classes_without_training_examples))
+    if test is not None:
+        metrics["test"] = split_metrics(model, test, labels, args)
 
-    metrics = {}
-    if "validation" in dsd and len(dsd["validation"]):
-        val = dsd["validation"]
-        model.calibrate(val["text"], val["label"])
-        metrics["validation"] = evaluate_split(val, model.predict(val["text"]), labels, args)
-    if "test" in dsd and len(dsd["test"]):
-        test = dsd["test"]
-        metrics["test"] = evaluate_split(test, model.predict(test["text"]), labels, args)
-
-    model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data),
+    extra = {"train_seconds": round(train_seconds, 2), "train_size": len(train), "refit": bool(args.refit),
+             "temperature": model.temperature, "other_bias": model.other_bias,
+             "classes_without_training_examples": model.classes_without_training_examples}
+    model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
                figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()})
     write_results(args.out, f"linear ({cfg.features} n-grams + LinearSVC)", asdict(cfg), metrics, labels,
-                  extra={"train_seconds": round(train_seconds, 2), "train_size": len(train),
-                         "temperature": model.temperature})
+                  extra=extra)
     for split, m in metrics.items():
         print(format_metrics(m, labels, title=f"[{split}]"))
+        if m.get("open_set"):
+            print(format_open_set(m["open_set"]))
     print(f"model, metrics.json and results_category.txt written to {args.out}")
     return 0
 

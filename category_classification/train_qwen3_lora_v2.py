@@ -4,11 +4,8 @@ warmup 0.05, max_grad_norm 0.5. Every flag can still be overridden."""
 import sys
 
 from category_classification.core.cli import run
-from category_classification.models.lora import LoraTrainConfig
+from category_classification.models.lora import V2_DEFAULTS
 from category_classification.train_qwen3_lora import main as train_main
-
-V2_DEFAULTS = LoraTrainConfig(lora_r=32, lora_alpha=64, micro_batch=16, batch=16 * 32,
-                              lr_scheduler_type="cosine", warmup_ratio=0.05, max_grad_norm=0.5)
 
 
 def main(argv=None):

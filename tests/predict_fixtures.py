@@ -57,7 +57,7 @@ def make_linear(path) -> Path:
     from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
     texts, labels = toy_offers(20)
-    model = LinearTextClassifier(LABELS, LinearConfig(hash_bits=14, char_min_df=1)).fit(texts, labels)
+    model = LinearTextClassifier(LABELS, LinearConfig(features="hashed", hash_bits=14, char_min_df=1)).fit(texts, labels)
     model.calibrate(*toy_offers(5, seed=9))
     model.save(path)
     return Path(path)

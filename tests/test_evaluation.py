@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
@@ -64,3 +65,63 @@ def test_write_results_files(tmp_path):
     text = (tmp_path / "results_category.txt").read_text()
     assert text.count("=== toy") == 2 and "macro_f1=0.6556" in text  # appended, not overwritten
     assert "confusion matrix" in format_metrics(m, LABELS)
+
+
+def test_label_scores_match_sklearn_and_count_unseen_classes_as_misses():
+    from category_classification.evaluation.metrics import classes_without_training_examples, label_scores
+
+    truth = ["a", "a", "b", "b", "c", "z"]  # "z": no training offer, so never predicted
+    pred = ["a", "b", "b", "b", "c", None]  # None: abstained
+    s = label_scores(truth, pred)
+    fill = [p if p is not None else "<none>" for p in pred]
+    labels = ["a", "b", "c", "z"]
+    assert s["weighted_f1"] == pytest.approx(f1_score(truth, fill, labels=labels, average="weighted"))
+    assert s["macro_f1"] == pytest.approx(f1_score(truth, fill, labels=labels, average="macro"))
+    assert s["accuracy"] == pytest.approx(4 / 6)
+    assert classes_without_training_examples(["a", "b", "c"], truth) == ["z"]
+
+
+def test_gs1_metrics_average_the_weighted_f1_of_the_levels():
+    from category_classification.evaluation.metrics import gs1_metrics
+
+    truth = {"lvl1": ["x", "x", "y"], "lvl2": ["x1", "x2", "y1"], "lvl3": ["a", "b", "c"]}
+    pred = {"lvl1": ["x", "x", "y"], "lvl2": ["x1", "x1", "y1"], "lvl3": ["a", "a", "a"]}
+    m = gs1_metrics(truth, pred)
+    assert m["lvl1"]["weighted_f1"] == pytest.approx(1.0)
+    assert m["lvl2"]["weighted_f1"] == pytest.approx(f1_score(truth["lvl2"], pred["lvl2"], average="weighted"))
+    assert m["avg_weighted_f1"] == pytest.approx(np.mean([m[lv]["weighted_f1"] for lv in ("lvl1", "lvl2", "lvl3")]))
+
+
+def test_open_set_figures_by_hand():
+    from category_classification.evaluation.metrics import open_set_metrics
+
+    names = ["A", "B", "Other"]
+    y_true = [0, 0, 1, 1, 2, 2, 2, 2]
+    y_pred = [0, 2, 1, 0, 2, 2, 0, 2]
+    m = open_set_metrics(y_true, y_pred, names, "Other")
+    # target labels given: offers 0, 2, 3, 6 -> right: 0, 2
+    assert m["accepted_precision"] == pytest.approx(2 / 4)
+    assert m["in_scope_recall"] == pytest.approx(2 / 4)
+    assert m["out_of_scope_accept_rate"] == pytest.approx(1 / 4)
+    # in-scope offers only: A: tp1 fp1 fn1 -> 0.5; B: tp1 fp0 fn1 -> 2/3
+    assert m["target_macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    strict = open_set_metrics(y_true, y_pred, names, "Other", accepted=[True, True, True, False] + [True] * 4)
+    assert strict["accepted_precision"] == pytest.approx(2 / 3)
+
+
+def test_write_results_draws_the_open_set_curve(tmp_path):
+    from category_classification.evaluation.metrics import add_open_set
+
+    names = ["A", "B", "Other"]
+    y_true = [0, 1, 2, 2]
+    probs = np.array([[0.9, 0.05, 0.05], [0.2, 0.7, 0.1], [0.6, 0.1, 0.3], [0.1, 0.1, 0.8]])
+    m = add_open_set(compute_metrics(y_true, probs.argmax(1), names), y_true, probs.argmax(1), names,
+                     "Other", probs)
+    curve = m["open_set"]["curve"]
+    assert curve[0]["out_of_scope_accept_rate"] == pytest.approx(0.5)
+    high = next(c for c in curve if c["threshold"] >= 0.8)  # only offer 0 (0.9) still accepted
+    assert high["accepted_precision"] == 1.0 and high["out_of_scope_accept_rate"] == 0.0
+    payload = write_results(tmp_path, "m", {}, {"validation": m}, names)
+    assert (tmp_path / "open_set_validation.png").stat().st_size > 0
+    assert payload["validation"]["open_set"]["in_scope_recall"] == pytest.approx(1.0)
+    assert add_open_set({}, y_true, probs.argmax(1), ["A", "B", "C"], "Other") == {}

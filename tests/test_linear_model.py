@@ -1,4 +1,4 @@
-"""The fast default classifier: hashed n-gram features, training, save/load/predict, the script."""
+"""The fast default classifier: n-gram features, training, save/load/predict, refit, open set, the script;\nthe hierarchical linear model."""
 
 import json
 
@@ -67,14 +67,32 @@ def test_fit_save_load_predict(tmp_path, features):
     assert np.allclose(again.predict_proba(test_texts), proba, atol=1e-6)
 
 
-def test_missing_class_is_a_clear_error():
-    from category_classification.core.cli import UserError
-
+def test_class_without_training_offers_is_never_predicted_and_named():
     texts, labels = toy_offers(5)
     keep = [i for i, y in enumerate(labels) if y != 1]
-    with pytest.raises(UserError, match="Books"):
-        LinearTextClassifier(LABELS, LinearConfig(hash_bits=12)).fit([texts[i] for i in keep],
-                                                                     [labels[i] for i in keep])
+    model = LinearTextClassifier(LABELS, LinearConfig()).fit([texts[i] for i in keep], [labels[i] for i in keep])
+    assert model.classes_without_training_examples == ["Books"]
+    books = [t for t, y in zip(texts, labels) if y == 1]
+    assert 1 not in model.predict(books).tolist()
+    assert model.predict_proba(books)[:, 1].max() < 1e-6
+
+
+def test_other_offset_chosen_on_validation_trades_precision_and_recall():
+    from category_classification.evaluation.metrics import open_set_metrics
+
+    texts, labels = toy_offers(30)
+    # "Shoes" plays the out-of-scope class; ambiguous validation offers mix its words with the targets'
+    cfg = LinearConfig(other_label="Shoes", other_weight=2.0)
+    model = LinearTextClassifier(LABELS, cfg).fit(texts, labels)
+    assert model._class_weight(np.asarray(labels))[2] == pytest.approx(2.0)
+    val, val_y = toy_offers(10, seed=3)
+    val = [t + (" running shoes" if i % 3 == 0 else "") for i, t in enumerate(val)]
+    bias = model.choose_other_bias(val, val_y)
+    assert -1.0 <= bias <= 1.0
+    m = open_set_metrics(val_y, model.predict(val), LABELS, "Shoes")
+    model.other_bias = 0.0
+    m0 = open_set_metrics(val_y, model.predict(val), LABELS, "Shoes")
+    assert min(m["accepted_precision"], m["in_scope_recall"]) >= min(m0["accepted_precision"], m0["in_scope_recall"])
 
 
 def test_train_script_end_to_end(tmp_path):
@@ -102,3 +120,77 @@ def test_train_script_missing_data_exits_2(tmp_path, capsys):
 
     assert run(train_main, ["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     assert "dataset directory not found" in capsys.readouterr().err
+
+
+def _toy_dataset(tmp_path, labels=LABELS, other=None):
+    feats = Features({"text": Value("string"), "label": ClassLabel(names=labels), "cluster": Value("int64")})
+
+    def split(seed, n):
+        texts, y = toy_offers(n, seed)
+        return Dataset.from_dict({"text": texts, "label": y, "cluster": list(range(len(texts)))}, features=feats)
+
+    DatasetDict({"train": split(0, 30), "validation": split(1, 8), "test": split(2, 8)}).save_to_disk(tmp_path / "data")
+    if other:
+        (tmp_path / "data" / "build_report.json").write_text(json.dumps({"other_label": other}))
+    return tmp_path / "data"
+
+
+def test_train_script_refit_and_open_set_block(tmp_path):
+    data = _toy_dataset(tmp_path, other="Shoes")
+    out = tmp_path / "model"
+    assert train_main(["--data", str(data), "--out", str(out), "--refit"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["refit"] is True
+    block = metrics["test"]["open_set"]
+    assert block["other_label"] == "Shoes" and block["accepted_precision"] > 0.9 and block["curve"]
+    assert (out / "open_set_test.png").exists()
+    info = json.loads((out / "category_model.json").read_text())
+    assert info["other_label"] == "Shoes" and info["refit"] is True
+
+
+def test_hierarchy_model_decodes_only_training_paths(tmp_path):
+    from category_classification.models.hierarchical import HierarchicalLinear, load_hierarchical
+    from category_classification.models.registry import load_predictor
+
+    texts, y = toy_offers(20)
+    # lvl3 = the first word pair: Automotive offers split into two lvl3 classes under one lvl2
+    lvl3_names = ["brakes", "other car", "books", "shoes", "unseen"]
+    lvl3 = [0 if (lab == 0 and t.startswith(("brake", "oil", "spark"))) else (1 if lab == 0 else lab + 1)
+            for t, lab in zip(texts, y)]
+    names = {"lvl1": ["Car", "Books", "Shoes"], "lvl2": ["Car parts", "Books", "Shoes"], "lvl3": lvl3_names}
+    model = HierarchicalLinear(names).fit(texts, {"lvl1": y, "lvl2": y, "lvl3": lvl3})
+    assert {tuple(p) for p in model.paths.tolist()} == {(0, 0, 0), (0, 0, 1), (1, 1, 2), (2, 2, 3)}
+    levels = model.predict_levels(texts)
+    got = np.stack([levels[lv][0] for lv in ("lvl1", "lvl2", "lvl3")], axis=1)
+    assert {tuple(p) for p in got.tolist()} <= {tuple(p) for p in model.paths.tolist()}
+    assert (levels["lvl1"][0] == np.asarray(y)).mean() > 0.95
+    model.save(tmp_path / "h")
+    again = load_hierarchical(tmp_path / "h")
+    assert np.array_equal(again.predict_levels(texts)["lvl3"][0], levels["lvl3"][0])
+    r = load_predictor(tmp_path / "h").predict(["leather boots sneakers canvas"], top_k=2)[0]
+    assert r["label"] == "Shoes" and r["levels"]["lvl3"]["label"] == "shoes"
+    assert 0 < r["levels"]["lvl2"]["score"] <= 1
+
+
+def test_train_script_hierarchy_on_a_built_all_levels_dataset(tmp_path):
+    from category_classification import build_lspc_dataset
+    from category_classification.models.registry import load_predictor
+    from tests.test_mwpd_benchmark import write_mwpd
+
+    write_mwpd(tmp_path / "train.json.gz", 30, 0)
+    write_mwpd(tmp_path / "test.json.gz", 6, 1)
+    data, out = tmp_path / "data", tmp_path / "model"
+    assert build_lspc_dataset.main(["--mwpd", str(tmp_path / "train.json.gz"), "--mwpd_test",
+                                    str(tmp_path / "test.json.gz"), "--label_level", "all", "--out", str(data),
+                                    "--val_size", "0.2", "--quiet"]) == 0
+    assert train_main(["--data", str(data), "--out", str(out), "--hierarchy", "--refit"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["gs1"]["avg_weighted_f1"] > 0.9
+    r = load_predictor(out).predict(["jeans trousers item 5"])[0]
+    assert r["levels"]["lvl3"]["label"].endswith("Lower Body Wear") and r["label"] == r["levels"]["lvl1"]["label"]
+
+
+def test_train_script_hierarchy_needs_level_columns(tmp_path):
+    from category_classification.core.cli import run
+
+    assert run(train_main, ["--data", str(_toy_dataset(tmp_path)), "--out", str(tmp_path / "m"), "--hierarchy"]) == 2

@@ -14,7 +14,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 from category_classification.models import lora  # noqa: E402
+from category_classification.training import lora as lora_training  # noqa: E402
 from category_classification.core.cli import run  # noqa: E402
+from fixtures import save_tiny_qwen3  # noqa: E402
 
 LABELS = ["Automotive", "Books", "Shoes"]
 WORDS = {"Automotive": ["brake", "tyre", "engine", "bumper", "wiper"],
@@ -46,7 +48,7 @@ def tiny(tmp_path_factory):
     from category_classification.models.tokenization import load_qwen_tokenizer
 
     root = tmp_path_factory.mktemp("lora")
-    model_dir = lora.save_tiny_qwen3(root / "tiny_qwen3", load_qwen_tokenizer())
+    model_dir = save_tiny_qwen3(root / "tiny_qwen3", load_qwen_tokenizer())
     data_dir = make_dataset(root / "data")
     return {"root": root, "model": model_dir, "data": data_dir}
 
@@ -58,14 +60,14 @@ def _train_argv(tiny, out, *extra):
 
 
 def test_derive_batches():
-    assert lora.derive_batches(32, 16, 1) == (16, 2)
-    assert lora.derive_batches(512, 16, 2) == (16, 16)  # 16 x 16 x 2 processes
-    assert lora.derive_batches(8, 16, 1) == (8, 1)  # never a micro-batch larger than the effective batch
-    assert lora.derive_batches(30, 8, 1) == (8, 4)  # rounds up to the next multiple
+    assert lora_training.derive_batches(32, 16, 1) == (16, 2)
+    assert lora_training.derive_batches(512, 16, 2) == (16, 16)  # 16 x 16 x 2 processes
+    assert lora_training.derive_batches(8, 16, 1) == (8, 1)  # never a micro-batch larger than the effective batch
+    assert lora_training.derive_batches(30, 8, 1) == (8, 4)  # rounds up to the next multiple
     from category_classification.core.cli import UserError
 
     with pytest.raises(UserError):
-        lora.derive_batches(0, 8, 1)
+        lora_training.derive_batches(0, 8, 1)
 
 
 def test_target_modules_follow_the_architecture(tiny):
@@ -191,7 +193,7 @@ def test_v2_entry_point_has_its_defaults():
     from category_classification.train_qwen3_lora_v2 import V2_DEFAULTS
 
     args = build_parser(V2_DEFAULTS).parse_args(["--data", "d", "--out", "o"])
-    assert (args.lora_r, args.lora_alpha, args.micro_batch, args.batch) == (32, 64, 16, 512)
+    assert (args.lora_r, args.lora_alpha, args.micro_batch, args.batch_size) == (32, 64, 16, 512)
     assert (args.lr_scheduler_type, args.warmup_ratio, args.max_grad_norm) == ("cosine", 0.05, 0.5)
     assert args.model == lora.DEFAULT_MODEL
 
@@ -230,7 +232,7 @@ def test_weighted_loss_scales_like_the_trainer_expects():
     torch.manual_seed(0)
     logits, labels = torch.randn(6, 3), torch.tensor([0, 0, 0, 0, 1, 2])
     plain = F.cross_entropy(logits, labels)
-    same = lora.weighted_loss([2.0, 2.0, 2.0], labels.tolist())  # uniform weights: the plain mean
+    same = lora_training.weighted_loss([2.0, 2.0, 2.0], labels.tolist())  # uniform weights: the plain mean
     torch.testing.assert_close(same({"logits": logits}, labels), plain)
     # two accumulated micro-batches: each divides by the labels of both, so their sum is the full mean
     torch.testing.assert_close(same({"logits": logits}, labels, num_items_in_batch=12), plain / 2)
@@ -240,7 +242,77 @@ def test_weighted_loss_scales_like_the_trainer_expects():
     root = class_weights(labels.tolist(), 3, "sqrt")
     assert root[1] == pytest.approx(2 * root[0])
     assert class_weights(labels.tolist(), 3, "none") is None
-    weighted = lora.weighted_loss(w, labels.tolist())({"logits": logits}, labels)
+    weighted = lora_training.weighted_loss(w, labels.tolist())({"logits": logits}, labels)
     per = F.cross_entropy(logits, labels, reduction="none")
     ex_w = torch.tensor([1.0, 1, 1, 1, 4, 4]) / 2.0  # mean over the training offers is 1
     torch.testing.assert_close(weighted, (ex_w * per).mean())
+
+
+def test_defaults_follow_the_model_size_and_flags_win():
+    cfg = lora.LoraTrainConfig(lr=2e-4)
+    small, size, chosen = lora.with_size_defaults(cfg, 22_700_000)  # all-MiniLM-L6-v2
+    assert size == "small" and "lr" not in chosen and small.lr == 2e-4  # given explicitly: kept
+    assert (small.epochs, small.lora_layers, small.lora_dropout, small.seq_len, small.class_weighting,
+            small.evals_per_epoch) == (2.0, 3, 0.0, 96, "sqrt", 2)
+    large, size, _ = lora.with_size_defaults(lora.LoraTrainConfig(), 596_000_000)  # Qwen3-Embedding-0.6B
+    assert size == "large" and (large.lr, large.epochs, large.lora_layers, large.seq_len) == (5e-5, 1.0, 0, 256)
+    assert not large.unset()
+    # half-epoch validations: 100 offers at batch 10 = 10 steps per epoch, so every 5 steps
+    assert lora_training.eval_steps_for(small.__class__(**{**small.to_dict(), "batch_size": 10}), 100) == 5
+    assert lora_training.eval_steps_for(large, 100) == 0  # once per epoch
+
+
+def test_parameters_are_counted_from_the_config_alone(tiny, tmp_path):
+    import shutil
+
+    weightless = tmp_path / "config_only"
+    weightless.mkdir()
+    shutil.copy(tiny["model"] / "config.json", weightless / "config.json")
+    from transformers import AutoModelForSequenceClassification
+
+    real = sum(p.numel() for p in AutoModelForSequenceClassification.from_pretrained(
+        str(tiny["model"]), num_labels=2).parameters())
+    assert lora.parameters_from_config(weightless) == real
+    from category_classification.core.cli import UserError
+
+    with pytest.raises(UserError):
+        lora.parameters_from_config(tmp_path / "missing")
+
+
+def test_old_flag_names_still_work():
+    from category_classification.train_qwen3_lora import build_parser
+
+    args = build_parser().parse_args(["--data", "d", "--out", "o", "--batch", "8", "--cpu_threads", "3",
+                                      "--max_length", "64", "--no_group_by_length"])
+    cfg = lora.config_from_args(args)
+    assert (cfg.batch_size, cfg.threads, cfg.seq_len, cfg.group_by_length) == (8, 3, 64, False)
+    old = lora.LoraTrainConfig.from_dict({"batch": 16, "cpu_threads": 2, "lr": 1e-4, "unknown": 1})
+    assert (old.batch_size, old.threads, old.lr) == (16, 2, 1e-4)
+
+
+def test_size_choice_is_printed_and_a_class_absent_from_train_is_named(tiny, tmp_path, capsys):
+    from datasets import load_from_disk
+
+    from category_classification import train_qwen3_lora
+
+    data = tmp_path / "data"
+    dsd = load_from_disk(str(tiny["data"]))
+    dsd["train"] = dsd["train"].filter(lambda row: row["label"] != LABELS.index("Shoes"))
+    dsd.save_to_disk(str(data))
+    out = tmp_path / "run"
+    foreign = out / "checkpoints" / "checkpoint-7"  # another run's Trainer checkpoint
+    foreign.mkdir(parents=True)
+    (foreign / "trainer_state.json").write_text("{}")
+    argv = ["--data", str(data), "--out", str(out), "--model", str(tiny["model"]), "--batch_size", "16",
+            "--micro_batch", "8", "--epochs", "0.3", "--threads", "1", "--no_lang_metrics"]
+    assert run(train_qwen3_lora.main, argv) == 0
+    printed = capsys.readouterr().out
+    assert "(small): chose lr=0.001, lora_dropout=0.0, lora_layers=3, seq_len=96" in printed
+    assert "not in train" in printed and "Shoes" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["classes_without_training_examples"] == ["Shoes"]
+    assert metrics["test"]["per_class"]["Shoes"]["support"] == 10
+    assert (foreign / "trainer_state.json").is_file()  # never deleted
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # its own work folders are gone
+    saved = json.loads((out / lora.CONFIG_FILE).read_text())
+    assert saved["seq_len"] == 96 and saved["lr"] == 1e-3  # the chosen values are recorded

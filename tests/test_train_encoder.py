@@ -172,3 +172,42 @@ def test_torchrun_two_cpu_processes(data_dir, tmp_path):
     assert metrics["validation"]["n"] == 30 and metrics["test"]["n"] == 30  # gathered from both ranks
     info = json.loads((out / "train_info.json").read_text())
     assert info["world_size"] == 2
+
+
+def test_old_flag_names_are_aliases():
+    for old, new in [(["--num_threads", "2"], ("threads", 2)), (["--cpu_threads", "2"], ("threads", 2)),
+                     (["--batch", "4"], ("batch_size", 4)), (["--max_length", "48"], ("seq_len", 48))]:
+        args = trainer.parse_args(["--data", "d", "--out", "o", *old])
+        assert getattr(args, new[0]) == new[1], old
+    v2 = trainer.parse_args(["--data", "d", "--out", "o"], defaults=trainer.V2_DEFAULTS)
+    assert (v2.head, v2.classifier_hidden) == ("residual", 768)
+    assert trainer.parse_args(["--data", "d", "--out", "o", "--amp"]).amp == "auto"
+
+
+def test_dataclass_flags_round_trip():
+    import argparse
+    from dataclasses import dataclass
+
+    from category_classification.core.cli import add_dataclass_args, dataclass_from_args, option
+
+    @dataclass
+    class Settings:
+        name: str = option("", "required name")
+        size: int = option(3, "a size", aliases=("--n",))
+        rate: float | None = option(None, "a rate")
+        kinds: tuple[str, ...] = option(("a",), "kinds", choices=("a", "b", "c"))
+        fast: bool = option(True, "go fast")
+        secret: int = option(0, "not a flag", cli=False)
+
+    p = argparse.ArgumentParser()
+    add_dataclass_args(p, Settings, {"size": 5}, required=("name",))
+    with pytest.raises(SystemExit):
+        p.parse_args([])  # --name is required
+    s = dataclass_from_args(Settings, p.parse_args(["--name", "x"]))
+    assert s == Settings(name="x", size=5, rate=None, kinds=("a",), fast=True)
+    s = dataclass_from_args(Settings, p.parse_args(["--name", "x", "--n", "7", "--rate", "0.5", "--kinds", "b",
+                                                    "c", "--no_fast"]))
+    assert s == Settings(name="x", size=7, rate=0.5, kinds=("b", "c"), fast=False)
+    with pytest.raises(SystemExit):
+        p.parse_args(["--name", "x", "--kinds", "z"])  # choices apply to each item
+    assert "--secret" not in p.format_help() and "go fast" in p.format_help()

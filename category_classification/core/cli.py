@@ -53,3 +53,100 @@ def add_eval_args(parser) -> None:
     g.add_argument("--lang_min_samples", type=int, default=30,
                    help="a language needs this many test offers to get its own metrics")
     g.add_argument("--lang_top_k", type=int, default=10, help="report at most this many languages")
+
+
+# One config pattern: a dataclass declares each setting once (default, help, choices, aliases in the field's
+# metadata); these helpers turn it into argparse flags and the parsed flags back into the dataclass.
+
+
+def option(default=None, help: str = "", **meta):
+    """A dataclass field carrying its flag's help text and extras: choices=, aliases=("--old",), nargs=,
+    const=, metavar=, group="model" (an argument group of that title), hidden=True (no help line),
+    cli=False (not a flag)."""
+    import dataclasses
+
+    meta["help"] = help
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _field_type(hint):
+    """(element type, is_sequence) of a type hint such as `int`, `float | None` or `tuple[str, ...]`."""
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        return (args[0] if args else str), True
+    if args and origin is not None:  # Optional[X] / X | None
+        return _field_type(args[0])
+    return hint, False
+
+
+def add_dataclass_args(parser, cls, defaults=None, required: Sequence[str] = ()) -> None:
+    """Add one flag per field of dataclass `cls` to `parser` (or an argument group).
+
+    Defaults come from `defaults` (an instance, or a dict of field values) over the field defaults; a bool
+    field gets `--name` and `--no_name`; fields named in `required` are required unless a default is given.
+    """
+    import argparse
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(cls)
+    given = defaults if isinstance(defaults, dict) else dataclasses.asdict(defaults) if defaults else {}
+    groups = {}
+    root = parser
+    for f in dataclasses.fields(cls):
+        meta = dict(f.metadata)
+        if meta.get("cli", True) is False:
+            continue
+        if meta.get("group"):
+            if meta["group"] not in groups:
+                groups[meta["group"]] = root.add_argument_group(meta["group"])
+            parser = groups[meta["group"]]
+        else:
+            parser = root
+        if f.name in given:
+            default = given[f.name]
+        else:
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = argparse.SUPPRESS if meta.get("hidden") else meta.get("help") or None
+        names = [f"--{f.name}", *meta.get("aliases", ())]
+        kind, many = _field_type(hints[f.name])
+        if kind is bool:
+            parser.add_argument(*names, dest=f.name, action="store_true", default=default, help=help_text)
+            parser.add_argument(f"--no_{f.name}", dest=f.name, action="store_false",
+                                help=argparse.SUPPRESS if help_text == argparse.SUPPRESS else None)
+            continue
+        kwargs = {"dest": f.name, "default": default, "help": help_text, "type": kind}
+        if many:
+            kwargs["nargs"] = meta.get("nargs", "+")
+        for key in ("choices", "nargs", "const", "metavar"):
+            if key in meta:
+                kwargs[key] = meta[key]
+        if f.name in required and default in (None, ""):
+            kwargs.update(required=True, default=None)
+        parser.add_argument(*names, **kwargs)
+
+
+def dataclass_from_args(cls, args):
+    """An instance of dataclass `cls` from an argparse namespace (or dict): fields missing from it keep
+    their defaults, other keys are ignored; sequences given with nargs become the field's type."""
+    import dataclasses
+
+    values = args if isinstance(args, dict) else vars(args)
+    kept = {}
+    for f in dataclasses.fields(cls):
+        if f.name in values and f.init:
+            v = values[f.name]
+            kept[f.name] = tuple(v) if isinstance(v, list) and "tuple" in str(f.type) else v
+    return cls(**kept)
+
+
+def parse_with_preset(parser, argv, presets: dict, dest: str = "preset"):
+    """Parse `argv` so that field defaults < the chosen preset < flags given explicitly."""
+    first, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**presets[getattr(first, dest)])
+    return parser.parse_args(argv)

@@ -92,14 +92,19 @@ def per_language_metrics(y_true, y_pred, num_labels: int, languages: Sequence[st
     return result
 
 
-def evaluate_split(split, predictions: Sequence[int], label_names: Sequence[str], args=None) -> dict:
-    """Metrics for a datasets split and its predictions; `args` carries the shared eval flags."""
-    langs = None
-    if "language" in split.column_names and not getattr(args, "no_lang_metrics", False):
-        langs = split["language"]
+def evaluate_split(split, predictions: Sequence[int], label_names: Sequence[str], lang_metrics: bool = True,
+                   lang_min_samples: int = 30, lang_top_k: int = 10) -> dict:
+    """Metrics for a datasets split and its predictions, per language too when the split has a `language`
+    column and `lang_metrics` is on (see `eval_options` for the shared flags)."""
+    langs = split["language"] if lang_metrics and "language" in split.column_names else None
     return compute_metrics(split["label"], predictions, label_names, languages=langs,
-                           lang_min_samples=getattr(args, "lang_min_samples", 30),
-                           lang_top_k=getattr(args, "lang_top_k", 10))
+                           lang_min_samples=lang_min_samples, lang_top_k=lang_top_k)
+
+
+def eval_options(args) -> dict:
+    """evaluate_split's keyword arguments from the flags of core.cli.add_eval_args."""
+    return {"lang_metrics": not args.no_lang_metrics, "lang_min_samples": args.lang_min_samples,
+            "lang_top_k": args.lang_top_k}
 
 
 def format_metrics(m: Mapping, label_names: Sequence[str], title: str = "") -> str:
@@ -178,6 +183,10 @@ def write_results(out_dir, model_name: str, config: Mapping, split_metrics: Mapp
     for split, m in split_metrics.items():
         plot_confusion_matrix(m["confusion_matrix"], label_names, out / f"confusion_matrix_{split}.png",
                               title=f"{model_name}: {split}")
+    for split, m in split_metrics.items():
+        if m.get("open_set", {}).get("curve"):
+            plot_open_set_curve(m["open_set"]["curve"], out / f"open_set_{split}.png",
+                                title=f"{model_name}: {split}, open set")
     main_split = "test" if "test" in split_metrics else next(iter(split_metrics), None)
     if main_split:
         plot_confusion_matrix(split_metrics[main_split]["confusion_matrix"], label_names,
@@ -189,6 +198,133 @@ def write_results(out_dir, model_name: str, config: Mapping, split_metrics: Mapp
         block.append("extra: " + json.dumps(dict(extra), default=str, sort_keys=True))
     for split, m in split_metrics.items():
         block.append(format_metrics(m, label_names, title=f"[{split}]"))
+        if m.get("open_set"):
+            block.append(format_open_set(m["open_set"]))
     with open(out / "results_category.txt", "a", encoding="utf-8") as fh:
         fh.write("\n".join(block) + "\n\n")
     return payload
+
+
+# ---- Named-label scores: the MWPD official metric, classes unseen in training, open-set figures ----
+
+def label_scores(y_true: Sequence[str], y_pred: Sequence[str | None]) -> dict:
+    """Weighted F1 (weights = true support), macro-F1 and accuracy over label *names*.
+
+    Works on names so a class that only the evaluation data holds (no training offer, so the model
+    can never predict it) simply scores F1 0 with its support counted; None predictions are misses.
+    """
+    if len(y_true) != len(y_pred):
+        raise ValueError(f"{len(y_true)} labels but {len(y_pred)} predictions")
+    names = sorted({str(v) for v in y_true} | {str(v) for v in y_pred if v is not None})
+    index = {n: i for i, n in enumerate(names)}
+    miss = len(names)  # an abstention: a column of its own, never right
+    cm = confusion_matrix([index[str(v)] for v in y_true],
+                          [miss if v is None else index[str(v)] for v in y_pred], miss + 1)
+    s = _scores_from_cm(cm)
+    # every name occurs in the truth or the predictions, so all count in the macro mean
+    macro = float(s["f1"][:miss].mean()) if miss else 0.0
+    return {"weighted_f1": s["weighted_f1"], "macro_f1": macro, "accuracy": s["accuracy"], "n": s["n"]}
+
+
+def gs1_metrics(truth: Mapping[str, Sequence[str]], predictions: Mapping[str, Sequence[str]],
+                levels: Sequence[str] = ("lvl1", "lvl2", "lvl3")) -> dict:
+    """The MWPD 2020 official metric: weighted F1 per GS1 level, averaged over the levels; macro-F1 beside it."""
+    out = {lv: {k: v for k, v in label_scores(truth[lv], predictions[lv]).items()
+                if k in ("weighted_f1", "macro_f1", "accuracy")} for lv in levels}
+    out["avg_weighted_f1"] = float(np.mean([out[lv]["weighted_f1"] for lv in levels]))
+    out["avg_macro_f1"] = float(np.mean([out[lv]["macro_f1"] for lv in levels]))
+    return out
+
+
+def classes_without_training_examples(train_labels: Sequence[str], eval_labels: Sequence[str]) -> list[str]:
+    """Classes the evaluation data holds that no training offer has: the model scores them as misses."""
+    return sorted(set(eval_labels) - set(train_labels))
+
+
+def open_set_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: Sequence[str],
+                     other_label: str, accepted: Sequence[bool] | None = None) -> dict:
+    """The open-set figures of a split that holds an out-of-scope class (`other_label`).
+
+    An offer gets a target label when its prediction is not Other (and `accepted`, when a threshold
+    is applied). accepted_precision: share of those labels that are right; in_scope_recall: share of
+    target-class offers given their right label; out_of_scope_accept_rate: share of Other offers given
+    a target label; target_macro_f1: macro-F1 of the target classes over the in-scope offers alone,
+    an Other (or abstained) answer counted wrong, so it compares with a model trained without Other.
+    """
+    if other_label not in label_names:
+        raise ValueError(f"{other_label!r} is not one of the labels")
+    other = list(label_names).index(other_label)
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    given = p != other
+    if accepted is not None:
+        given &= np.asarray(accepted, dtype=bool)
+    in_scope = t != other
+    right = given & (p == t)
+    targets = [i for i in range(len(label_names)) if i != other]
+    cm = confusion_matrix(t[in_scope], np.where(given, p, other)[in_scope], len(label_names))
+    f1 = _scores_from_cm(cm)["f1"]
+    return {
+        "accepted_precision": float(right.sum() / given.sum()) if given.any() else 0.0,
+        "in_scope_recall": float(right[in_scope].mean()) if in_scope.any() else 0.0,
+        "out_of_scope_accept_rate": float(given[~in_scope].mean()) if (~in_scope).any() else 0.0,
+        "target_macro_f1": float(np.mean([f1[i] for i in targets])) if targets else 0.0,
+        "n_in_scope": int(in_scope.sum()), "n_out_of_scope": int((~in_scope).sum()),
+        "other_label": other_label,
+    }
+
+
+def open_set_curve(probs: np.ndarray, y_true: Sequence[int], label_names: Sequence[str], other_label: str,
+                   thresholds: Sequence[float] | None = None) -> list[dict]:
+    """accepted_precision and in_scope_recall as the threshold on the top probability moves."""
+    probs = np.asarray(probs)
+    pred, top = probs.argmax(axis=1), probs.max(axis=1)
+    points = []
+    for th in (np.round(np.linspace(0.0, 0.99, 34), 3) if thresholds is None else thresholds):
+        m = open_set_metrics(y_true, pred, label_names, other_label, accepted=top >= th)
+        points.append({"threshold": float(th), "accepted_precision": m["accepted_precision"],
+                       "in_scope_recall": m["in_scope_recall"],
+                       "out_of_scope_accept_rate": m["out_of_scope_accept_rate"]})
+    return points
+
+
+def add_open_set(split_metrics: dict, y_true, y_pred, label_names, other_label: str | None, probs=None) -> dict:
+    """Add the `open_set` block (with its threshold curve when `probs` is given) to one split's metrics."""
+    if other_label and other_label in label_names:
+        block = open_set_metrics(y_true, y_pred, label_names, other_label)
+        if probs is not None:
+            block["curve"] = open_set_curve(probs, y_true, label_names, other_label)
+        split_metrics["open_set"] = block
+    return split_metrics
+
+
+def plot_open_set_curve(curve: Sequence[Mapping], path, title: str = "") -> Path:
+    """Accepted precision against in-scope recall, one point per threshold on the top probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rec = [c["in_scope_recall"] for c in curve]
+    prec = [c["accepted_precision"] for c in curve]
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    ax.plot(rec, prec, marker=".")
+    for c in curve[::6]:
+        ax.annotate(f"{c['threshold']:.2f}", (c["in_scope_recall"], c["accepted_precision"]), fontsize=7)
+    ax.set_xlabel("in-scope recall (target offers given their right label)")
+    ax.set_ylabel("accepted precision (given labels that are right)")
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "open set: threshold on the top probability")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_open_set(block: Mapping) -> str:
+    """One line of open-set figures (see `open_set_metrics`)."""
+    return (f"open set (out of scope = {block['other_label']}): accepted_precision={block['accepted_precision']:.4f}"
+            f"  in_scope_recall={block['in_scope_recall']:.4f}"
+            f"  out_of_scope_accept_rate={block['out_of_scope_accept_rate']:.4f}"
+            f"  target_macro_f1={block['target_macro_f1']:.4f}"
+            f"  (in scope {block['n_in_scope']}, out of scope {block['n_out_of_scope']})")

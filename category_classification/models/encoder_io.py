@@ -27,20 +27,45 @@ def save_encoder(model_dir, model: EmbeddingClassifier, config: EmbeddingClassif
     `train_info` must hold `max_length` (the token length the model was trained with); the rest (flags,
     figures) is kept for the record.
     """
+    import os
+
     from safetensors.torch import save_file
 
+    from category_classification.training.loop import publish_dir
+
     out = Path(model_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # written into a folder beside the files they replace, then each moved in by a rename: a run killed
+    # while saving never leaves a torn weights file in place of the previous model
+    stage = out / f".save-{os.getpid()}"
+    remove_stale_stages(out, ".save-")
+    stage.mkdir(parents=True, exist_ok=True)
     model = getattr(model, "module", model)  # unwrap DDP
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / WEIGHTS_FILE))
-    (out / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tokenizer.save_pretrained(str(out))
-    (out / TRAIN_INFO_FILE).write_text(json.dumps(train_info, indent=2, default=str) + "\n", encoding="utf-8")
-    write_model_info(out, "encoder", labels, max_length=int(train_info["max_length"]), weights=WEIGHTS_FILE,
+    save_file(state, str(stage / WEIGHTS_FILE))
+    (stage / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+    tokenizer.save_pretrained(str(stage))
+    (stage / TRAIN_INFO_FILE).write_text(json.dumps(train_info, indent=2, default=str) + "\n", encoding="utf-8")
+    write_model_info(stage, "encoder", labels, max_length=int(train_info["max_length"]), weights=WEIGHTS_FILE,
                      config=CONFIG_FILE, tokenizer=".", pad_token_id=config.pad_token_id,
                      num_parameters=model.num_parameters(), pooler=config.pooler, head=config.head)
-    return out
+    return publish_dir(stage, out)
+
+
+def remove_stale_stages(out: Path, prefix: str) -> None:
+    """Remove `<prefix><pid>` folders left in `out` by saves that were killed (their process is gone)."""
+    import os
+    import shutil
+
+    for p in out.glob(prefix + "*") if out.is_dir() else []:
+        pid = p.name.removeprefix(prefix)
+        if not pid.isdecimal() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue
 
 
 def load_encoder(model_dir, device="cpu"):

@@ -49,6 +49,9 @@ KINDS: dict[str, ModelKind] = {
                                              "{path=.}/tokenizer_config.json"), onnx_export=True),
     "onnx": ModelKind(f"{_PREDICTORS}:OnnxPredictor", ("{files}", "tokenizer.json", "tokenizer_config.json")),
     "fielded_linear": ModelKind("category_classification.models.fielded:FieldedPredictor", ("fielded_model.joblib",)),
+    "hierarchical_linear": ModelKind("category_classification.models.hierarchical:HierarchicalPredictor",
+                                     ("hierarchy_paths.json", "lvl1/linear_config.json", "lvl2/linear_config.json",
+                                      "lvl3/linear_config.json")),
     "ensemble": ModelKind("category_classification.inference.ensemble:EnsemblePredictor"),
 }
 

@@ -1,12 +1,11 @@
-"""Shared pieces of the training loops: LR schedule, length-bucketed (distributed) batches, padding,
-atomic checkpoints with RNG state, and torchrun / accelerate set-up."""
+"""Shared pieces of the training loops: LR schedule, length-bucketed (distributed) batches, padding, class
+weights, checkpoint files with RNG state, classes missing from train, and outputs moved into place when complete."""
 
 from __future__ import annotations
 
 import math
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -148,73 +147,38 @@ def load_checkpoint(path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def latest_checkpoint(directory) -> Path | None:
-    found = []
-    for p in Path(directory).glob("checkpoint-epoch*.pt"):
-        try:
-            found.append((int(p.stem.removeprefix("checkpoint-epoch")), p))
-        except ValueError:
-            continue
-    return max(found)[1] if found else None
+def classes_without_training_examples(splits, labels) -> list[str]:
+    """Names of the classes that occur in an evaluation split but never in train: the model cannot learn them,
+    so they are scored as misses and named in the output instead of stopping the run."""
+    seen = set(int(y) for y in splits["train"]["label"])
+    evaluated = set()
+    for name, split in splits.items():
+        if name != "train" and split is not None:
+            evaluated.update(int(y) for y in split["label"])
+    return [labels[i] for i in sorted(evaluated - seen)]
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
+def report_missing_classes(missing, log=print) -> None:
+    if missing:
+        log(f"{len(missing)} class(es) occur in validation/test but not in train, so every offer of them counts "
+            f"as a miss: {', '.join(missing)}")
 
 
-def setup_distributed(device_preference: str | None = None) -> tuple[DistInfo, torch.device]:
-    """Join the process group when started by torchrun / accelerate launch (WORLD_SIZE > 1); else single process.
+def publish_dir(staging, out) -> Path:
+    """Move every file and folder of `staging` into `out`, each by a rename (a folder that exists is renamed
+    away first, then removed), and remove `staging`: a reader never sees a half-written file."""
+    import shutil
 
-    NCCL on CUDA (one GPU per local rank), gloo on CPU.
-    """
-    from category_classification.core.devices import pick_device
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo(), pick_device(device_preference)
-    import torch.distributed as dist
-
-    info = DistInfo(rank=int(os.environ["RANK"]), world_size=world, local_rank=int(os.environ.get("LOCAL_RANK", 0)))
-    device = pick_device(device_preference)
-    if device.type == "cuda":
-        torch.cuda.set_device(info.local_rank)
-        device = torch.device("cuda", info.local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return info, device
-
-
-def cleanup_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def gather_to_main(obj, dist_info: DistInfo):
-    """Every rank's `obj` as a list on rank 0 (None elsewhere); [obj] without DDP."""
-    if not dist_info.enabled:
-        return [obj]
-    import torch.distributed as dist
-
-    out = [None] * dist_info.world_size if dist_info.is_main else None
-    dist.gather_object(obj, out, dst=0)
+    staging, out = Path(staging), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for item in sorted(staging.iterdir()):
+        dest = out / item.name
+        if dest.is_dir() and not dest.is_symlink():
+            old = out / f".{item.name}.old{os.getpid()}"
+            os.replace(dest, old)
+            os.replace(item, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(item, dest)
+    staging.rmdir()
     return out
-
-
-def barrier(dist_info: DistInfo) -> None:
-    if dist_info.enabled:
-        import torch.distributed as dist
-
-        dist.barrier()

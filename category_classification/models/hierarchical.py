@@ -1,0 +1,141 @@
+"""The GS1 hierarchy: one linear model per level (lvl1 > lvl2 > lvl3), decoded together so the three labels
+always form a path seen in training. Kind "hierarchical_linear"; trained by train_linear_baseline.py --hierarchy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.cli import UserError
+from category_classification.inference.base import Predictor
+from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
+
+LEVELS = ("lvl1", "lvl2", "lvl3")
+KIND = "hierarchical_linear"
+PATHS_FILE = "hierarchy_paths.json"
+# "paths": the path maximising the sum of the levels' log-probabilities; "lvl3": the level-3 argmax and its
+# parents. On the MWPD validation file (3,000 offers) "paths" scored higher: see docs/benchmarks.md.
+MODES = ("paths", "lvl3")
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+class HierarchicalLinear:
+    """Per-level `LinearTextClassifier`s and the table of (lvl1, lvl2, lvl3) index paths seen in training."""
+
+    def __init__(self, level_labels: Mapping[str, Sequence[str]], config: LinearConfig | None = None,
+                 mode: str = "paths"):
+        if mode not in MODES:
+            raise UserError(f"unknown hierarchy mode {mode!r} ({', '.join(MODES)})")
+        self.level_labels = {lv: list(level_labels[lv]) for lv in LEVELS}
+        self.config = config or LinearConfig()
+        self.mode = mode
+        self.models: dict[str, LinearTextClassifier] = {}
+        self.paths = np.zeros((0, 3), dtype=np.int64)
+
+    def fit(self, texts: Sequence[str], y: Mapping[str, Sequence[int]]) -> "HierarchicalLinear":
+        texts = list(texts)
+        for lv in LEVELS:
+            self.models[lv] = LinearTextClassifier(self.level_labels[lv], self.config).fit(texts, y[lv])
+        self.paths = np.unique(np.stack([np.asarray(y[lv]) for lv in LEVELS], axis=1), axis=0)
+        return self
+
+    def calibrate(self, texts: Sequence[str], y: Mapping[str, Sequence[int]]) -> None:
+        for lv in LEVELS:
+            self.models[lv].calibrate(texts, y[lv])
+
+    def path_log_probs(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, num_paths) sum over the levels of each path node's calibrated log-probability."""
+        texts = list(texts)
+        total = np.zeros((len(texts), len(self.paths)))
+        for k, lv in enumerate(LEVELS):
+            m = self.models[lv]
+            logp = _log_softmax(m.decision_scores(texts) / m.temperature)
+            total += logp[:, self.paths[:, k]]
+        return total
+
+    def decode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(chosen path index per text, path posteriors (n, num_paths))."""
+        if self.mode == "lvl3":
+            m = self.models["lvl3"]
+            scores = _log_softmax(m.decision_scores(list(texts)) / m.temperature)[:, self.paths[:, 2]]
+        else:
+            scores = self.path_log_probs(texts)
+        post = np.exp(_log_softmax(scores))
+        return post.argmax(axis=1), post
+
+    def predict_levels(self, texts: Sequence[str]) -> dict:
+        """level -> (label indices, marginal probability of each chosen label)."""
+        best, post = self.decode(texts)
+        out = {}
+        for k, lv in enumerate(LEVELS):
+            chosen = self.paths[best, k]
+            same = self.paths[:, k][None, :] == chosen[:, None]  # paths through the chosen node
+            out[lv] = (chosen, (post * same).sum(axis=1))
+        return out
+
+    def level_marginals(self, texts: Sequence[str], level: str = "lvl1") -> np.ndarray:
+        """(n, num labels of `level`) probabilities summed over the paths through each label."""
+        _, post = self.decode(texts)
+        k = LEVELS.index(level)
+        out = np.zeros((post.shape[0], len(self.level_labels[level])))
+        np.add.at(out.T, self.paths[:, k], post.T)
+        return out
+
+    def save(self, model_dir, **info) -> Path:
+        d = Path(model_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for lv in LEVELS:
+            self.models[lv].save(d / lv)
+        (d / PATHS_FILE).write_text(json.dumps({"mode": self.mode, "paths": self.paths.tolist()}) + "\n",
+                                    encoding="utf-8")
+        write_model_info(d, KIND, self.level_labels["lvl1"], levels=list(LEVELS), mode=self.mode,
+                         level_labels=self.level_labels, config=asdict(self.config), **info)
+        return d
+
+
+def load_hierarchical(model_dir) -> HierarchicalLinear:
+    d = Path(model_dir)
+    info = read_model_info(d)
+    if info.get("kind") != KIND:
+        raise UserError(f"{d} holds a {info.get('kind')} model, not a {KIND} one")
+    saved = json.loads((d / PATHS_FILE).read_text(encoding="utf-8"))
+    model = HierarchicalLinear(info["level_labels"], LinearConfig.from_dict(info.get("config", {})), saved["mode"])
+    model.models = {lv: load_linear(d / lv) for lv in LEVELS}
+    model.paths = np.asarray(saved["paths"], dtype=np.int64).reshape(-1, 3)
+    return model
+
+
+class HierarchicalPredictor(Predictor):
+    """`label` is the level-1 class (the dataset's `label` column); `levels` holds all three, one path."""
+
+    kind = KIND
+    runtime = "numpy"
+
+    def __init__(self, model_dir, info, batch_size=64):
+        super().__init__(model_dir, info, batch_size)
+        self.model = load_hierarchical(model_dir)
+
+    def predict_proba(self, texts):
+        return self.model.level_marginals(list(texts), "lvl1").astype(np.float32)
+
+    def predict(self, texts, top_k: int = 1, threshold: float | None = None) -> list[dict]:
+        texts = list(texts)
+        results = self.format(self.predict_proba(texts), top_k=top_k, threshold=threshold)
+        levels = self.model.predict_levels(texts)
+        for i, r in enumerate(results):
+            r["levels"] = {lv: {"label": self.model.level_labels[lv][int(idx[i])], "score": float(p[i])}
+                           for lv, (idx, p) in levels.items()}
+            if r["label"] is not None:  # the decoded path's level-1 class, so label and levels agree
+                r["label"] = r["levels"]["lvl1"]["label"]
+        return results

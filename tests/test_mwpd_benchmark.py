@@ -1,0 +1,61 @@
+"""bench/mwpd_benchmark.py on tiny MWPD-format files: the benchmark.json schema, --test mode, bad lines skipped."""
+
+import gzip
+import json
+
+import pytest
+
+from bench import mwpd_benchmark
+
+PATHS = [  # (lvl1, lvl2, lvl3, words)
+    ("67000000_Clothing", "67010000_Clothing", "67010800_Upper Body Wear/Tops", ["shirt", "blouse", "tee"]),
+    ("67000000_Clothing", "67010000_Clothing", "67010100_Lower Body Wear", ["jeans", "trousers", "shorts"]),
+    ("63000000_Footwear", "63010000_Footwear", "63010100_Footwear", ["sneakers", "boots", "sandals"]),
+    ("77000000_Automotive", "77010000_Parts", "77010100_Brakes", ["brake", "pads", "rotor"]),
+]
+
+
+def write_mwpd(path, n_per_path, seed):
+    import random
+
+    rnd = random.Random(seed)
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        for l1, l2, l3, words in PATHS:
+            for i in range(n_per_path):
+                name = f"{rnd.choice(words)} {rnd.choice(words)} item {rnd.randint(1, 999)}"
+                fh.write(json.dumps({"ID": str(i), "Name": name, "Description": "nice", "CategoryText": words[0],
+                                     "lvl1": l1, "lvl2": l2, "lvl3": l3}) + "\n")
+        fh.write("not json\n")
+        fh.write(json.dumps({"Name": "", "lvl1": "x", "lvl2": "y", "lvl3": "z"}) + "\n")
+
+
+@pytest.mark.parametrize("with_test", [False, True])
+def test_benchmark_writes_the_schema(tmp_path, with_test):
+    write_mwpd(tmp_path / "train.json.gz", 15, 0)
+    write_mwpd(tmp_path / "validation.json.gz", 5, 1)
+    argv = ["--out", str(tmp_path / "out"), "--mwpd_dir", str(tmp_path), "--models", "reference,linear,hier_linear"]
+    if with_test:
+        write_mwpd(tmp_path / "test.json.gz", 5, 2)
+        argv += ["--test", str(tmp_path / "test.json.gz")]
+    assert mwpd_benchmark.main(argv) == 0
+    result = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert result["default_model"] == "linear"
+    for name in ("reference", "linear", "hier_linear"):
+        r = result["models"][name]
+        assert set(r["gs1"]) == {"lvl1", "lvl2", "lvl3", "avg_weighted_f1"}
+        assert set(r["gs1"]["lvl3"]) == {"weighted_f1", "macro_f1"}
+        assert r["gs1"]["avg_weighted_f1"] > 0.9, name
+        assert set(r["six_class"]) == {"macro_f1", "accuracy"} and r["six_class"]["macro_f1"] > 0.9
+        assert r["train_seconds"] > 0 and r["peak_rss_mib"] > 10
+
+
+def test_unknown_model_is_a_user_error(tmp_path):
+    from category_classification.core.cli import run
+
+    assert run(mwpd_benchmark.main, ["--out", str(tmp_path), "--models", "nope"]) == 2
+
+
+def test_six_classes_read_off_gs1_codes():
+    assert mwpd_benchmark.six_of("67000000_Clothing", "67010100_Lower Body Wear") == "Clothing"
+    assert mwpd_benchmark.six_of("10000000_Other", "60010200_Books") == "Books"
+    assert mwpd_benchmark.six_of("10000000_Other", "10000001_x") is None
