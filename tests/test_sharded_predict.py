@@ -55,11 +55,11 @@ def test_shares_cover_every_record_once_in_order_cut_at_chunk_starts():
             assert spans[0][0] == 0 and spans[-1][1] == total
             assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
             assert max(b - a for a, b in spans) - min(b - a for a, b in spans) <= 1
-    # records 0, 4, 5 and 9 have no text; chunks of 2 usable records start at records 1, 3 and 7
+    # records 0, 4, 5 and 9 have no text: they fill chunks too (each gets its error line)
     records = [Record({"line": i}, None if i in (0, 4, 5, 9) else "t") for i in range(10)]
     total, starts = sharding.chunk_starts(records, 2)
-    assert (total, starts) == (10, [1, 3, 7])
-    for world, expected in ((1, [(0, 10)]), (2, [(0, 7), (7, 10)]), (4, [(0, 3), (3, 7), (7, 10), (10, 10)])):
+    assert (total, starts) == (10, [0, 2, 4, 6, 8])
+    for world, expected in ((1, [(0, 10)]), (2, [(0, 6), (6, 10)]), (4, [(0, 4), (4, 6), (6, 8), (8, 10)])):
         assert [sharding.record_share(total, starts, r, world) for r in range(world)] == expected
     assert [sharding.record_share(3, [], r, 2) for r in range(2)] == [(0, 3), (3, 3)]  # nothing usable
 
@@ -75,21 +75,22 @@ def test_two_processes_write_the_single_process_bytes_and_resume_per_part(setup)
     assert not sharding.shard_dir(out).exists()
     assert "joined 2 parts" in res.stderr
 
-    # A killed run: part 0 complete, part 1 with 700 lines and half a line. --resume finishes only what is left.
+    # A killed run: part 0 in its .partial with 1,100 lines and half a line, part 1 complete (parts are
+    # renamed into place when complete). --resume keeps part 1, and part 0's whole chunks (1,024 lines).
     out.unlink()
     lines = expected.decode("utf-8").splitlines(keepends=True)
     records = list(predict_script_records(setup["input"]))
     unit = sharding.chunk_size(64)  # predict.py's default --batch_size
     n_records, starts = sharding.chunk_starts(records, unit)
-    last_line_of_part0 = records[sharding.record_share(n_records, starts, 0, 2)[1] - 1].ref["line"]
-    half = sum(1 for line in lines if json.loads(line)["line"] <= last_line_of_part0)
+    half = sharding.record_share(n_records, starts, 0, 2)[1]  # one output line per record
     sharding.write_manifest(out, 2, n_records, unit)
-    sharding.part_path(out, 0, 2).write_text("".join(lines[:half]), encoding="utf-8")
-    sharding.part_path(out, 1, 2).write_text("".join(lines[half:half + 700]) + '{"line": 9', encoding="utf-8")
+    part0 = sharding.part_path(out, 0, 2)
+    part0.with_name(part0.name + ".partial").write_text("".join(lines[:1100]) + '{"line": 9', encoding="utf-8")
+    sharding.part_path(out, 1, 2).write_text("".join(lines[half:]), encoding="utf-8")
     res = torchrun(common + ["--resume"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert out.read_bytes() == expected
-    assert "resumed after 700" in res.stderr and f"resumed after {half}" in res.stderr
+    assert "resumed after 1024" in res.stderr and "complete before the interruption, kept" in res.stderr
 
     # resuming with another process count is refused in one line, on every rank
     sharding.write_manifest(out.with_name("other.jsonl"), 3, n_records, unit)

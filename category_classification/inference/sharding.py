@@ -49,15 +49,9 @@ def chunk_size(batch_size: int) -> int:
 
 
 def chunk_starts(records: Iterable, unit: int) -> tuple[int, list[int]]:
-    """(number of records, index of the record that opens each chunk of `unit` usable records)."""
-    total, usable, starts = 0, 0, []
-    for i, rec in enumerate(records):
-        total = i + 1
-        if rec.text is not None:  # records without text are reported, never predicted: they fill no chunk
-            if usable % unit == 0:
-                starts.append(i)
-            usable += 1
-    return total, starts
+    """(number of records, index of the record that opens each chunk of `unit` records)."""
+    total = sum(1 for _ in records)  # every record fills a chunk: a bad one gets its own error line
+    return total, list(range(0, total, unit))
 
 
 def record_share(total: int, starts: list[int], rank: int, world_size: int) -> tuple[int, int]:
