@@ -378,7 +378,8 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
                    log=None) -> Summary:
     """Predict every record into OUT.partial (one JSON line each, input order), then rename it to `out_path`.
 
-    Records are predicted `batch_size * chunk_batches` at a time (every record fills a chunk, bad ones too).
+    Records are predicted `batch_size * chunk_batches` at a time (every record fills a chunk, bad ones too;
+    a new zip member starts a new chunk, see `chunks`).
     With `resume`, the whole chunks of an earlier run's OUT.partial are kept and that many records are skipped,
     so the finished output is byte-identical to an uninterrupted run's with the same --batch_size.
     """
