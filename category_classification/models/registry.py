@@ -40,7 +40,7 @@ _PREDICTORS = "category_classification.inference.predictors"
 _HF_WEIGHTS = "{path=.}/model.safetensors|{path=.}/model.safetensors.index.json|{path=.}/pytorch_model.bin"
 
 KINDS: dict[str, ModelKind] = {
-    "linear": ModelKind(f"{_PREDICTORS}:LinearPredictor", ("linear_config.json", "{weights}")),
+    "linear": ModelKind(f"{_PREDICTORS}:LinearPredictor", ("linear_config.json", "{weights}", "{vocabulary}")),
     "encoder": ModelKind(f"{_PREDICTORS}:EncoderPredictor",
                          ("{config=encoder_config.json}", "{weights=model.safetensors}",
                           "{tokenizer=.}/tokenizer.json", "{tokenizer=.}/tokenizer_config.json"), onnx_export=True),
@@ -48,10 +48,11 @@ KINDS: dict[str, ModelKind] = {
                                             ("{path=.}/config.json", _HF_WEIGHTS, "{path=.}/tokenizer.json",
                                              "{path=.}/tokenizer_config.json"), onnx_export=True),
     "onnx": ModelKind(f"{_PREDICTORS}:OnnxPredictor", ("{files}", "tokenizer.json", "tokenizer_config.json")),
-    "fielded_linear": ModelKind("category_classification.models.fielded:FieldedPredictor", ("fielded_model.joblib",)),
+    "fielded_linear": ModelKind("category_classification.models.fielded:FieldedPredictor",
+                                ("{weights=fielded_model.joblib}", "{vocabulary}")),
     "hierarchical_linear": ModelKind("category_classification.models.hierarchical:HierarchicalPredictor",
                                      ("hierarchy_paths.json", "lvl1/linear_config.json", "lvl2/linear_config.json",
-                                      "lvl3/linear_config.json")),
+                                      "lvl3/linear_config.json", "{level_files}")),
     "ensemble": ModelKind("category_classification.inference.ensemble:EnsemblePredictor"),
 }
 
