@@ -117,7 +117,7 @@ def test_damaged_or_missing_model_file_is_one_line(tmp_path):
 
     out = tmp_path / "model"
     assert main(["--data", str(write(tmp_path / "train.json.gz", offers())), "--out", str(out)]) == 0
-    for name in ("fielded_weights.npz", "fielded_vocabulary.json"):
+    for name in ("fielded_weights.npz", "fielded_vocabulary.json.gz"):
         blob = (out / name).read_bytes()
         for damaged in (blob[: len(blob) // 2], b"", b"not an array file"):
             (out / name).write_bytes(damaged)

@@ -35,7 +35,7 @@ def plant_pickle(path, marker):
 
 def assert_plain_files(folder):
     for f in folder.rglob("*"):
-        assert f.suffix in (".json", ".npz", ""), f
+        assert f.suffix in (".json", ".npz", "") or f.name.endswith(".json.gz"), f
         if f.suffix == ".npz":
             with np.load(f, allow_pickle=False) as z:
                 assert all(z[k].dtype != object for k in z.files)
@@ -55,6 +55,10 @@ def test_tfidf_linear_loads_back_identical_probabilities(tmp_path):
     assert np.array_equal(again.predict_proba(QUERIES), model.predict_proba(QUERIES))
     assert np.allclose(load_predictor(tmp_path / "m").predict_proba(QUERIES), model.predict_proba(QUERIES),
                        atol=1e-6)
+    vocabulary = tmp_path / "m" / "linear_vocabulary.json.gz"
+    vocabulary.write_bytes(vocabulary.read_bytes()[:100])
+    with pytest.raises(UserError, match="linear_vocabulary.json.gz is damaged"):
+        load_predictor(tmp_path / "m")
 
 
 def test_hierarchical_loads_back_identical_and_declares_level_files(tmp_path):
@@ -66,8 +70,8 @@ def test_hierarchical_loads_back_identical_and_declares_level_files(tmp_path):
     assert_plain_files(tmp_path / "h")
     again = load_hierarchical(tmp_path / "h")
     assert np.array_equal(again.level_marginals(QUERIES), model.level_marginals(QUERIES))
-    (tmp_path / "h" / "lvl2" / "linear_vocabulary.json").unlink()
-    with pytest.raises(UserError, match="lvl2/linear_vocabulary.json is missing"):
+    (tmp_path / "h" / "lvl2" / "linear_vocabulary.json.gz").unlink()
+    with pytest.raises(UserError, match="lvl2/linear_vocabulary.json.gz is missing"):
         load_predictor(tmp_path / "h")
 
 

@@ -21,11 +21,12 @@ from category_classification.core.cli import UserError
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
 from category_classification.inference.base import Predictor
 from category_classification.models.linear import fit_temperature
-from category_classification.models.tfidf_io import refuse_pickle, tfidf_from_state, tfidf_state
+from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
+                                                   write_vocabulary)
 
 KIND = "fielded_linear"
 WEIGHTS_FILE = "fielded_weights.npz"  # per level sparse weights, intercepts, paths, each block's idf
-VOCABULARY_FILE = "fielded_vocabulary.json"  # each block's vectorizer settings and terms
+VOCABULARY_FILE = "fielded_vocabulary.json.gz"  # each block's vectorizer settings and terms
 PICKLE_FILE = "fielded_model.joblib"  # written by older versions; refused (see tfidf_io.refuse_pickle)
 CATEGORY_MARK, URL_MARK = " [category] ", " [url] "
 _MARKS = re.compile(r"\s*\[(category|url)\]\s*")
@@ -210,7 +211,7 @@ class FieldedLinear:
             w = self.weights[lv].tocsr()
             arrays.update({f"w{k}_data": w.data, f"w{k}_indices": w.indices, f"w{k}_indptr": w.indptr,
                            f"w{k}_shape": np.asarray(w.shape, dtype=np.int64), f"b{k}": self.intercepts[lv]})
-        (d / VOCABULARY_FILE).write_text(json.dumps({"blocks": blocks}, ensure_ascii=False) + "\n", encoding="utf-8")
+        write_vocabulary(d / VOCABULARY_FILE, {"blocks": blocks})
         np.savez_compressed(d / WEIGHTS_FILE, **arrays)
         first = self.levels[0]
         write_model_info(d, KIND, self.level_labels[first], levels=self.levels, level_labels=self.level_labels,
@@ -232,7 +233,7 @@ def load_fielded(model_dir) -> FieldedLinear:
     model = FieldedLinear({lv: labels[lv] for lv in levels}, FieldedConfig.from_dict(info.get("config", {})))
     if info.get("weights", PICKLE_FILE) == PICKLE_FILE:  # older folders name no weights file
         refuse_pickle(d / PICKLE_FILE)
-    vocab = json.loads((d / VOCABULARY_FILE).read_text(encoding="utf-8"))["blocks"]
+    vocab = read_vocabulary(d / VOCABULARY_FILE)["blocks"]
     vectorizer = FieldedVectorizer(model.config)
     if len(vocab) != len(vectorizer.blocks):
         raise ValueError(f"{VOCABULARY_FILE} holds {len(vocab)} blocks, the model {len(vectorizer.blocks)}")

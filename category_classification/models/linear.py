@@ -17,11 +17,12 @@ import numpy as np
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.models.ngram_features import HashedTfidf, NgramSpec
-from category_classification.models.tfidf_io import refuse_pickle, tfidf_from_state, tfidf_state
+from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
+                                                   write_vocabulary)
 
 CONFIG_FILE = "linear_config.json"
 WEIGHTS_FILE = "linear_weights.npz"  # plain arrays (weights, idf), no pickle
-VOCABULARY_FILE = "linear_vocabulary.json"  # features "tfidf": each vectorizer's settings and terms
+VOCABULARY_FILE = "linear_vocabulary.json.gz"  # features "tfidf": each vectorizer's settings and terms
 PICKLE_FILE = "linear_model.joblib"  # written by older versions; refused (see tfidf_io.refuse_pickle)
 TFIDF_PARTS = ("word", "char")  # the FeatureUnion's vectorizers, in column order
 ABSENT_SCORE = -1e4  # the score of a class no training offer has: never predicted, probability 0
@@ -194,7 +195,7 @@ class LinearTextClassifier:
             vocab = {}
             for name, vec in self.vectorizer.transformer_list:
                 vocab[name], arrays[f"idf_{name}"] = tfidf_state(vec)
-            (d / VOCABULARY_FILE).write_text(json.dumps(vocab, ensure_ascii=False) + "\n", encoding="utf-8")
+            write_vocabulary(d / VOCABULARY_FILE, vocab)
             info = {"vocabulary": VOCABULARY_FILE, **info}
         np.savez_compressed(d / WEIGHTS_FILE, **arrays)
         weights = WEIGHTS_FILE
@@ -222,7 +223,7 @@ def load_linear(model_dir) -> LinearTextClassifier:
         else:
             from sklearn.pipeline import FeatureUnion
 
-            vocab = json.loads((d / VOCABULARY_FILE).read_text(encoding="utf-8"))
+            vocab = read_vocabulary(d / VOCABULARY_FILE)
             model.vectorizer = FeatureUnion([(name, tfidf_from_state(vocab[name], w[f"idf_{name}"]))
                                              for name in TFIDF_PARTS])
         model.weights = np.zeros((int(w["num_features"]), len(model.labels)), dtype=np.float32)

@@ -167,12 +167,17 @@ def damaged_file(model_dir, kind: ModelKind, info: dict) -> tuple[str, str] | No
 
 
 def file_problem(path: Path) -> str | None:
-    """Why `path` cannot be read whole (checked by its extension: JSON, npz, safetensors, ONNX), or None."""
+    """Why `path` cannot be read whole (checked by its extension: JSON, JSON.gz, npz, safetensors, ONNX), or None."""
     try:
         if path.suffix == ".json":
             import json
 
             json.loads(path.read_text(encoding="utf-8"))
+        elif path.name.endswith(".json.gz"):
+            import gzip
+            import json
+
+            json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
         elif path.suffix == ".npz":
             import numpy as np
 

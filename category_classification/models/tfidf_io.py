@@ -1,8 +1,11 @@
-"""Fitted TF-IDF vectorizers as plain data (settings and terms as JSON, idf as an array) and back, so model
-folders hold no pickle: loading a pickle runs arbitrary code, and model folders are shared and served.
+"""Fitted TF-IDF vectorizers as plain data (settings and terms as gzipped JSON, idf as an array) and back, so
+model folders hold no pickle: loading a pickle runs arbitrary code, and model folders are shared and served.
 """
 
 from __future__ import annotations
+
+import gzip
+import json
 
 import numpy as np
 
@@ -44,6 +47,15 @@ def tfidf_from_state(state: dict, idf: np.ndarray):
     if terms:
         vec.idf_ = np.asarray(idf)
     return vec
+
+
+def write_vocabulary(path, obj) -> None:
+    """`obj` as gzipped JSON: a quarter of the plain size (MWPD 6 classes: 2.4 MB -> 0.6 MB), read in ~0.1 s."""
+    path.write_bytes(gzip.compress(json.dumps(obj, ensure_ascii=False).encode("utf-8"), mtime=0))
+
+
+def read_vocabulary(path):
+    return json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
 
 
 def refuse_pickle(path) -> None:
