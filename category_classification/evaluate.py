@@ -122,8 +122,11 @@ def main(argv=None):
         print(f"results written to {args.out}")
     if args.save_preds:
         with open(args.save_preds, "w", encoding="utf-8") as fh:
-            for y, p, row in zip(split["label"], preds, probs):
-                fh.write(json.dumps({"label": int(y), "pred": int(p), "score": float(row.max())}) + "\n")
+            for i, (y, p, row) in enumerate(zip(split["label"], preds, probs)):
+                rec = {"label": int(y), "pred": int(p), "score": float(row.max())}
+                if level_preds:
+                    rec["levels"] = {lv: names[i] for lv, names in level_preds.items()}
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return 0
 
 

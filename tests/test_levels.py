@@ -114,7 +114,9 @@ def test_evaluate_writes_the_gs1_block_of_level_models_only(gs1, tmp_path):
     data = gs1["data"]
     hier = gs1["models"]["hierarchical_linear"]
     assert evaluate.main(["--model", str(hier), "--data", str(data), "--split", "test", "--out",
-                          str(tmp_path / "hier")]) == 0
+                          str(tmp_path / "hier"), "--save_preds", str(tmp_path / "preds.jsonl")]) == 0
+    saved = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert len(saved) == 24 and all(set(r["levels"]) == set(LEVELS) for r in saved)
     got = json.loads((tmp_path / "hier" / "metrics.json").read_text())["test"]
     assert set(got["gs1"]) == {*LEVELS, "avg_weighted_f1", "avg_macro_f1"}
     assert set(got["gs1"]["lvl3"]) >= {"weighted_f1", "macro_f1"}
@@ -195,3 +197,12 @@ def test_predict_zip_cuts_descriptions_as_the_dataset_was_built(tmp_path):
     longer = [t for t in _texts(tmp_path / "old.jsonl") if t is not None]
     assert len(longer) == len(texts) and sum(a != b for a, b in zip(longer, texts)) > 10
     assert np.mean([len(a) >= len(b) for a, b in zip(longer, texts)]) == 1.0
+
+
+def test_an_ensemble_keeps_its_members_description_length(gs1, tmp_path):
+    from category_classification.inference.ensemble import write_ensemble
+
+    model = gs1["models"]["linear"]
+    shutil.copytree(model, tmp_path / "twin")
+    write_ensemble(tmp_path / "ens", [model, tmp_path / "twin"])
+    assert load_predictor(tmp_path / "ens").describe()["max_description_chars"] == 50
