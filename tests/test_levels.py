@@ -174,7 +174,8 @@ def test_predict_zip_cuts_descriptions_as_the_dataset_was_built(tmp_path):
 
     from category_classification.data.synthetic_lspc import write_lspc_zip
 
-    zip_path, map_path, _ = write_lspc_zip(tmp_path / "lspc", n_offers=240, n_members=2, mapped_fraction=1.0, seed=5)
+    zip_path, map_path, _ = write_lspc_zip(tmp_path / "lspc", n_offers=800, n_members=2, n_clusters=200,
+                                          mapped_fraction=1.0, seed=5)
     data, model = tmp_path / "data", tmp_path / "model"
     assert build_lspc_dataset.main(["--zip", str(zip_path), "--map", str(map_path), "--out", str(data), "--quiet",
                                     "--max_description_chars", "50"]) == 0
@@ -185,7 +186,7 @@ def test_predict_zip_cuts_descriptions_as_the_dataset_was_built(tmp_path):
     dsd = load_from_disk(str(data))
     dataset_texts = {t for split in dsd.values() for t in split["text"]}
     texts = [t for t in _texts(out) if t is not None]
-    assert len(texts) >= 200 and set(texts) <= dataset_texts
+    assert len(texts) >= 700 and set(texts) <= dataset_texts
     # the same model without the recorded length (an older folder): the builder's default, other texts
     old = tmp_path / "old"
     shutil.copytree(model, old)
