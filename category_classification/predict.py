@@ -66,8 +66,11 @@ def main(argv=None):
         check_output_path(args.out, [args.input, args.zip, args.model])
     shard = current_shard(args.out, texts_given=args.text is not None)  # under torchrun: this process's share
     if shard:
-        records = shard.begin(lambda: open_records(input_path=args.input, zip_path=args.zip, text_field=args.text_field,
-                                                   max_description_chars=chars), args.resume, args.batch_size)
+        records = shard.begin(lambda members=None: open_records(input_path=args.input, zip_path=args.zip,
+                                                                text_field=args.text_field, members=members,
+                                                                max_description_chars=chars),
+                              args.resume, args.batch_size, zip_path=args.zip,
+                              log=lambda msg: print(msg, file=sys.stderr))
         args.device, args.out = shard.device(args.device), str(shard.part)
         if args.resume and shard.part.is_file():  # parts are renamed into place only when complete
             print(f"{shard.part}: complete before the interruption, kept", file=sys.stderr)

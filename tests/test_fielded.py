@@ -117,11 +117,13 @@ def test_damaged_or_missing_model_file_is_one_line(tmp_path):
 
     out = tmp_path / "model"
     assert main(["--data", str(write(tmp_path / "train.json.gz", offers())), "--out", str(out)]) == 0
-    blob = (out / "fielded_model.joblib").read_bytes()
-    for damaged in (blob[: len(blob) // 2], b"", b"not a pickle at all"):
-        (out / "fielded_model.joblib").write_bytes(damaged)
-        with pytest.raises(UserError, match="fielded_model.joblib|cannot load"):
-            load_predictor(out)
-    (out / "fielded_model.joblib").unlink()
-    with pytest.raises(UserError, match="fielded_model.joblib is missing"):
+    for name in ("fielded_weights.npz", "fielded_vocabulary.json.gz"):
+        blob = (out / name).read_bytes()
+        for damaged in (blob[: len(blob) // 2], b"", b"not an array file"):
+            (out / name).write_bytes(damaged)
+            with pytest.raises(UserError, match=f"{name} is damaged"):
+                load_predictor(out)
+        (out / name).write_bytes(blob)
+    (out / "fielded_weights.npz").unlink()
+    with pytest.raises(UserError, match="fielded_weights.npz is missing"):
         load_predictor(out)

@@ -149,12 +149,13 @@ def read_csv(path: Path, text_field: str | None = None,
                 yield Record(ref, text)
 
 
-def read_lspc_zip(path: Path, max_description_chars: int | None = None) -> Iterator[Record]:
-    """Offers of every *.json.gz member of the LSPC zip, read by the dataset builder's own source
-    (data/sources.py), so each text is the one the builder trains on; unusable lines carry a reason."""
+def read_lspc_zip(path: Path, max_description_chars: int | None = None, members=None) -> Iterator[Record]:
+    """Offers of every *.json.gz member of the LSPC zip (or of `members` only, in that order), read by the
+    dataset builder's own source (data/sources.py), so each text is the one the builder trains on; unusable
+    lines carry a reason."""
     from category_classification.data.sources import SOURCES
     chars = DEFAULT_MAX_DESCRIPTION_CHARS if max_description_chars is None else max_description_chars
-    for rec in SOURCES["lspc"].records(path, chars):
+    for rec in SOURCES["lspc"].records(path, chars, members=members):
         yield Record(rec.ref, rec.text, rec.reason)
 
 
@@ -164,16 +165,17 @@ def _read_lspc_zip_minimal(path: Path) -> Iterator[Record]:
 
 
 def open_records(input_path=None, texts=None, zip_path=None, text_field: str | None = None,
-                 max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> Iterator[Record]:
-    """The records of whichever source was given: --text values, an input file, or the LSPC zip. Texts built
-    from title + description cut the description to `max_description_chars`, the model's training value."""
+                 max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None) -> Iterator[Record]:
+    """The records of whichever source was given: --text values, an input file, or the LSPC zip (all of its
+    members, or the listed `members`). Texts built from title + description cut the description to
+    `max_description_chars`, the model's training value."""
     if texts is not None:
         return (Record({"line": i + 1, "text": model_text(t)}, t) for i, t in enumerate(texts))
     if zip_path is not None:
         p = Path(zip_path)
         if not p.is_file():
             raise UserError(f"zip not found: {p}")
-        return read_lspc_zip(p, max_description_chars)
+        return read_lspc_zip(p, max_description_chars, members=members)
     p = Path(input_path)
     if not p.is_file():
         raise UserError(f"input file not found: {p}")
@@ -320,15 +322,26 @@ def _safe_ref(ref: dict) -> dict:
     return {k: encodable(v) if isinstance(v, str) else v for k, v in ref.items()}
 
 
+def chunks(items: Iterable, size: int, member_of=lambda rec: rec.ref.get("member")) -> Iterator[list]:
+    """`size` items at a time, and a new chunk at each new zip member: a rank of a sharded --zip run starts
+    at a member, so it predicts the very chunks (padding, float rounding) of a single process."""
+    chunk, member = [], None
+    for item in items:
+        m = member_of(item)
+        if chunk and (len(chunk) == size or m != member):
+            yield chunk
+            chunk = []
+        chunk.append(item)
+        member = m
+    if chunk:
+        yield chunk
+
+
 def predicted_rows(predictor, records: Iterable[Record], top_k: int = 1, threshold: float | None = None,
                    keep_text: bool = False, chunk_size: int = 1024) -> Iterator[list[dict]]:
     """Output rows, a chunk at a time, one per record in input order. Every text passes the one rule of
     data/text.py (`text_problem`, `model_text`), so the model never sees a blank or enormous text."""
-    it = iter(records)
-    while True:
-        chunk = list(islice(it, chunk_size))
-        if not chunk:
-            return
+    for chunk in chunks(records, chunk_size):
         rows, todo = [], []
         for rec in chunk:
             row = _safe_ref(rec.ref)
@@ -346,6 +359,16 @@ def predicted_rows(predictor, records: Iterable[Record], top_k: int = 1, thresho
         yield rows
 
 
+def _resume_point(partial: Path, chunk_size: int) -> int:
+    """Lines of OUT.partial in whole chunks (as `chunks` cuts them); a last chunk shorter than `chunk_size`
+    may be a kill's cut write, so it is redone and every batch stays the one an uninterrupted run makes."""
+    if not completed_lines(partial):
+        return 0
+    with open(partial, "rb") as fh:
+        sizes = [len(c) for c in chunks((json.loads(line) for line in fh), chunk_size, lambda row: row.get("member"))]
+    return sum(sizes) - (sizes[-1] if sizes[-1] < chunk_size else 0)
+
+
 def _recount(partial: Path, summary: Summary) -> None:
     """Count the rows a killed run already wrote, so a resumed run's summary covers the whole output."""
     with open(partial, "rb") as fh:
@@ -359,7 +382,8 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
                    log=None) -> Summary:
     """Predict every record into OUT.partial (one JSON line each, input order), then rename it to `out_path`.
 
-    Records are predicted `batch_size * chunk_batches` at a time (every record fills a chunk, bad ones too).
+    Records are predicted `batch_size * chunk_batches` at a time (every record fills a chunk, bad ones too;
+    a new zip member starts a new chunk, see `chunks`).
     With `resume`, the whole chunks of an earlier run's OUT.partial are kept and that many records are skipped,
     so the finished output is byte-identical to an uninterrupted run's with the same --batch_size.
     """
@@ -370,9 +394,8 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
     summary = Summary()
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
     chunk_size = max(1, batch_size * chunk_batches)
-    skip = completed_lines(partial) if resume else 0
-    if skip % chunk_size:  # a kill cut a chunk's write: redo that chunk whole, so every batch is the one an
-        skip -= skip % chunk_size  # uninterrupted run makes (torch models round floats by batch composition)
+    skip = _resume_point(partial, chunk_size) if resume else 0
+    if resume and partial.is_file():  # torch models round floats by batch composition: redo a cut chunk whole
         keep_first_lines(partial, skip)
     if skip:
         _recount(partial, summary)

@@ -21,9 +21,13 @@ from category_classification.core.cli import UserError
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
 from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.linear import fit_temperature
+from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
+                                                   write_vocabulary)
 
 KIND = "fielded_linear"
-MODEL_FILE = "fielded_model.joblib"
+WEIGHTS_FILE = "fielded_weights.npz"  # per level sparse weights, intercepts, paths, each block's idf
+VOCABULARY_FILE = "fielded_vocabulary.json.gz"  # each block's vectorizer settings and terms
+PICKLE_FILE = "fielded_model.joblib"  # written by older versions; refused (see tfidf_io.refuse_pickle)
 CATEGORY_MARK, URL_MARK = " [category] ", " [url] "
 _MARKS = re.compile(r"\s*\[(category|url)\]\s*")
 _URL_WORD_SPLIT = re.compile(r"[^a-z]+")
@@ -197,21 +201,28 @@ class FieldedLinear:
         return out
 
     def save(self, model_dir, **info) -> Path:
-        import joblib
-
         d = Path(model_dir)
         d.mkdir(parents=True, exist_ok=True)
-        joblib.dump({"vectorizer": self.vectorizer, "weights": self.weights, "intercepts": self.intercepts,
-                     "paths": self.paths}, d / MODEL_FILE, compress=3)
+        arrays, blocks = {"paths": self.paths}, []
+        for b, (_, vec, _) in enumerate(self.vectorizer.blocks):
+            state, arrays[f"idf_{b}"] = tfidf_state(vec)
+            blocks.append(state)
+        for k, lv in enumerate(self.levels):  # by position: level names are the user's
+            w = self.weights[lv].tocsr()
+            arrays.update({f"w{k}_data": w.data, f"w{k}_indices": w.indices, f"w{k}_indptr": w.indptr,
+                           f"w{k}_shape": np.asarray(w.shape, dtype=np.int64), f"b{k}": self.intercepts[lv]})
+        write_vocabulary(d / VOCABULARY_FILE, {"blocks": blocks})
+        np.savez_compressed(d / WEIGHTS_FILE, **arrays)
         first = self.levels[0]
         write_model_info(d, KIND, self.level_labels[first], levels=self.levels, level_labels=self.level_labels,
-                         temperatures=self.temperatures, config=asdict(self.config), **info)
+                         temperatures=self.temperatures, config=asdict(self.config), weights=WEIGHTS_FILE,
+                         vocabulary=VOCABULARY_FILE, **info)
         return d
 
 
 def load_fielded(model_dir) -> FieldedLinear:
-    """Load a folder written by `FieldedLinear.save` (a pickle: trust the source, as for linear "tfidf")."""
-    import joblib
+    """Load a folder written by `FieldedLinear.save` (plain arrays and JSON, never a pickle)."""
+    import scipy.sparse as sp
 
     d = Path(model_dir)
     info = read_model_info(d)
@@ -220,15 +231,21 @@ def load_fielded(model_dir) -> FieldedLinear:
     levels = info.get("levels") or ["label"]
     labels = info.get("level_labels") or {levels[0]: info["labels"]}
     model = FieldedLinear({lv: labels[lv] for lv in levels}, FieldedConfig.from_dict(info.get("config", {})))
-    try:
-        state = joblib.load(d / MODEL_FILE)
-        if not isinstance(state, dict) or not {"vectorizer", "weights", "intercepts", "paths"} <= set(state):
-            raise ValueError("not a fielded_linear model")
-    except Exception as exc:  # a truncated or overwritten pickle fails in many ways, none of them ours
-        raise UserError(f"{d}: {MODEL_FILE} is damaged ({type(exc).__name__}: {str(exc)[:120]}); "
-                        "retrain the model") from None
-    model.vectorizer, model.weights, model.intercepts = state["vectorizer"], state["weights"], state["intercepts"]
-    model.paths = np.asarray(state["paths"], dtype=np.int64)
+    if info.get("weights", PICKLE_FILE) == PICKLE_FILE:  # older folders name no weights file
+        refuse_pickle(d / PICKLE_FILE)
+    vocab = read_vocabulary(d / VOCABULARY_FILE)["blocks"]
+    vectorizer = FieldedVectorizer(model.config)
+    if len(vocab) != len(vectorizer.blocks):
+        raise ValueError(f"{VOCABULARY_FILE} holds {len(vocab)} blocks, the model {len(vectorizer.blocks)}")
+    with np.load(d / WEIGHTS_FILE, allow_pickle=False) as z:
+        vectorizer.blocks = [(i, tfidf_from_state(state, z[f"idf_{b}"]), w)
+                             for b, ((i, _, w), state) in enumerate(zip(vectorizer.blocks, vocab))]
+        for k, lv in enumerate(levels):
+            model.weights[lv] = sp.csr_matrix((z[f"w{k}_data"], z[f"w{k}_indices"], z[f"w{k}_indptr"]),
+                                              shape=tuple(z[f"w{k}_shape"]))
+            model.intercepts[lv] = z[f"b{k}"]
+        model.paths = np.asarray(z["paths"], dtype=np.int64)
+    model.vectorizer = vectorizer
     model.temperatures = {lv: float(info.get("temperatures", {}).get(lv, 1.0)) for lv in levels}
     return model
 
