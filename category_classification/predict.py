@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue after the last complete line of OUT.partial, the file a killed run leaves")
     p.add_argument("--keep_text", action="store_true", help="copy the input text into each output line")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out even if it is not an earlier predictions file")
     p.add_argument("--no_progress", action="store_true")
     return p
 
@@ -63,7 +65,7 @@ def main(argv=None):
     records = open_records(input_path=args.input, texts=args.text, zip_path=args.zip, text_field=args.text_field,
                            max_description_chars=chars)
     if args.out is not None:  # checked before the model loads: a bad --out costs nothing
-        check_output_path(args.out, [args.input, args.zip, args.model])
+        check_output_path(args.out, [args.input, args.zip, args.model], overwrite=args.overwrite)
     shard = current_shard(args.out, texts_given=args.text is not None)  # under torchrun: this process's share
     if shard:
         records = shard.begin(lambda members=None: open_records(input_path=args.input, zip_path=args.zip,

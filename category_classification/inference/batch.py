@@ -201,14 +201,28 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_output_path(out_path, sources: Iterable) -> None:
-    """Refuse, before any work, an --out that is a folder, is (or would overwrite) an input, or cannot be written."""
+def _written_by_us(path: Path) -> bool:
+    """True for an empty file or one whose first line is a prediction line of ours (a dict with `label`)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20)
+        return not first.strip() or (isinstance(obj := json.loads(first), dict) and "label" in obj)
+    except (OSError, ValueError):
+        return False
+
+
+def check_output_path(out_path, sources: Iterable, overwrite: bool = False) -> None:
+    """Refuse, before any work, an --out that is a folder, is (or would overwrite) an input, cannot be written,
+    or is an existing file that is not an earlier prediction output (unless `overwrite`)."""
     out = Path(out_path)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; name a file, e.g. {out / 'predictions.jsonl'}")
     for src in sources:
         if src is not None and (_same_file(out, Path(src)) or _same_file(partial_path(out), Path(src))):
             raise UserError(f"--out {out} is the input {src}: writing it would destroy the input; choose another --out")
+    if out.is_file() and not overwrite and not _written_by_us(out):
+        raise UserError(f"--out {out} exists and is not a predictions file of predict.py; "
+                        f"choose another --out, or pass --overwrite to replace it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent):  # the one reliable test of writability (root ignores modes)
