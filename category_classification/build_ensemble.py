@@ -13,6 +13,7 @@ import argparse
 import sys
 import time
 
+from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, add_eval_args, run
 from category_classification.core.env import stay_offline
 
@@ -35,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
+    check_model_out(args.out, [*args.models, args.data])
     from category_classification.inference.ensemble import write_ensemble
     from category_classification.inference.predictors import load_predictor
 

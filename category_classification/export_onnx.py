@@ -9,6 +9,7 @@ The output directory runs anywhere predict.py, evaluate.py and serve.py take --m
 import argparse
 import sys
 
+from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, run
 from category_classification.core.env import stay_offline
 
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
+    check_model_out(args.out, [args.model, args.check_data])
     from category_classification.inference.onnx_export import export_onnx, parity, write_parity
     from category_classification.inference.predictors import load_predictor
 

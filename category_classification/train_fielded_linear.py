@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, require_file, run
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
@@ -151,6 +152,7 @@ def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_model_out(args.out, [args.data, args.validation])
     levels = LEVEL_SETS[args.label_level]
     cfg = FieldedConfig(C=args.C, category_weight=args.category_weight, url_weight=args.url_weight,
                         decode=args.decode, seed=args.seed)

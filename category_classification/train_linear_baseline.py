@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, add_eval_args, run
 from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
@@ -165,6 +166,7 @@ def train_hierarchy(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    check_model_out(args.out, [args.data])
     if args.hierarchy:
         return train_hierarchy(args)
     dsd = load_dataset_dir(args.data)

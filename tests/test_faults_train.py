@@ -180,3 +180,24 @@ def test_publish_dir_replaces_files_and_folders(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["merged", "model.bin", "notes.txt"]
     assert [p.name for p in (out / "merged").iterdir()] == ["new.bin"]
     assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_model_out_that_would_lose_something_is_refused_before_any_work(data, tmp_path, capsys):
+    """Every trainer checks --out through core.artifacts.check_model_out: the linear and encoder trainers here."""
+    from category_classification import train_linear_baseline
+
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "metrics.json").write_text("my own notes\n")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    cases = [(notes, "did not write"), (a_file, "is a file"), (data, "input"), (data / "sub", "input"),
+             (a_file / "m", "cannot write")]
+    for out, words in cases:
+        for script, argv in ((train_linear_baseline.main, ["--data", str(data), "--out", str(out)]),
+                             (trainer.main, ["--data", str(data), "--out", str(out), *TINY])):
+            assert run(script, argv) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
+    assert (notes / "metrics.json").read_text() == "my own notes\n" and a_file.read_text() == "x"
+    assert not (data / "sub").exists()

@@ -40,6 +40,46 @@ def write_model_info(model_dir, kind: str, labels, data=None, **extra) -> Path:
     return path
 
 
+def _our_leftover(name: str) -> bool:
+    """What a killed trainer leaves in its --out: staged saves, LoRA's run folder, renamed-aside files."""
+    return name.startswith((".save-", ".checkpoints-")) or (name.startswith(".") and (".old" in name or ".tmp" in name))
+
+
+def _is_inside(a: Path, b: Path) -> bool:
+    return a == b or b in a.parents
+
+
+def check_model_out(out, inputs=()) -> Path:
+    """Refuse, before any work, a model --out that would lose something: a file, a folder that is or holds an
+    input (the dataset, a member model), a folder holding files no trainer of ours wrote (ours: a model
+    folder, or a run's checkpoints to resume from), or one that cannot be written. Returns it as a Path."""
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; a model is a folder: name a new one")
+    for src in inputs:
+        if src is not None and (_is_inside(out.resolve(), Path(src).resolve())
+                                or _is_inside(Path(src).resolve(), out.resolve())):
+            raise UserError(f"--out {out} is or holds the input {src}; name a folder of its own")
+    if out.is_dir() and any(out.iterdir()):
+        ours = ((out / MODEL_INFO).is_file() or (out / "checkpoints").is_dir()
+                or any(_our_leftover(p.name) for p in out.iterdir()))
+        if not ours:
+            raise UserError(f"--out {out} holds files a trainer did not write; name a new or empty folder")
+    probe = out.resolve()
+    while not probe.exists():  # nothing is created here: a run that stops on a later error leaves no folder
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe):  # the one reliable test of writability (root ignores modes)
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+    return out
+
+
 def read_model_info(model_dir) -> dict:
     """category_model.json of `model_dir`; missing, damaged or without kind and labels: a UserError."""
     path = Path(model_dir) / MODEL_INFO

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, option
 
 # Presets fill in settings the user did not give. "default" is the seed's 80M model with the Qwen3 vocabulary;
@@ -125,7 +126,7 @@ def setup(cfg: EncoderTrainConfig):
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed)
-    out = Path(cfg.out)
+    out = check_model_out(cfg.out, [cfg.data])
     return SimpleNamespace(cfg=cfg, dist=dist_info, device=device, out=out, ckpt_dir=out / "checkpoints",
                            log=print if dist_info.is_main else (lambda *a, **k: None))
 

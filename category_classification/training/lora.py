@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError
 from category_classification.models.lora import (CONFIG_FILE, EIGHT_BIT_OPTIMIZERS, OPTIMIZERS, LoraTrainConfig,
                                                   add_lora, count_parameters, load_classifier, load_tokenizer_for,
@@ -356,7 +357,7 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
     check_optimizer(cfg.optim, device)
     check_4bit(cfg.load_in_4bit, device)
     cfg = settle_config(cfg, log)
-    out = Path(cfg.out)
+    out = check_model_out(cfg.out, [cfg.data])
     data = load_splits(cfg)
     labels, splits = data["labels"], data["splits"]
     cfg.eval_steps = eval_steps_for(cfg, len(splits["train"]))
