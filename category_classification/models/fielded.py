@@ -20,6 +20,7 @@ from category_classification.core.artifacts import read_model_info, write_model_
 from category_classification.core.cli import UserError
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
 from category_classification.inference.base import LevelScores, Predictor
+from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior
 from category_classification.models.linear import fit_temperature
 from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
                                                    write_vocabulary)
@@ -121,11 +122,6 @@ class FieldedVectorizer:
                           for i, vec, w in self.blocks]).tocsr()
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 class FieldedLinear:
     """One vectorizer, one linear SVM per level (weights kept sparse), the label paths seen in training."""
 
@@ -182,7 +178,7 @@ class FieldedLinear:
         return dict(self.temperatures)
 
     def level_log_probs(self, texts: Sequence[str]) -> dict:
-        return {lv: _log_softmax(s / self.temperatures[lv]) for lv, s in self.level_scores(texts).items()}
+        return {lv: log_softmax(s / self.temperatures[lv]) for lv, s in self.level_scores(texts).items()}
 
     def predict_levels(self, texts: Sequence[str]) -> dict:
         """level -> (n, num labels) probabilities; with decode "paths" they are the marginals of the path
@@ -191,14 +187,8 @@ class FieldedLinear:
         logp = self.level_log_probs(texts)
         if self.config.decode == "flat" or len(self.levels) == 1:
             return {lv: np.exp(v) for lv, v in logp.items()}
-        total = sum(logp[lv][:, self.paths[:, k]] for k, lv in enumerate(self.levels))
-        post = np.exp(_log_softmax(total))
-        out = {}
-        for k, lv in enumerate(self.levels):
-            marg = np.zeros((post.shape[0], len(self.level_labels[lv])))
-            np.add.at(marg.T, self.paths[:, k], post.T)
-            out[lv] = marg
-        return out
+        post = path_posterior([logp[lv] for lv in self.levels], self.paths)
+        return {lv: level_marginals(post, self.paths, k, len(self.level_labels[lv])) for k, lv in enumerate(self.levels)}
 
     def save(self, model_dir, **info) -> Path:
         d = Path(model_dir)

@@ -15,6 +15,7 @@ import numpy as np
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.inference.base import LevelScores, Predictor
+from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior
 from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
 
 LEVELS = ("lvl1", "lvl2", "lvl3")
@@ -23,11 +24,6 @@ PATHS_FILE = "hierarchy_paths.json"
 # "paths": the path maximising the sum of the levels' log-probabilities; "lvl3": the level-3 argmax and its
 # parents. On the MWPD validation file (3,000 offers) "paths" scored higher: see docs/benchmarks.md.
 MODES = ("paths", "lvl3")
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
 
 class HierarchicalLinear:
@@ -54,24 +50,12 @@ class HierarchicalLinear:
         for lv in LEVELS:
             self.models[lv].calibrate(texts, y[lv])
 
-    def path_log_probs(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, num_paths) sum over the levels of each path node's calibrated log-probability."""
-        texts = list(texts)
-        total = np.zeros((len(texts), len(self.paths)))
-        for k, lv in enumerate(LEVELS):
-            m = self.models[lv]
-            logp = _log_softmax(m.decision_scores(texts) / m.temperature)
-            total += logp[:, self.paths[:, k]]
-        return total
-
     def decode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(chosen path index per text, path posteriors (n, num_paths))."""
-        if self.mode == "lvl3":
-            m = self.models["lvl3"]
-            scores = _log_softmax(m.decision_scores(list(texts)) / m.temperature)[:, self.paths[:, 2]]
-        else:
-            scores = self.path_log_probs(texts)
-        post = np.exp(_log_softmax(scores))
+        texts = list(texts)
+        levels = ("lvl3",) if self.mode == "lvl3" else LEVELS
+        logp = [log_softmax(self.models[lv].decision_scores(texts) / self.models[lv].temperature) for lv in levels]
+        post = path_posterior(logp, self.paths[:, 2:] if self.mode == "lvl3" else self.paths)
         return post.argmax(axis=1), post
 
     def predict_levels(self, texts: Sequence[str]) -> dict:
@@ -87,10 +71,7 @@ class HierarchicalLinear:
     def level_marginals(self, texts: Sequence[str], level: str = "lvl1") -> np.ndarray:
         """(n, num labels of `level`) probabilities summed over the paths through each label."""
         _, post = self.decode(texts)
-        k = LEVELS.index(level)
-        out = np.zeros((post.shape[0], len(self.level_labels[level])))
-        np.add.at(out.T, self.paths[:, k], post.T)
-        return out
+        return level_marginals(post, self.paths, LEVELS.index(level), len(self.level_labels[level]))
 
     def save(self, model_dir, **info) -> Path:
         d = Path(model_dir)

@@ -1,0 +1,28 @@
+"""Hierarchy-consistent decoding shared by the GS1 level models (hierarchical_linear, fielded_linear).
+
+A path is one (lvl1, lvl2, lvl3) index triple seen in training; its score is the sum of its nodes' log-probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def path_posterior(level_log_probs: Sequence[np.ndarray], paths: np.ndarray) -> np.ndarray:
+    """(n, num_paths) posterior over the paths: softmax of the summed log-probabilities of each path's nodes."""
+    total = sum(logp[:, paths[:, k]] for k, logp in enumerate(level_log_probs))
+    return np.exp(log_softmax(total))
+
+
+def level_marginals(post: np.ndarray, paths: np.ndarray, k: int, num_labels: int) -> np.ndarray:
+    """(n, num_labels) probability of each label of level k: the posterior summed over the paths through it."""
+    out = np.zeros((post.shape[0], num_labels))
+    np.add.at(out.T, paths[:, k], post.T)
+    return out
