@@ -203,7 +203,9 @@ def test_other_sub_classes_trained_per_source_and_summed_back(tmp_path):
 
 def test_other_split_none_or_without_sources_keeps_one_other_class():
     texts, labels, sources = split_offers(20)
-    plain = LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other")).fit(texts, labels, sources)
+    assert LinearConfig().other_split == "source"  # the default, chosen by grouped CV
+    plain = LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other", other_split="none")).fit(
+        texts, labels, sources)
     no_src = LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other", other_split="source")).fit(
         texts, labels)
     for model in (plain, no_src):
