@@ -31,11 +31,12 @@ LEVELS = ("lvl1", "lvl2", "lvl3")
 DEFAULT_MODEL = "linear"
 # Every kind here trains in well under 30 minutes on 2 CPU cores. The MiniLM LoRA fine-tune per level
 # (bench/lora_minilm.py, ~8 min per level on 2 cores) is not wired in yet: see docs/benchmarks.md.
-MODELS = ("reference", "linear", "hier_linear", "linear_breadcrumb", "hier_linear_breadcrumb")
+MODELS = ("reference", "linear", "hier_linear", "linear_breadcrumb", "hier_linear_breadcrumb", "fielded_linear")
 DESCRIPTION = {
     "reference": "scikit-learn TF-IDF word 1-2 + char_wb 2-5, LinearSVC(C=0.5, balanced), per level",
     "linear": "the fast default (models/linear.py), one model per level",
     "hier_linear": "per-level linear models, decoded along the GS1 paths seen in training",
+    "fielded_linear": "per-field TF-IDF (offer text, breadcrumb, URL words), GS1 path decoding (models/fielded.py)",
     "linear_breadcrumb": "the fast default, text + the shop's breadcrumb (CategoryText)",
     "hier_linear_breadcrumb": "hier_linear, text + the shop's breadcrumb (CategoryText)",
 }
@@ -162,7 +163,11 @@ def run_kind(kind: str, files: dict) -> dict:
     train = read_offers(files["train"], breadcrumb)
     test = read_offers(files["test"], breadcrumb)
     t0 = time.perf_counter()
-    if files.get("validation"):  # --test: validation is extra training data after calibration
+    if kind == "fielded_linear":  # reads the MWPD files itself: it needs the breadcrumb and URL fields
+        from category_classification.train_fielded_linear import benchmark_predictions
+
+        pred = benchmark_predictions(files["train"], files["test"], files.get("validation"))
+    elif files.get("validation"):  # --test: validation is extra training data after calibration
         val = read_offers(files["validation"], breadcrumb)
         pred = run_hier(train, val, test, refit=True) if base == "hier_linear" else run_flat(base, train + val, test)
     elif base == "hier_linear":

@@ -4,6 +4,9 @@
     python category_classification/predict.py --model runs/encoder_onnx --input offers.jsonl --text_field title --out preds.jsonl --resume
     python category_classification/predict.py --model runs/linear --zip lspcV2020.zip --out lspc_preds.jsonl --threshold 0.6
 
+Output goes to OUT.partial and is renamed to OUT when complete; every input record gets one line, in input
+order (a bad record gets {"error": reason, "label": null}). Details: docs/reliability.md.
+
 In Python: `from category_classification.predict import load_predictor`, then
 `load_predictor(model_dir).predict(titles, top_k=3, threshold=0.6)`.
 """
@@ -35,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "int8"), default=None,
                    help="ONNX directories: which export to run (default: the directory's default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
-    p.add_argument("--resume", action="store_true", help="continue after the last complete line of --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue after the last complete line of OUT.partial, the file a killed run leaves")
     p.add_argument("--keep_text", action="store_true", help="copy the input text into each output line")
     p.add_argument("--no_progress", action="store_true")
     return p
@@ -43,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from category_classification.inference.batch import count_lines, open_records, predict_stream
+    from category_classification.inference.batch import (check_output_path, count_lines, open_records,
+                                                          predict_stream, predicted_rows)
     from category_classification.inference.sharding import current_shard
 
     if args.batch_size < 1 or args.top_k < 1:
@@ -53,16 +58,25 @@ def main(argv=None):
     if args.out is None and args.text is None:
         raise UserError("--out is required with --input and --zip")
     records = open_records(input_path=args.input, texts=args.text, zip_path=args.zip, text_field=args.text_field)
+    if args.out is not None:  # checked before the model loads: a bad --out costs nothing
+        check_output_path(args.out, [args.input, args.zip, args.model])
     shard = current_shard(args.out, texts_given=args.text is not None)  # under torchrun: this process's share
     if shard:
-        records = shard.begin(lambda: open_records(input_path=args.input, zip_path=args.zip,
-                                                   text_field=args.text_field), args.resume, args.batch_size)
+        records = shard.begin(lambda members=None: open_records(input_path=args.input, zip_path=args.zip,
+                                                                text_field=args.text_field, members=members),
+                              args.resume, args.batch_size, zip_path=args.zip,
+                              log=lambda msg: print(msg, file=sys.stderr))
         args.device, args.out = shard.device(args.device), str(shard.part)
+        if args.resume and shard.part.is_file():  # parts are renamed into place only when complete
+            print(f"{shard.part}: complete before the interruption, kept", file=sys.stderr)
+            shard.finish(log=lambda msg: print(msg, file=sys.stderr))
+            return 0
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, threads=args.threads)
     if args.out is None:  # --text without --out: print the predictions
-        for rec, res in zip(records, predictor.predict(args.text, top_k=args.top_k, threshold=args.threshold)):
-            print(json.dumps({"text": rec.text, **res}, ensure_ascii=False))
+        for rows in predicted_rows(predictor, records, top_k=args.top_k, threshold=args.threshold):
+            for row in rows:
+                print(json.dumps(row, ensure_ascii=False))
         return 0
     total = shard.size if shard else count_lines(args.input) if args.input else (len(args.text) if args.text else None)
     summary = predict_stream(predictor, records, args.out, batch_size=args.batch_size, top_k=args.top_k,

@@ -4,7 +4,8 @@
     curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"titles": ["Nike Air Max 90"], "top_k": 3}'
 
 POST /predict {"titles": [...], "top_k": k, "threshold": t?}; GET /health; GET /model. Requests that
-arrive within --max_wait_ms of each other run as one model batch of up to --max_batch titles.
+arrive within --max_wait_ms of each other run as one model batch of up to --max_batch titles; a blank title
+gets {"error": ..., "label": null}, and a request the model fails on fails alone (docs/reliability.md).
 """
 
 import argparse
@@ -22,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from category_classification.core.cli import UserError, run
+from category_classification.data.text import model_text, text_problem
 
 
 @dataclass
@@ -95,23 +97,31 @@ class MicroBatcher:
                         break
                 batch.append(item)
                 n += len(item[0])
-            texts = [t for titles, _ in batch for t in titles]
-            try:
-                probs = await loop.run_in_executor(self.executor, self.predict_proba, texts)
-            except Exception as exc:  # every waiting request gets the error (a 500), the loop goes on
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            self.stats["requests"] += len(batch)
-            self.stats["titles"] += len(texts)
-            self.stats["batches"] += 1
-            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(texts))
-            start = 0
-            for titles, fut in batch:
-                if not fut.done():
-                    fut.set_result(probs[start:start + len(titles)])
-                start += len(titles)
+            await self._run(loop, batch)
+
+    async def _run(self, loop, batch):
+        """One model call for the whole batch; if it fails, each request alone, so a request the model
+        cannot take fails only itself (a 500 for it), never the requests batched with it."""
+        texts = [t for titles, _ in batch for t in titles]
+        try:
+            probs = await loop.run_in_executor(self.executor, self.predict_proba, texts)
+        except Exception as exc:  # noqa: BLE001 (handed to the request(s) it belongs to)
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
+                return
+            for item in batch:
+                await self._run(loop, [item])
+            return
+        self.stats["requests"] += len(batch)
+        self.stats["titles"] += len(texts)
+        self.stats["batches"] += 1
+        self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(texts))
+        start = 0
+        for titles, fut in batch:
+            if not fut.done():
+                fut.set_result(probs[start:start + len(titles)])
+            start += len(titles)
 
 
 class BodyLimit:
@@ -204,13 +214,21 @@ def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits:
             return JSONResponse(status_code=413, content={
                 "detail": f"title {too_long[0]} has {len(req.titles[too_long[0]])} characters; "
                           f"the limit is {limits.max_chars} per title"})
-        if not req.titles:
-            return {"predictions": []}
-        probs = await batcher.submit(req.titles)
+        # The one text rule of data/text.py: a blank title gets its own error, a lone surrogate or a control
+        # character is cleaned, so no title can fail the batch it shares with other requests.
+        problems = [text_problem(t) for t in req.titles]
+        texts = [model_text(t) for t, bad in zip(req.titles, problems) if not bad]
+        try:
+            probs = await batcher.submit(texts) if texts else None
+        except Exception as exc:  # noqa: BLE001 (this request only; the batcher has already retried the rest)
+            return JSONResponse(status_code=500, content={
+                "detail": f"the model failed on this request ({type(exc).__name__})"})
         t = req.threshold if req.threshold is not None else threshold
         # Plain str/float/None already: a JSONResponse skips FastAPI's generic encoder (a tenth of the
         # service's CPU per one-title request).
-        return JSONResponse({"predictions": predictor.format(probs, top_k=req.top_k, threshold=t)})
+        good = iter(predictor.format(probs, top_k=req.top_k, threshold=t) if texts else [])
+        return JSONResponse({"predictions": [{"error": bad, "label": None} if bad else next(good)
+                                             for bad in problems]})
 
     return app
 

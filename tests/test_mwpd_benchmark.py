@@ -33,14 +33,14 @@ def write_mwpd(path, n_per_path, seed):
 def test_benchmark_writes_the_schema(tmp_path, with_test):
     write_mwpd(tmp_path / "train.json.gz", 15, 0)
     write_mwpd(tmp_path / "validation.json.gz", 5, 1)
-    argv = ["--out", str(tmp_path / "out"), "--mwpd_dir", str(tmp_path), "--models", "reference,linear,hier_linear"]
+    argv = ["--out", str(tmp_path / "out"), "--mwpd_dir", str(tmp_path), "--models", "reference,linear,hier_linear,fielded_linear"]
     if with_test:
         write_mwpd(tmp_path / "test.json.gz", 5, 2)
         argv += ["--test", str(tmp_path / "test.json.gz")]
     assert mwpd_benchmark.main(argv) == 0
     result = json.loads((tmp_path / "out" / "benchmark.json").read_text())
     assert result["default_model"] == "linear"
-    for name in ("reference", "linear", "hier_linear"):
+    for name in ("reference", "linear", "hier_linear", "fielded_linear"):
         r = result["models"][name]
         assert set(r["gs1"]) == {"lvl1", "lvl2", "lvl3", "avg_weighted_f1"}
         assert set(r["gs1"]["lvl3"]) == {"weighted_f1", "macro_f1"}

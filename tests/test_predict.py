@@ -73,17 +73,19 @@ def _lines(path):
 
 
 def test_cli_formats_and_malformed_lines(models, tmp_path, capsys):
+    # every input record gets one output line, in input order; bad ones carry {"error", "label": null}
     txt = tmp_path / "in.txt"
     txt.write_bytes(b"gold ring\n\ndiaper stroller\n\xff\xfe broken\nnovel hardcover\n")
     out = tmp_path / "txt.jsonl"
     assert run(predict_script.main, ["--model", str(models["linear"]), "--input", str(txt), "--out", str(out),
                                      "--top_k", "2", "--no_progress"]) == 0
     rows = _lines(out)
-    assert [r["line"] for r in rows] == [1, 3, 5]
-    assert [r["label"] for r in rows] == ["Jewelry", "Baby", "Books"] and len(rows[0]["top_k"]) == 2
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["label"] for r in rows] == ["Jewelry", None, "Baby", None, "Books"] and len(rows[0]["top_k"]) == 2
+    assert [r.get("error") for r in rows] == [None, "blank text", None, "invalid UTF-8", None]
     err = capsys.readouterr().err
-    assert "skipped line 2: empty line" in err and "skipped line 4: invalid UTF-8" in err
-    assert "skipped 2" in err
+    assert "skipped line 2: blank text" in err and "skipped line 4: invalid UTF-8" in err
+    assert "skipped 2" in err and "labels: " in err
 
     jl = tmp_path / "in.jsonl"
     jl.write_text('{"id": 7, "title": "gold ring"}\n{not json\n[1, 2]\n{"title": 5}\n{"name": "boot sandal"}\n'
@@ -92,7 +94,8 @@ def test_cli_formats_and_malformed_lines(models, tmp_path, capsys):
     assert run(predict_script.main, ["--model", str(models["linear"]), "--input", str(jl), "--out", str(out),
                                      "--no_progress"]) == 0
     rows = _lines(out)
-    assert [(r["line"], r["label"]) for r in rows] == [(1, "Jewelry"), (5, "Shoes")] and rows[0]["id"] == 7
+    assert [(r["line"], r["label"]) for r in rows] == [(1, "Jewelry"), (2, None), (3, None), (4, None),
+                                                       (5, "Shoes"), (6, None)] and rows[0]["id"] == 7
     assert "skipped 4" in capsys.readouterr().err
 
     cs = tmp_path / "in.csv"
@@ -100,7 +103,7 @@ def test_cli_formats_and_malformed_lines(models, tmp_path, capsys):
     out = tmp_path / "cs.jsonl"
     assert run(predict_script.main, ["--model", str(models["linear"]), "--input", str(cs), "--text_field",
                                      "product_title", "--out", str(out), "--no_progress"]) == 0
-    assert [(r["id"], r["label"]) for r in _lines(out)] == [("1", "Jewelry"), ("3", "Baby")]
+    assert [(r["id"], r["label"]) for r in _lines(out)] == [("1", "Jewelry"), ("2", None), ("3", "Baby")]
 
 
 def test_cli_resume_continues_after_the_last_complete_line(models, tmp_path):
@@ -112,18 +115,20 @@ def test_cli_resume_continues_after_the_last_complete_line(models, tmp_path):
     assert run(predict_script.main, args + ["--out", str(full)]) == 0
     lines = full.read_text(encoding="utf-8").splitlines(keepends=True)
     assert len(lines) == len(texts)
-    # a run killed in the middle of writing line 24
-    part.write_text("".join(lines[:23]) + lines[23][:10], encoding="utf-8")
-    assert completed_lines(part) == 23 and part.read_text(encoding="utf-8") == "".join(lines[:23])
-    part.write_text("".join(lines[:23]) + lines[23][:10], encoding="utf-8")
+    # a run killed in the middle of writing line 24 leaves part.jsonl.partial
+    partial = tmp_path / "part.jsonl.partial"
+    partial.write_text("".join(lines[:23]) + lines[23][:10], encoding="utf-8")
+    assert completed_lines(partial) == 23 and partial.read_text(encoding="utf-8") == "".join(lines[:23])
+    partial.write_text("".join(lines[:23]) + lines[23][:10], encoding="utf-8")
     assert run(predict_script.main, args + ["--out", str(part), "--resume"]) == 0
+    assert not partial.exists()
     assert [json.loads(x)["line"] for x in part.read_text().splitlines()] == list(range(1, len(texts) + 1))
     a, b = _lines(full), _lines(part)
     assert [r["label"] for r in a] == [r["label"] for r in b]
     np.testing.assert_allclose([r["score"] for r in a], [r["score"] for r in b], atol=1e-5)
 
 
-def test_cli_zip_input(models, tmp_path):
+def test_cli_zip_input(models, tmp_path, capsys):
     zpath = tmp_path / "lspc.zip"
     offers = [{"cluster_id": 1, "title": "gold ring", "description": "silver pendant"},
               {"cluster_id": 2, "name": "diaper stroller"}, {"cluster_id": 3, "title": None}]
@@ -137,7 +142,9 @@ def test_cli_zip_input(models, tmp_path):
     assert run(predict_script.main, ["--model", str(models["linear"]), "--zip", str(zpath), "--out", str(out),
                                      "--no_progress"]) == 0
     rows = _lines(out)
-    assert [r["label"] for r in rows] == ["Jewelry", "Baby"]
+    assert [r["label"] for r in rows if "error" not in r] == ["Jewelry", "Baby"]
+    assert [r["label"] for r in rows if "error" in r] == [None, None, None]  # reported, in input order
+    assert "labels: Jewelry 1, Baby 1" in capsys.readouterr().err  # the run ends with the label distribution
     assert rows[0]["member"] == "offers_en/part_0.json.gz" and rows[0]["cluster_id"] == 1
 
 

@@ -34,10 +34,13 @@ class LspcSource:
         return [(p, what) for p, what in ((args.zip, "corpus zip"), (args.map, "category map")) if p]
 
     @staticmethod
-    def records(path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS):
+    def records(path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None):
+        """OfferRecords of every member, or of `members` only (in that order; an empty list reads none)."""
         from category_classification.data.lspc import iter_records
 
-        return iter_records(path, max_description_chars)
+        if members is not None and not members:
+            return iter(())
+        return iter_records(path, max_description_chars, members=members)
 
     @staticmethod
     def read(args, config, tmp: Path, progress: bool = True) -> ReadResult:

@@ -1,16 +1,20 @@
 """Streaming batch prediction: read offers from text/JSONL/CSV files or the LSPC zip, write JSONL, resume.
 
-Memory stays bounded: offers are read lazily and predicted a chunk at a time. A malformed input line is
-counted and reported, never fatal. `--resume` counts the complete lines already in the output and skips
-that many readable offers, so a killed run continues exactly where it stopped.
+Every input record gets one output line, in input order: its prediction, or {"error": reason, "label": null}
+when it is unusable (bad JSON, bad UTF-8, blank, too long), so outputs stay aligned with inputs and one bad
+record never fails its neighbours. Output goes to OUT.partial beside OUT and is renamed into place when
+complete; `--resume` keeps the complete lines of OUT.partial and continues after them.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
+import os
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,9 +23,16 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from category_classification.core.cli import UserError
+from category_classification.data.text import encodable, model_text, offer_text, text_problem
 
-TEXT_FIELDS = ("text", "title", "name")  # tried in this order when --text_field is not given
-MAX_REPORTED = 10  # malformed lines printed one by one; the rest only counted
+TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order when --text_field is not given
+TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
+DESCRIPTION_FIELDS = ("description", "Description")
+# A line longer than this is reported and skipped without being held whole (a 10 MB line once took 1.6 GB);
+# shorter ones are cut to MAX_TEXT_CHARS by the text rule.
+MAX_LINE_BYTES = 4 << 20
+MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
+BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
 
 
 @dataclass
@@ -34,6 +45,7 @@ class Record:
 
 
 def _text_from_obj(obj, text_field: str | None) -> tuple[str | None, str | None]:
+    """The model text of one JSON record: a title gets its description added with `offer_text`."""
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     fields = (text_field,) if text_field else TEXT_FIELDS
@@ -43,59 +55,74 @@ def _text_from_obj(obj, text_field: str | None) -> tuple[str | None, str | None]
             continue
         if not isinstance(value, str):
             return None, f"field {f!r} is not a string"
-        if not value.strip():
-            return None, "empty text"
+        if f in TITLE_FIELDS:
+            desc = next((obj[d] for d in DESCRIPTION_FIELDS if isinstance(obj.get(d), str)), "")
+            return offer_text(value, desc), None
         return value, None
     return None, f"no {' / '.join(fields)} field"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str | None]]:
-    """(line number, decoded line) pairs; a line that is not valid UTF-8 comes back as None."""
+def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, decoded line, problem) triples: a UTF-8 byte-order mark on line 1 is dropped, a line
+    that is not valid UTF-8 or is over MAX_LINE_BYTES comes back as None with the reason."""
     with open(path, "rb") as fh:
-        for n, raw in enumerate(fh, 1):
+        n = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                while raw and not raw.endswith(b"\n"):  # drop the rest of the line a block at a time
+                    raw = fh.readline(1 << 20)
+                yield n, None, f"line longer than {MAX_LINE_BYTES >> 20} MB"
+                continue
+            if n == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
             try:
-                yield n, raw.decode("utf-8").rstrip("\r\n")
+                yield n, raw.decode("utf-8").rstrip("\r\n"), None
             except UnicodeDecodeError:
-                yield n, None
+                yield n, None, "invalid UTF-8"
 
 
 def read_txt(path: Path) -> Iterator[Record]:
-    for n, line in _lines(path):
-        if line is None:
-            yield Record({"line": n}, reason="invalid UTF-8")
-        elif not line.strip():
-            yield Record({"line": n}, reason="empty line")
-        else:
-            yield Record({"line": n}, line)
+    for n, line, problem in _lines(path):
+        yield Record({"line": n}, line, problem)
 
 
 def read_jsonl(path: Path, text_field: str | None = None) -> Iterator[Record]:
-    for n, line in _lines(path):
+    for n, line, problem in _lines(path):
+        ref = {"line": n}
         if line is None:
-            yield Record({"line": n}, reason="invalid UTF-8")
+            yield Record(ref, reason=problem)
             continue
         if not line.strip():
-            continue  # blank lines in JSONL are layout, not records
+            yield Record(ref, reason="empty line")
+            continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError:
-            yield Record({"line": n}, reason="not valid JSON")
+        except ValueError:
+            yield Record(ref, reason="not valid JSON")
+            continue
+        except RecursionError:
+            yield Record(ref, reason="JSON nested too deep")
             continue
         text, reason = _text_from_obj(obj, text_field)
-        ref = {"line": n}
         if isinstance(obj, dict) and "id" in obj:
             ref["id"] = obj["id"]
         yield Record(ref, text, reason)
 
 
 def read_csv(path: Path, text_field: str | None = None) -> Iterator[Record]:
-    with open(path, "r", encoding="utf-8", errors="replace", newline="") as fh:
+    # utf-8-sig drops a byte-order mark; surrogateescape keeps bad bytes visible as lone surrogates
+    with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         fields = (text_field,) if text_field else TEXT_FIELDS
         column = next((f for f in fields if f in header), None)
         if column is None:
             raise UserError(f"{path}: no {' / '.join(fields)} column in the CSV header ({', '.join(header)})")
+        description = next((d for d in DESCRIPTION_FIELDS if d in header), None) if column in TITLE_FIELDS else None
         while True:
             try:
                 row = next(reader)
@@ -105,27 +132,27 @@ def read_csv(path: Path, text_field: str | None = None) -> Iterator[Record]:
                 yield Record({"line": reader.line_num}, reason=f"bad CSV ({exc})")
                 continue
             ref = {"line": reader.line_num}
-            if "id" in row and row["id"] is not None:
+            if row.get("id") is not None:
                 ref["id"] = row["id"]
             value = row.get(column)
             if value is None:
                 yield Record(ref, reason="too few columns")
-            elif "\ufffd" in value:
+            elif encodable(value) != value:
                 yield Record(ref, reason="invalid UTF-8")
-            elif not value.strip():
-                yield Record(ref, reason="empty text")
             else:
-                yield Record(ref, value)
+                desc = row.get(description) if description else None
+                yield Record(ref, offer_text(value, desc) if desc and encodable(desc) == desc else value)
 
 
-def read_lspc_zip(path: Path, max_description_chars: int | None = None) -> Iterator[Record]:
-    """Offers of every *.json.gz member of the LSPC zip, read by the dataset builder's own source
-    (data/sources.py), so each text is the one the builder trains on; unusable lines carry a reason."""
+def read_lspc_zip(path: Path, max_description_chars: int | None = None, members=None) -> Iterator[Record]:
+    """Offers of every *.json.gz member of the LSPC zip (or of `members` only, in that order), read by the
+    dataset builder's own source (data/sources.py), so each text is the one the builder trains on; unusable
+    lines carry a reason."""
     from category_classification.data.sources import SOURCES
     from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
 
     chars = DEFAULT_MAX_DESCRIPTION_CHARS if max_description_chars is None else max_description_chars
-    for rec in SOURCES["lspc"].records(path, chars):
+    for rec in SOURCES["lspc"].records(path, chars, members=members):
         yield Record(rec.ref, rec.text, rec.reason)
 
 
@@ -134,16 +161,17 @@ def _read_lspc_zip_minimal(path: Path) -> Iterator[Record]:
     return read_lspc_zip(path)
 
 
-def open_records(input_path=None, texts=None, zip_path=None, text_field: str | None = None) -> Iterator[Record]:
-    """The records of whichever source was given: --text values, an input file, or the LSPC zip."""
+def open_records(input_path=None, texts=None, zip_path=None, text_field: str | None = None,
+                 members=None) -> Iterator[Record]:
+    """The records of whichever source was given: --text values, an input file, or the LSPC zip (all of its
+    members, or the listed `members`)."""
     if texts is not None:
-        return (Record({"line": i + 1, "text": t}, t) if t.strip() else Record({"line": i + 1}, reason="empty text")
-                for i, t in enumerate(texts))
+        return (Record({"line": i + 1, "text": model_text(t)}, t) for i, t in enumerate(texts))
     if zip_path is not None:
         p = Path(zip_path)
         if not p.is_file():
             raise UserError(f"zip not found: {p}")
-        return read_lspc_zip(p)
+        return read_lspc_zip(p, members=members)
     p = Path(input_path)
     if not p.is_file():
         raise UserError(f"input file not found: {p}")
@@ -155,6 +183,34 @@ def open_records(input_path=None, texts=None, zip_path=None, text_field: str | N
     if suffix in (".csv", ".tsv"):
         return read_csv(p, text_field)
     raise UserError(f"{p}: unsupported input type {suffix!r} (use .txt, .jsonl or .csv)")
+
+
+def partial_path(out_path) -> Path:
+    """Where a run writes until it is complete: OUT.partial, beside OUT (same file system, so the rename is atomic)."""
+    out_path = Path(out_path)
+    return out_path.with_name(out_path.name + ".partial")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)  # symlinks, hard links and relative spellings alike
+    return a.resolve() == b.resolve()
+
+
+def check_output_path(out_path, sources: Iterable) -> None:
+    """Refuse, before any work, an --out that is a folder, is (or would overwrite) an input, or cannot be written."""
+    out = Path(out_path)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; name a file, e.g. {out / 'predictions.jsonl'}")
+    for src in sources:
+        if src is not None and (_same_file(out, Path(src)) or _same_file(partial_path(out), Path(src))):
+            raise UserError(f"--out {out} is the input {src}: writing it would destroy the input; choose another --out")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out.parent):  # the one reliable test of writability (root ignores modes)
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
 
 
 def count_lines(path) -> int | None:
@@ -196,88 +252,169 @@ def completed_lines(out_path: Path) -> int:
     return n
 
 
+def keep_first_lines(path: Path, n: int) -> None:
+    """Cut `path` after its first `n` lines."""
+    offset = 0
+    with open(path, "rb+") as fh:
+        for i, line in enumerate(fh):
+            if i == n:
+                break
+            offset += len(line)
+        fh.truncate(offset)
+
+
 @dataclass
 class Summary:
     read: int = 0
     predicted: int = 0
     resumed_after: int = 0
     skipped: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+
+    def count(self, row: dict) -> None:
+        """Count one output row: an error by its reason, a prediction by its label (out-of-scope classes too)."""
+        self.read += 1
+        if "error" in row:
+            self.skipped[row["error"]] += 1
+        else:
+            self.predicted += 1
+            self.labels[row["label"] if row["label"] is not None else BELOW_THRESHOLD] += 1
 
     def as_dict(self) -> dict:
         return {"read": self.read, "predicted": self.predicted, "resumed_after": self.resumed_after,
                 "skipped": sum(self.skipped.values()), "skipped_by_reason": dict(self.skipped),
-                "seconds": round(self.seconds, 2),
+                "labels": dict(self.labels.most_common()), "seconds": round(self.seconds, 2),
                 "titles_per_s": round(self.predicted / self.seconds, 1) if self.seconds > 0 else None}
 
     def line(self) -> str:
         d = self.as_dict()
         reasons = ", ".join(f"{k}: {v}" for k, v in self.skipped.most_common()) or "none"
+        labels = ", ".join(f"{k} {v}" for k, v in self.labels.most_common()) or "none"
         return (f"read {d['read']}, predicted {d['predicted']}, skipped {d['skipped']} ({reasons}), "
-                f"resumed after {d['resumed_after']}, {d['seconds']}s, {d['titles_per_s']} titles/s")
+                f"resumed after {d['resumed_after']}, {d['seconds']}s, {d['titles_per_s']} titles/s; "
+                f"labels: {labels}")
+
+
+def _predict_texts(predictor, texts: list[str], top_k: int, threshold) -> list[dict]:
+    """Predictions for one chunk; if the chunk fails, each text alone, so a text the model cannot take
+    fails only itself. When every text fails on its own the model is broken, not a record: raise."""
+    try:
+        return predictor.predict(texts, top_k=top_k, threshold=threshold)
+    except Exception as chunk_exc:  # noqa: BLE001 (isolated below, re-raised when systematic)
+        results = []
+        for t in texts:
+            try:
+                results.append(predictor.predict([t], top_k=top_k, threshold=threshold)[0])
+            except Exception as exc:  # noqa: BLE001
+                results.append({"error": f"model failed on this text ({type(exc).__name__})", "label": None})
+        if len(texts) > 1 and all("error" in r for r in results):
+            raise chunk_exc
+        return results
+
+
+def _safe_ref(ref: dict) -> dict:
+    # ids come from the input: a lone surrogate in one must not make the output line unwritable
+    return {k: encodable(v) if isinstance(v, str) else v for k, v in ref.items()}
+
+
+def chunks(items: Iterable, size: int, member_of=lambda rec: rec.ref.get("member")) -> Iterator[list]:
+    """`size` items at a time, and a new chunk at each new zip member: a rank of a sharded --zip run starts
+    at a member, so it predicts the very chunks (padding, float rounding) of a single process."""
+    chunk, member = [], None
+    for item in items:
+        m = member_of(item)
+        if chunk and (len(chunk) == size or m != member):
+            yield chunk
+            chunk = []
+        chunk.append(item)
+        member = m
+    if chunk:
+        yield chunk
+
+
+def predicted_rows(predictor, records: Iterable[Record], top_k: int = 1, threshold: float | None = None,
+                   keep_text: bool = False, chunk_size: int = 1024) -> Iterator[list[dict]]:
+    """Output rows, a chunk at a time, one per record in input order. Every text passes the one rule of
+    data/text.py (`text_problem`, `model_text`), so the model never sees a blank or enormous text."""
+    for chunk in chunks(records, chunk_size):
+        rows, todo = [], []
+        for rec in chunk:
+            row = _safe_ref(rec.ref)
+            reason = rec.reason or (text_problem(rec.text) if rec.text is not None else "no text")
+            if reason:
+                row.update({"error": reason, "label": None})
+            else:
+                todo.append((row, model_text(rec.text)))
+            rows.append(row)
+        texts = [t for _, t in todo]
+        for (row, text), res in zip(todo, _predict_texts(predictor, texts, top_k, threshold) if texts else []):
+            if keep_text:
+                row["text"] = text
+            row.update(res)
+        yield rows
+
+
+def _resume_point(partial: Path, chunk_size: int) -> int:
+    """Lines of OUT.partial in whole chunks (as `chunks` cuts them); a last chunk shorter than `chunk_size`
+    may be a kill's cut write, so it is redone and every batch stays the one an uninterrupted run makes."""
+    if not completed_lines(partial):
+        return 0
+    with open(partial, "rb") as fh:
+        sizes = [len(c) for c in chunks((json.loads(line) for line in fh), chunk_size, lambda row: row.get("member"))]
+    return sum(sizes) - (sizes[-1] if sizes[-1] < chunk_size else 0)
+
+
+def _recount(partial: Path, summary: Summary) -> None:
+    """Count the rows a killed run already wrote, so a resumed run's summary covers the whole output."""
+    with open(partial, "rb") as fh:
+        for line in fh:
+            summary.count(json.loads(line))
 
 
 def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: int = 64, top_k: int = 1,
                    threshold: float | None = None, resume: bool = False, keep_text: bool = False,
                    chunk_batches: int = 16, total: int | None = None, progress: bool = True,
                    log=None) -> Summary:
-    """Predict every usable record and append one JSON line per record to `out_path`.
+    """Predict every record into OUT.partial (one JSON line each, input order), then rename it to `out_path`.
 
-    Records are predicted `chunk_batches * batch_size` at a time (the predictor sorts each chunk by length,
-    so bigger chunks pad less) and written in input order.
+    Records are predicted `batch_size * chunk_batches` at a time (every record fills a chunk, bad ones too;
+    a new zip member starts a new chunk, see `chunks`).
+    With `resume`, the whole chunks of an earlier run's OUT.partial are kept and that many records are skipped,
+    so the finished output is byte-identical to an uninterrupted run's with the same --batch_size.
     """
     from tqdm import tqdm
 
-    out_path = Path(out_path)
+    out_path, partial = Path(out_path), partial_path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     summary = Summary()
-    skip = completed_lines(out_path) if resume else 0
-    summary.resumed_after = skip
-    chunk_size = max(1, batch_size * chunk_batches)
-    t0 = time.perf_counter()
-    bar = tqdm(total=total, unit="line", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
-    reported = 0
-    usable_seen = 0
+    chunk_size = max(1, batch_size * chunk_batches)
+    skip = _resume_point(partial, chunk_size) if resume else 0
+    if resume and partial.is_file():  # torch models round floats by batch composition: redo a cut chunk whole
+        keep_first_lines(partial, skip)
     if skip:
-        log(f"resuming: {skip} offers already in {out_path}")
-
-    def usable():
-        nonlocal usable_seen, reported
-        for rec in records:
-            summary.read += 1
-            bar.update(1)
-            if rec.text is None:
-                summary.skipped[rec.reason or "unusable"] += 1
-                if reported < MAX_REPORTED:
-                    where = " ".join(f"{k} {v}" for k, v in rec.ref.items() if k in ("member", "line"))
-                    log(f"skipped {where}: {rec.reason}")
-                    reported += 1
-                    if reported == MAX_REPORTED:
-                        log("(further malformed lines are only counted)")
-                continue
-            usable_seen += 1
-            if usable_seen <= skip:
-                continue
-            yield rec
-
-    with open(out_path, "a" if resume else "w", encoding="utf-8") as out:
-        it = usable()
-        while True:
-            chunk = list(islice(it, chunk_size))
-            if not chunk:
-                break
-            results = predictor.predict([r.text for r in chunk], top_k=top_k, threshold=threshold)
-            lines = []
-            for rec, res in zip(chunk, results):
-                row = dict(rec.ref)
-                if keep_text:
-                    row["text"] = rec.text
-                row.update(res)
-                lines.append(json.dumps(row, ensure_ascii=False))
-            out.write("\n".join(lines) + "\n")
+        _recount(partial, summary)
+        log(f"resuming: {skip} records already in {partial}")
+    elif resume:
+        log(f"nothing to resume in {partial}: starting from the first record")
+    summary.resumed_after = skip
+    t0 = time.perf_counter()
+    bar = tqdm(total=total, initial=skip, unit="line", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    rows_it = predicted_rows(predictor, islice(records, skip, None), top_k, threshold, keep_text, chunk_size)
+    with open(partial, "ab" if skip else "wb") as out:
+        for rows in rows_it:
+            for row in rows:
+                summary.count(row)
+                if "error" in row and sum(summary.skipped.values()) <= MAX_REPORTED:
+                    where = " ".join(f"{k} {v}" for k, v in row.items() if k in ("member", "line"))
+                    log(f"skipped {where}: {row['error']}" + (" (further ones only counted)"
+                        if sum(summary.skipped.values()) == MAX_REPORTED else ""))
+            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
             out.flush()
-            summary.predicted += len(chunk)
+            bar.update(len(rows))
+        os.fsync(out.fileno())
+    os.replace(partial, out_path)
     bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary

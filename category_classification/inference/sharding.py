@@ -1,10 +1,12 @@
 """Batch prediction over the processes of a `torchrun` launch (one or several nodes): each rank predicts one
 contiguous share of the input into its own part file, and rank 0 joins the parts, in input order, into --out.
 
-The shares are contiguous runs of records cut where a single process starts a new prediction chunk, so every
-rank predicts the very batches one process would (same padding, same float rounding) and the joined parts
-hold exactly its bytes. The parts live in `<out>.shards/` with a manifest until the join, so `--resume`
-continues every part where it stopped; on several nodes that folder must be on a filesystem they all share.
+The shares are cut where a single process starts a new prediction chunk, so every rank predicts the very
+batches one process would (same padding, same float rounding) and the joined parts hold exactly its bytes:
+a --zip is shared out as contiguous runs of whole members (chunks restart at each member, batch.chunks),
+read by each rank alone; other inputs are counted first and cut at chunk starts. The parts live in
+`<out>.shards/` with a manifest until the join, so `--resume` continues every part where it stopped; on
+several nodes that folder must be on a filesystem they all share.
 """
 
 from __future__ import annotations
@@ -49,15 +51,9 @@ def chunk_size(batch_size: int) -> int:
 
 
 def chunk_starts(records: Iterable, unit: int) -> tuple[int, list[int]]:
-    """(number of records, index of the record that opens each chunk of `unit` usable records)."""
-    total, usable, starts = 0, 0, []
-    for i, rec in enumerate(records):
-        total = i + 1
-        if rec.text is not None:  # records without text are reported, never predicted: they fill no chunk
-            if usable % unit == 0:
-                starts.append(i)
-            usable += 1
-    return total, starts
+    """(number of records, index of the record that opens each chunk of `unit` records)."""
+    total = sum(1 for _ in records)  # every record fills a chunk: a bad one gets its own error line
+    return total, list(range(0, total, unit))
 
 
 def record_share(total: int, starts: list[int], rank: int, world_size: int) -> tuple[int, int]:
@@ -65,6 +61,28 @@ def record_share(total: int, starts: list[int], rank: int, world_size: int) -> t
     first, last = share(len(starts), rank, world_size)
     start = 0 if rank == 0 else (starts[first] if first < len(starts) else total)
     return start, (starts[last] if last < len(starts) else total)
+
+
+def member_shares(sizes: list[int], world_size: int) -> list[range]:
+    """Indexes of the members each rank reads: contiguous runs in zip order, balanced by byte size (a member
+    goes to the rank whose equal slice of the total bytes holds its middle byte)."""
+    total, before, owner = max(sum(sizes), 1), 0, []
+    for size in sizes:
+        owner.append(min(world_size - 1, (2 * before + size) * world_size // (2 * total)))
+        before += size
+    return [range(owner.index(r), len(owner) - owner[::-1].index(r)) if r in owner else range(0, 0)
+            for r in range(world_size)]
+
+
+def zip_members(zip_path) -> list[tuple[str, int]]:
+    """(name, size) of the corpus members in reading order, sizes from the zip directory (nothing unpacked)."""
+    import zipfile
+
+    from category_classification.data.lspc import list_members
+
+    names = list_members(zip_path)
+    with zipfile.ZipFile(zip_path) as zf:
+        return [(name, zf.getinfo(name).file_size) for name in names]
 
 
 def shard_dir(out) -> Path:
@@ -76,7 +94,8 @@ def part_path(out, rank: int, world_size: int) -> Path:
     return shard_dir(out) / f"part-{rank:05d}-of-{world_size:05d}.jsonl"
 
 
-def write_manifest(out, world_size: int, records: int, unit: int) -> Path:
+def write_manifest(out, world_size: int, records, unit: int) -> Path:
+    """`records`: the record count of an input file, or the [name, size] members of a zip."""
     path = shard_dir(out) / MANIFEST
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
@@ -86,7 +105,7 @@ def write_manifest(out, world_size: int, records: int, unit: int) -> Path:
     return path
 
 
-def check_manifest(out, world_size: int, records: int, unit: int) -> None:
+def check_manifest(out, world_size: int, records, unit: int) -> None:
     """The shards folder must describe this very split of this input, or the parts would not fit together."""
     path = shard_dir(out) / MANIFEST
     if not path.is_file():
@@ -96,8 +115,9 @@ def check_manifest(out, world_size: int, records: int, unit: int) -> None:
         raise UserError(f"{shard_dir(out)} was written by {found.get('world_size')} processes, this run has "
                         f"{world_size}: resume with the same number of processes, or start again without --resume")
     if found.get("records") != records:
-        raise UserError(f"{shard_dir(out)} was written for {found.get('records')} input records, the input now "
-                        f"has {records}: start again without --resume")
+        what = (f"{found.get('records')} input records, the input now has {records}" if isinstance(records, int)
+                else "other zip members (names or sizes differ)")
+        raise UserError(f"{shard_dir(out)} was written for {what}: start again without --resume")
     if found.get("chunk") != unit:
         raise UserError(f"{shard_dir(out)} was written with chunks of {found.get('chunk')} offers, this run makes "
                         f"{unit} (--batch_size changed): resume with the same --batch_size")
@@ -131,14 +151,15 @@ class Shard:
     local_rank: int
     start: int = 0
     stop: int = 0
+    members: list | None = None  # a --zip run: the members this rank reads (its records are not counted)
 
     @property
     def part(self) -> Path:
         return part_path(self.out, self.rank, self.world_size)
 
     @property
-    def size(self) -> int:
-        return self.stop - self.start
+    def size(self) -> int | None:
+        return None if self.members is not None else self.stop - self.start
 
     def device(self, preference: str) -> str:
         """One GPU per process on each node: 'cuda' (or 'auto' where CUDA exists) becomes cuda:<local rank>."""
@@ -148,17 +169,27 @@ class Shard:
             return f"cuda:{self.local_rank % max(torch.cuda.device_count(), 1)}"
         return preference
 
-    def begin(self, open_source: Callable[[], Iterable], resume: bool, batch_size: int) -> Iterator:
-        """Count the input, agree on the shares and the shards folder, and return this rank's records.
+    def begin(self, open_source: Callable[..., Iterable], resume: bool, batch_size: int,
+              zip_path=None, log=print) -> Iterator:
+        """Agree on the shares and the shards folder, and return this rank's records.
 
-        `open_source()` opens the input afresh; it is read once to count the records and once to predict.
+        `open_source(members=None)` opens the input afresh. A zip (`zip_path`) is shared by its members, and
+        each rank opens only its own; any other input is read once to count the records and once to predict.
         """
         if resume and not shard_dir(self.out).exists() and self.out.exists():
             raise UserError(f"{self.out} exists without {shard_dir(self.out)}: it was finished earlier or written "
                             "by a single process (resume that one without torchrun)")
         unit = chunk_size(batch_size)
-        total, starts = chunk_starts(open_source(), unit)
-        self.start, self.stop = record_share(total, starts, self.rank, self.world_size)
+        if zip_path is not None:
+            members = zip_members(zip_path)
+            run = member_shares([size for _, size in members], self.world_size)[self.rank]
+            mine = [name for name, _ in members[run.start:run.stop]]
+            total, self.members = [list(m) for m in members], mine
+            log(f"rank {self.rank}: {len(mine)} of {len(members)} zip members"
+                + (f" ({mine[0]} .. {mine[-1]})" if mine else " (more processes than members: nothing to do)"))
+        else:
+            total, starts = chunk_starts(open_source(), unit)
+            self.start, self.stop = record_share(total, starts, self.rank, self.world_size)
         _barrier()  # every rank has checked the folder before rank 0 changes it
         if self.rank == 0:
             if not resume and shard_dir(self.out).exists():
@@ -167,6 +198,8 @@ class Shard:
                 write_manifest(self.out, self.world_size, total, unit)
         _barrier()
         check_manifest(self.out, self.world_size, total, unit)
+        if zip_path is not None:
+            return iter(open_source(members=self.members))
         return islice(iter(open_source()), self.start, self.stop)
 
     def finish(self, log=print) -> Path | None:

@@ -95,12 +95,15 @@ class HierarchicalLinear:
     def save(self, model_dir, **info) -> Path:
         d = Path(model_dir)
         d.mkdir(parents=True, exist_ok=True)
+        level_files = []  # each level's arrays and vocabulary, so the registry checks them too
         for lv in LEVELS:
-            self.models[lv].save(d / lv)
+            level_info = read_model_info(self.models[lv].save(d / lv))
+            level_files += [f"{lv}/{level_info[key]}" for key in ("weights", "vocabulary") if key in level_info]
         (d / PATHS_FILE).write_text(json.dumps({"mode": self.mode, "paths": self.paths.tolist()}) + "\n",
                                     encoding="utf-8")
         write_model_info(d, KIND, self.level_labels["lvl1"], levels=list(LEVELS), mode=self.mode,
-                         level_labels=self.level_labels, config=asdict(self.config), **info)
+                         level_labels=self.level_labels, config=asdict(self.config), level_files=level_files,
+                         **info)
         return d
 
 

@@ -17,10 +17,14 @@ import numpy as np
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.models.ngram_features import HashedTfidf, NgramSpec
+from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
+                                                   write_vocabulary)
 
 CONFIG_FILE = "linear_config.json"
-WEIGHTS_FILE = "linear_weights.npz"  # features "hashed": plain arrays, no pickle
-PICKLE_FILE = "linear_model.joblib"  # features "tfidf": scikit-learn objects
+WEIGHTS_FILE = "linear_weights.npz"  # plain arrays (weights, idf), no pickle
+VOCABULARY_FILE = "linear_vocabulary.json.gz"  # features "tfidf": each vectorizer's settings and terms
+PICKLE_FILE = "linear_model.joblib"  # written by older versions; refused (see tfidf_io.refuse_pickle)
+TFIDF_PARTS = ("word", "char")  # the FeatureUnion's vectorizers, in column order
 ABSENT_SCORE = -1e4  # the score of a class no training offer has: never predicted, probability 0
 
 
@@ -240,19 +244,20 @@ class LinearTextClassifier:
         d = Path(model_dir)
         d.mkdir(parents=True, exist_ok=True)
         (d / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
+        # Most hashed columns never occur in training: store the weights sparse (tfidf ones all do: no loss).
+        nz = np.flatnonzero(np.any(self.weights != 0, axis=1))
+        arrays = {"rows": nz, "weights": self.weights[nz], "intercept": self.intercept,
+                  "num_features": np.int64(self.weights.shape[0])}
         if self.config.features == "hashed":
-            # Most hashed columns never occur in training: store the weights sparse.
-            nz = np.flatnonzero(np.any(self.weights != 0, axis=1))
-            np.savez_compressed(d / WEIGHTS_FILE, idf=self.vectorizer.idf, rows=nz,
-                                weights=self.weights[nz], intercept=self.intercept,
-                                num_features=np.int64(self.weights.shape[0]))
-            weights = WEIGHTS_FILE
+            arrays["idf"] = self.vectorizer.idf
         else:
-            import joblib
-
-            joblib.dump({"vectorizer": self.vectorizer, "weights": self.weights, "intercept": self.intercept},
-                        d / PICKLE_FILE, compress=3)
-            weights = PICKLE_FILE
+            vocab = {}
+            for name, vec in self.vectorizer.transformer_list:
+                vocab[name], arrays[f"idf_{name}"] = tfidf_state(vec)
+            write_vocabulary(d / VOCABULARY_FILE, vocab)
+            info = {"vocabulary": VOCABULARY_FILE, **info}
+        np.savez_compressed(d / WEIGHTS_FILE, **arrays)
+        weights = WEIGHTS_FILE
         if self.config.other_label:
             info = {"other_label": self.config.other_label, "other_bias": self.other_bias,
                     "other_subclasses": self.other_subclasses, **info}
@@ -262,25 +267,28 @@ class LinearTextClassifier:
 
 
 def load_linear(model_dir) -> LinearTextClassifier:
-    """Load a directory written by `LinearTextClassifier.save` ("tfidf" ones are pickles: trust the source)."""
+    """Load a directory written by `LinearTextClassifier.save` (plain arrays and JSON, never a pickle)."""
     d = Path(model_dir)
     info = read_model_info(d)
     if info.get("kind") != "linear":
         raise UserError(f"{d} holds a {info.get('kind')} model, not a linear one")
     cfg = LinearConfig.from_dict(json.loads((d / CONFIG_FILE).read_text(encoding="utf-8")))
     model = LinearTextClassifier(info["labels"], cfg)
-    if cfg.features == "hashed":
-        w = np.load(d / WEIGHTS_FILE)
-        model.vectorizer = _vectorizer(cfg)
-        model.vectorizer.idf = w["idf"]
+    if info.get("weights") == PICKLE_FILE:
+        refuse_pickle(d / PICKLE_FILE)
+    with np.load(d / WEIGHTS_FILE, allow_pickle=False) as w:
+        if cfg.features == "hashed":
+            model.vectorizer = _vectorizer(cfg)
+            model.vectorizer.idf = w["idf"]
+        else:
+            from sklearn.pipeline import FeatureUnion
+
+            vocab = read_vocabulary(d / VOCABULARY_FILE)
+            model.vectorizer = FeatureUnion([(name, tfidf_from_state(vocab[name], w[f"idf_{name}"]))
+                                             for name in TFIDF_PARTS])
         model.weights = np.zeros((int(w["num_features"]), len(model.labels)), dtype=np.float32)
         model.weights[w["rows"]] = w["weights"]
         model.intercept = w["intercept"]
-    else:
-        import joblib
-
-        state = joblib.load(d / PICKLE_FILE)
-        model.vectorizer, model.weights, model.intercept = state["vectorizer"], state["weights"], state["intercept"]
     model.temperature = float(info.get("temperature", 1.0))
     model.other_bias = float(info.get("other_bias", 0.0))
     model.other_subclasses = list(info.get("other_subclasses", []))

@@ -40,7 +40,7 @@ _PREDICTORS = "category_classification.inference.predictors"
 _HF_WEIGHTS = "{path=.}/model.safetensors|{path=.}/model.safetensors.index.json|{path=.}/pytorch_model.bin"
 
 KINDS: dict[str, ModelKind] = {
-    "linear": ModelKind(f"{_PREDICTORS}:LinearPredictor", ("linear_config.json", "{weights}")),
+    "linear": ModelKind(f"{_PREDICTORS}:LinearPredictor", ("linear_config.json", "{weights}", "{vocabulary}")),
     "encoder": ModelKind(f"{_PREDICTORS}:EncoderPredictor",
                          ("{config=encoder_config.json}", "{weights=model.safetensors}",
                           "{tokenizer=.}/tokenizer.json", "{tokenizer=.}/tokenizer_config.json"), onnx_export=True),
@@ -48,9 +48,11 @@ KINDS: dict[str, ModelKind] = {
                                             ("{path=.}/config.json", _HF_WEIGHTS, "{path=.}/tokenizer.json",
                                              "{path=.}/tokenizer_config.json"), onnx_export=True),
     "onnx": ModelKind(f"{_PREDICTORS}:OnnxPredictor", ("{files}", "tokenizer.json", "tokenizer_config.json")),
+    "fielded_linear": ModelKind("category_classification.models.fielded:FieldedPredictor",
+                                ("{weights=fielded_model.joblib}", "{vocabulary}")),
     "hierarchical_linear": ModelKind("category_classification.models.hierarchical:HierarchicalPredictor",
                                      ("hierarchy_paths.json", "lvl1/linear_config.json", "lvl2/linear_config.json",
-                                      "lvl3/linear_config.json")),
+                                      "lvl3/linear_config.json", "{level_files}")),
     "ensemble": ModelKind("category_classification.inference.ensemble:EnsemblePredictor"),
 }
 
@@ -165,12 +167,17 @@ def damaged_file(model_dir, kind: ModelKind, info: dict) -> tuple[str, str] | No
 
 
 def file_problem(path: Path) -> str | None:
-    """Why `path` cannot be read whole (checked by its extension: JSON, npz, safetensors, ONNX), or None."""
+    """Why `path` cannot be read whole (checked by its extension: JSON, JSON.gz, npz, safetensors, ONNX), or None."""
     try:
         if path.suffix == ".json":
             import json
 
             json.loads(path.read_text(encoding="utf-8"))
+        elif path.name.endswith(".json.gz"):
+            import gzip
+            import json
+
+            json.loads(gzip.decompress(path.read_bytes()).decode("utf-8"))
         elif path.suffix == ".npz":
             import numpy as np
 

@@ -1,0 +1,189 @@
+"""Train the MWPD best model (models/fielded.py: per-field TF-IDF, one linear SVM per GS1 level, path decoding)
+on MWPD-format offer files (JSON lines with Name, Description, CategoryText, URL, lvl1, lvl2, lvl3).
+
+    python category_classification/train_fielded_linear.py --data data/mwpd/train.json.gz \
+        --validation data/mwpd/validation.json.gz --out runs/fielded --refit
+Fits on --data, calibrates each level's probabilities on --validation and scores it there (weighted and macro
+F1 per level), then with --refit fits again on both files with those temperatures. --label_level six trains
+the toolkit's 6 classes instead (offers of other classes are left out).
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from category_classification.core.cli import UserError, require_file, run
+from category_classification.data.lspc import parse_json_object
+from category_classification.data.mwpd import gs1_label
+from category_classification.data.text import clean, text_problem
+from category_classification.models.fielded import FieldedConfig, FieldedLinear, mwpd_fielded_text, split_fields
+
+LEVEL_SETS = {"all": ("lvl1", "lvl2", "lvl3"), "six": ("six",), "lvl1": ("lvl1",), "lvl2": ("lvl2",),
+              "lvl3": ("lvl3",)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = FieldedConfig()
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="MWPD-format training offers (JSON lines, plain or .gz)")
+    p.add_argument("--validation", default=None, help="MWPD-format offers for calibration and scoring")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--label_level", choices=list(LEVEL_SETS), default="all",
+                   help="all: GS1 lvl1 > lvl2 > lvl3 (label = lvl1); six: the toolkit's 6 classes")
+    p.add_argument("--refit", action="store_true", help="after calibration, fit again on --data + --validation")
+    p.add_argument("--decode", choices=["paths", "flat"], default=d.decode)
+    p.add_argument("--C", type=float, default=d.C, help="inverse regularisation strength of the SVMs")
+    p.add_argument("--category_weight", type=float, default=d.category_weight, help="weight of the breadcrumb")
+    p.add_argument("--url_weight", type=float, default=d.url_weight, help="weight of the URL words")
+    p.add_argument("--seed", type=int, default=d.seed)
+    return p
+
+
+def read_offers(path, levels, counts: Counter, codes: bool = False) -> list[tuple[str, dict]]:
+    """(model text, {level: label name}) per usable offer; bad lines, blank texts and unlabelled offers are
+    counted in `counts` and skipped. `codes`: GS1 level labels as written in the file ("67000000_Clothing")."""
+    import gzip
+
+    path = require_file(path, "MWPD file")
+    out = []
+    try:
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+        with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
+            raws = fh.read().splitlines()
+    except (OSError, EOFError) as exc:
+        raise UserError(f"cannot read MWPD file {path}: {exc}") from None
+    for raw in raws:
+        offer = parse_json_object(raw, counts) if raw.strip() else None
+        if offer is None:
+            continue
+        text = mwpd_fielded_text(offer)
+        labels = {lv: clean(offer.get(lv)) if codes and lv != "six" else gs1_label(offer, lv) for lv in levels}
+        if text_problem(offer.get("Name") if isinstance(offer.get("Name"), str) else None):
+            counts["no_title"] += 1
+        elif not all(labels.values()):
+            counts["outside_label_set"] += 1
+        else:
+            out.append((text, labels))
+    if not out:
+        raise UserError(f"{path}: no usable offers ({dict(counts)})")
+    return out
+
+
+def level_indices(offers, level_labels) -> dict:
+    """level -> label index per offer (-1 for a label the model does not know)."""
+    index = {lv: {name: i for i, name in enumerate(names)} for lv, names in level_labels.items()}
+    return {lv: [index[lv].get(o[1][lv], -1) for o in offers] for lv in level_labels}
+
+
+def score(model: FieldedLinear, offers) -> dict:
+    """Weighted and macro F1 per level on labelled offers; labels unknown to the model count as misses."""
+    from sklearn.metrics import f1_score
+
+    probs = model.predict_levels([t for t, _ in offers])
+    out = {}
+    for lv, p in probs.items():
+        gold = [o[1][lv] for o in offers]
+        pred = [model.level_labels[lv][i] for i in p.argmax(axis=1)]
+        out[lv] = {"weighted_f1": round(f1_score(gold, pred, average="weighted", zero_division=0), 4),
+                   "macro_f1": round(f1_score(gold, pred, average="macro", zero_division=0), 4),
+                   "accuracy": round(float(np.mean([g == q for g, q in zip(gold, pred)])), 4),
+                   "unseen_labels": sorted(set(gold) - set(model.level_labels[lv]))}
+    if len(out) > 1:
+        out["avg_weighted_f1"] = round(float(np.mean([out[lv]["weighted_f1"] for lv in probs])), 4)
+    return out
+
+
+def fit(offers, levels, cfg: FieldedConfig) -> FieldedLinear:
+    level_labels = {lv: sorted({o[1][lv] for o in offers}) for lv in levels}
+    return FieldedLinear(level_labels, cfg).fit([t for t, _ in offers], level_indices(offers, level_labels))
+
+
+def save_atomically(model: FieldedLinear, out, metrics: dict, **info) -> None:
+    """Write the folder beside `out` and rename it into place, so a crash never leaves half a model."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save(tmp, **info)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def fit_calibrate_refit(train, calib, levels, cfg: FieldedConfig) -> tuple[FieldedLinear, dict]:
+    """Fit on `train`, calibrate the temperatures and score on `calib`, refit on both with those temperatures."""
+    model = fit(train, levels, cfg)
+    model.calibrate([t for t, _ in calib], level_indices(calib, model.level_labels))
+    metrics = score(model, calib)
+    temperatures = model.temperatures
+    model = fit(train + calib, levels, cfg)
+    model.temperatures = temperatures
+    return model, metrics
+
+
+def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
+    """For bench/mwpd_benchmark.py: {"lvl1"|"lvl2"|"lvl3": label per test offer, "six": label per six-class test
+    offer}; GS1 labels as written in the files ("67000000_Clothing"). With a validation file: calibrated on it, refit on train + validation; without: calibrated
+    on a grouped tenth of train (one title text never on both sides), refit on all of train."""
+    from category_classification.data.text import group_id, normalize_title
+
+    out, counts = {}, Counter()
+    for name in ("all", "six"):
+        levels = LEVEL_SETS[name]
+        train = read_offers(train_path, levels, counts, codes=True)
+        if validation_path:
+            calib = read_offers(validation_path, levels, counts, codes=True)
+        else:
+            held = [group_id(normalize_title(split_fields(t)[0])) % 10 == 0 for t, _ in train]
+            train, calib = [o for o, h in zip(train, held) if not h], [o for o, h in zip(train, held) if h]
+        model, _ = fit_calibrate_refit(train, calib, levels, FieldedConfig())
+        probs = model.predict_levels([t for t, _ in read_offers(test_path, levels, counts, codes=True)])
+        out.update({lv: [model.level_labels[lv][i] for i in p.argmax(axis=1)] for lv, p in probs.items()})
+    return out
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    levels = LEVEL_SETS[args.label_level]
+    cfg = FieldedConfig(C=args.C, category_weight=args.category_weight, url_weight=args.url_weight,
+                        decode=args.decode, seed=args.seed)
+    if args.refit and not args.validation:
+        raise UserError("--refit needs --validation (the offers to add after calibration)")
+    counts = Counter()
+    train = read_offers(args.data, levels, counts)
+    val = read_offers(args.validation, levels, counts) if args.validation else []
+    print(f"training {'/'.join(levels)} on {len(train)} offers" + (f", validation {len(val)}" if val else "")
+          + (f"; skipped {dict(counts)}" if counts else ""))
+    t0 = time.perf_counter()
+    metrics = {}
+    if args.refit:
+        model, metrics["validation"] = fit_calibrate_refit(train, val, levels, cfg)
+    else:
+        model = fit(train, levels, cfg)
+        if val:
+            model.calibrate([t for t, _ in val], level_indices(val, model.level_labels))
+            metrics["validation"] = score(model, val)
+    if val:
+        print("validation (before any refit):", json.dumps(metrics["validation"]))
+    seconds = time.perf_counter() - t0
+    print(f"trained in {seconds:.1f}s" + (" (including the refit on train + validation)" if args.refit else ""))
+    save_atomically(model, args.out, metrics, train_seconds=round(seconds, 1), refit=args.refit,
+                    train_size=len(train) + (len(val) if args.refit else 0), skipped=dict(counts))
+    print(f"model and metrics.json written to {args.out}")
+    return 0
+
+
+def cli() -> int:
+    """Console-script entry point."""
+    return run(main)
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
