@@ -286,7 +286,8 @@ def load_linear(model_dir) -> LinearTextClassifier:
             vocab = read_vocabulary(d / VOCABULARY_FILE)
             model.vectorizer = FeatureUnion([(name, tfidf_from_state(vocab[name], w[f"idf_{name}"]))
                                              for name in TFIDF_PARTS])
-        model.weights = np.zeros((int(w["num_features"]), len(model.labels)), dtype=np.float32)
+        # one column per label, then one per Other sub-class (other_subclasses)
+        model.weights = np.zeros((int(w["num_features"]), w["weights"].shape[1]), dtype=np.float32)
         model.weights[w["rows"]] = w["weights"]
         model.intercept = w["intercept"]
     model.temperature = float(info.get("temperature", 1.0))
