@@ -4,7 +4,8 @@
     python category_classification/evaluate.py --model runs/encoder --data runs/mwpd6 --split validation --target_precision 0.98
 
 With --target_precision or --target_coverage it also picks the "none of these" threshold on that split
-(use validation, never test) and prints coverage and precision at a few thresholds.
+(use validation, never test) and prints coverage and precision at a few thresholds. On a dataset built with
+--label_level all, a model that predicts the GS1 levels also gets the MWPD official figures (`gs1`).
 """
 
 import argparse
@@ -37,6 +38,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def dataset_columns(model_labels, data_labels) -> list[int]:
+    """The dataset's label index of each model label: a model may know fewer classes than the dataset (one
+    trained on files without the test-only classes), never others."""
+    unknown = [x for x in model_labels if x not in data_labels]
+    if unknown:
+        raise UserError(f"the model's labels {list(model_labels)} differ from the dataset's {data_labels} "
+                        f"(not in the dataset: {', '.join(unknown[:10])})")
+    return [data_labels.index(x) for x in model_labels]
+
+
+def predicted_labels(scores, model_labels, data_labels) -> tuple:
+    """(probabilities over the dataset's labels, predicted label index per offer, GS1 level predictions by
+    name or None). A level kind's label is its first level's choice, as in predictor.predict."""
+    import numpy as np
+
+    levels = getattr(scores, "levels", None)
+    probs = scores.probs if levels is not None else scores
+    columns = dataset_columns(model_labels, data_labels)
+    wide = np.zeros((len(probs), len(data_labels)), dtype=np.float32)
+    wide[:, columns] = probs
+    if levels is None:
+        return wide, wide.argmax(axis=1).tolist(), None
+    first_names = next(iter(levels.values()))[0]
+    return wide, [data_labels.index(x) for x in first_names], {lv: names for lv, (names, _) in levels.items()}
+
+
+def gs1_block(split, level_preds, evaluation) -> dict | None:
+    """The MWPD official figures (weighted and macro F1 per GS1 level, their averages) when the split has
+    the level columns and the model predicted every one of them."""
+    levels = ("lvl1", "lvl2", "lvl3")
+    if not level_preds or not all(lv in split.column_names and lv in level_preds for lv in levels):
+        return None
+    truth = {lv: [split.features[lv].names[i] for i in split[lv]] for lv in levels}
+    return evaluation.gs1_metrics(truth, {lv: level_preds[lv] for lv in levels})
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
@@ -53,16 +90,21 @@ def main(argv=None):
     data_labels = label_names(dsd)
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, threads=args.threads)
-    if predictor.labels != data_labels:
-        raise UserError(f"the model's labels {predictor.labels} differ from the dataset's {data_labels}")
+    dataset_columns(predictor.labels, data_labels)  # before the work
     t0 = time.perf_counter()
-    probs = predictor.predict_proba(split["text"])
+    scores = predictor.scores(split["text"])
     seconds = time.perf_counter() - t0
-    preds = probs.argmax(axis=1).tolist()
+    probs, preds, level_preds = predicted_labels(scores, predictor.labels, data_labels)
     m = evaluation.evaluate_split(split, preds, data_labels, **evaluation.eval_options(args))
+    gs1 = gs1_block(split, level_preds, evaluation)
+    if gs1:
+        m["gs1"] = gs1
     desc = predictor.describe()
     name = f"{desc['kind']}:{desc['runtime']}"
     print(evaluation.format_metrics(m, data_labels, title=f"{name} on {args.split} ({args.model})"))
+    if gs1:
+        print(f"MWPD avg weighted F1 {gs1['avg_weighted_f1']:.4f} ("
+              + ", ".join(f"{lv} {gs1[lv]['weighted_f1']:.4f}" for lv in ("lvl1", "lvl2", "lvl3")) + ")")
     print(f"{len(preds)} offers in {seconds:.2f}s ({len(preds) / max(seconds, 1e-9):.0f} titles/s)")
     extra = {"eval_seconds": round(seconds, 3), "model_dir": str(args.model)}
     if args.target_precision is not None or args.target_coverage is not None:
@@ -80,8 +122,11 @@ def main(argv=None):
         print(f"results written to {args.out}")
     if args.save_preds:
         with open(args.save_preds, "w", encoding="utf-8") as fh:
-            for y, p, row in zip(split["label"], preds, probs):
-                fh.write(json.dumps({"label": int(y), "pred": int(p), "score": float(row.max())}) + "\n")
+            for i, (y, p, row) in enumerate(zip(split["label"], preds, probs)):
+                rec = {"label": int(y), "pred": int(p), "score": float(row.max())}
+                if level_preds:
+                    rec["levels"] = {lv: names[i] for lv, names in level_preds.items()}
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
     return 0
 
 

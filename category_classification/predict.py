@@ -41,12 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true",
                    help="continue after the last complete line of OUT.partial, the file a killed run leaves")
     p.add_argument("--keep_text", action="store_true", help="copy the input text into each output line")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out even if it is not an earlier predictions file")
     p.add_argument("--no_progress", action="store_true")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    from category_classification.core.artifacts import description_chars
     from category_classification.inference.batch import (check_output_path, count_lines, open_records,
                                                           predict_stream, predicted_rows)
     from category_classification.inference.sharding import current_shard
@@ -57,13 +60,17 @@ def main(argv=None):
         raise UserError("--threshold is a probability between 0 and 1")
     if args.out is None and args.text is None:
         raise UserError("--out is required with --input and --zip")
-    records = open_records(input_path=args.input, texts=args.text, zip_path=args.zip, text_field=args.text_field)
+    # texts built from title + description (JSONL/CSV fields, --zip) use the description length of training
+    chars = description_chars(args.model)
+    records = open_records(input_path=args.input, texts=args.text, zip_path=args.zip, text_field=args.text_field,
+                           max_description_chars=chars)
     if args.out is not None:  # checked before the model loads: a bad --out costs nothing
-        check_output_path(args.out, [args.input, args.zip, args.model])
+        check_output_path(args.out, [args.input, args.zip, args.model], overwrite=args.overwrite)
     shard = current_shard(args.out, texts_given=args.text is not None)  # under torchrun: this process's share
     if shard:
         records = shard.begin(lambda members=None: open_records(input_path=args.input, zip_path=args.zip,
-                                                                text_field=args.text_field, members=members),
+                                                                text_field=args.text_field, members=members,
+                                                                max_description_chars=chars),
                               args.resume, args.batch_size, zip_path=args.zip,
                               log=lambda msg: print(msg, file=sys.stderr))
         args.device, args.out = shard.device(args.device), str(shard.part)

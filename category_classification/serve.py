@@ -3,7 +3,8 @@
     python category_classification/serve.py --model runs/encoder_small_onnx --port 8000
     curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"titles": ["Nike Air Max 90"], "top_k": 3}'
 
-POST /predict {"titles": [...], "top_k": k, "threshold": t?}; GET /health; GET /model. Requests that
+POST /predict {"titles": [...], "top_k": k, "threshold": t?} (models that predict GS1 levels add "levels" to
+each prediction, as predict.py does); GET /health; GET /model. Requests that
 arrive within --max_wait_ms of each other run as one model batch of up to --max_batch titles; a blank title
 gets {"error": ..., "label": null}, and a request the model fails on fails alone (docs/reliability.md).
 """
@@ -16,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -47,12 +47,13 @@ class PredictRequest(BaseModel):
 class MicroBatcher:
     """Collects the titles of concurrent requests into one model call of up to `max_batch` titles.
 
-    The first request of a batch waits at most `max_wait_ms` for company; the model runs on one worker
-    thread, so the event loop keeps accepting requests (which form the next batch) while it computes.
+    `score(texts)` is the model call (a predictor's `scores`): its result is sliced by rows, each request
+    getting its own. The first request of a batch waits at most `max_wait_ms` for company; the model runs
+    on one worker thread, so the event loop keeps accepting requests (which form the next batch) meanwhile.
     """
 
-    def __init__(self, predict_proba, max_batch: int = 64, max_wait_ms: float = 5.0):
-        self.predict_proba = predict_proba
+    def __init__(self, score, max_batch: int = 64, max_wait_ms: float = 5.0):
+        self.score = score
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait_ms)) / 1000.0
         self.queue: asyncio.Queue | None = None
@@ -73,7 +74,7 @@ class MicroBatcher:
                 pass
         self.executor.shutdown(wait=False)
 
-    async def submit(self, titles: list[str]) -> np.ndarray:
+    async def submit(self, titles: list[str]):
         fut = asyncio.get_running_loop().create_future()
         await self.queue.put((titles, fut))
         return await fut
@@ -104,7 +105,7 @@ class MicroBatcher:
         cannot take fails only itself (a 500 for it), never the requests batched with it."""
         texts = [t for titles, _ in batch for t in titles]
         try:
-            probs = await loop.run_in_executor(self.executor, self.predict_proba, texts)
+            scores = await loop.run_in_executor(self.executor, self.score, texts)
         except Exception as exc:  # noqa: BLE001 (handed to the request(s) it belongs to)
             if len(batch) == 1:
                 if not batch[0][1].done():
@@ -120,7 +121,7 @@ class MicroBatcher:
         start = 0
         for titles, fut in batch:
             if not fut.done():
-                fut.set_result(probs[start:start + len(titles)])
+                fut.set_result(scores[start:start + len(titles)])
             start += len(titles)
 
 
@@ -174,7 +175,9 @@ def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits:
                threshold: float | None = None, model_info: dict | None = None) -> FastAPI:
     """The FastAPI app around a loaded predictor (see predictors.load_predictor)."""
     limits = limits or ServiceLimits()
-    batcher = MicroBatcher(predictor.predict_proba, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    # predictor.scores: the same model output predictor.predict formats, so the service returns what predict.py
+    # does (GS1 levels included) while formatting each request with its own top_k and threshold
+    batcher = MicroBatcher(predictor.scores, max_batch=max_batch, max_wait_ms=max_wait_ms)
     started = time.time()
 
     @asynccontextmanager
@@ -219,14 +222,14 @@ def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits:
         problems = [text_problem(t) for t in req.titles]
         texts = [model_text(t) for t, bad in zip(req.titles, problems) if not bad]
         try:
-            probs = await batcher.submit(texts) if texts else None
+            scores = await batcher.submit(texts) if texts else None
         except Exception as exc:  # noqa: BLE001 (this request only; the batcher has already retried the rest)
             return JSONResponse(status_code=500, content={
                 "detail": f"the model failed on this request ({type(exc).__name__})"})
         t = req.threshold if req.threshold is not None else threshold
         # Plain str/float/None already: a JSONResponse skips FastAPI's generic encoder (a tenth of the
         # service's CPU per one-title request).
-        good = iter(predictor.format(probs, top_k=req.top_k, threshold=t) if texts else [])
+        good = iter(predictor.format(scores, top_k=req.top_k, threshold=t) if texts else [])
         return JSONResponse({"predictions": [{"error": bad, "label": None} if bad else next(good)
                                              for bad in problems]})
 
@@ -260,7 +263,7 @@ def main(argv=None):
         raise UserError("--max_batch, --max_items and --max_chars must be at least 1")
     predictor = load_predictor(args.model, device=args.device, batch_size=args.max_batch,
                                precision=args.precision, threads=args.threads)
-    predictor.predict_proba(["warm-up title"])  # first call allocates; keep it out of the first request
+    predictor.scores(["warm-up title"])  # first call allocates; keep it out of the first request
     app = create_app(predictor, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      limits=ServiceLimits(args.max_items, args.max_chars), threshold=args.threshold,
                      model_info={"training": training_figures(args.model)})

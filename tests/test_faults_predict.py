@@ -66,6 +66,21 @@ def test_out_that_is_a_folder_or_unwritable_is_one_line(linear, tmp_path, capsys
         _one_error_line(capsys.readouterr().err, words)
 
 
+def test_an_existing_file_that_is_not_our_output_is_kept_unless_overwrite(linear, tmp_path, capsys):
+    src = tmp_path / "in.txt"
+    src.write_text("gold ring\n", encoding="utf-8")
+    notes = tmp_path / "notes.csv"
+    notes.write_text("id,comment\n1,keep me\n", encoding="utf-8")
+    assert _predict(linear, "--input", src, "--out", notes) == 2
+    _one_error_line(capsys.readouterr().err, "--overwrite")
+    assert notes.read_text(encoding="utf-8") == "id,comment\n1,keep me\n"
+    out = tmp_path / "preds.jsonl"  # an earlier run's output is ours to replace
+    assert _predict(linear, "--input", src, "--out", out) == 0
+    assert _predict(linear, "--input", src, "--out", out) == 0
+    assert _predict(linear, "--input", src, "--out", notes, "--overwrite") == 0
+    assert _rows(notes)[0]["label"]
+
+
 class Killed(Exception):
     pass
 

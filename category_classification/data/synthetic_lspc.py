@@ -89,7 +89,7 @@ def write_lspc_zip(out_dir, n_offers=1000, n_members=3, n_clusters=None, mapped_
         cluster_cat.update({c: other_categories[i % len(other_categories)]
                             for i, c in enumerate(cluster_ids[n_mapped:])})
     mapped = set(cluster_ids[:n_mapped])
-    pools = {c: offer_pool(rng, c) for c in set(cluster_cat.values())}
+    pools = {c: offer_pool(rng, c) for c in sorted(set(cluster_cat.values()))}  # sorted: same data under any PYTHONHASHSEED
 
     map_path = out_dir / "PDC2020_map.tsv"
     with open(map_path, "w", encoding="utf-8") as fh:

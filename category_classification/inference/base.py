@@ -1,13 +1,16 @@
-"""What every predictor shares: the `Predictor` interface (probabilities, formatted predictions, a description)
-and the softmax. Each model kind's predictor subclasses it; models/registry.py maps kinds to those classes.
+"""What every predictor shares: the `Predictor` interface (scores, formatted predictions, a description), the
+scores of kinds that predict several label levels, and the softmax. models/registry.py maps kinds to subclasses.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from category_classification.core.artifacts import description_chars
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -17,9 +20,25 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+@dataclass
+class LevelScores:
+    """The scores of a kind that predicts several label levels (GS1 lvl1 > lvl2 > lvl3): the first level's
+    probabilities (for `label`, `score` and top-k) and, per level, the chosen label and its probability.
+    Rows slice like an array, so serve.py's micro-batcher can hand each request its share of one batch."""
+
+    probs: np.ndarray  # (n, num labels of the first level)
+    levels: dict  # level -> (chosen label name per row (list of n), its probability (n,))
+
+    def __len__(self) -> int:
+        return len(self.probs)
+
+    def __getitem__(self, rows: slice) -> "LevelScores":
+        return LevelScores(self.probs[rows], {lv: (names[rows], p[rows]) for lv, (names, p) in self.levels.items()})
+
+
 class Predictor:
-    """Base class: subclasses implement `predict_proba(texts) -> (n, num_labels)` probabilities, and
-    `from_dir` when they take more than the batch size."""
+    """Base class: subclasses implement `predict_proba(texts) -> (n, num_labels)` probabilities, `scores` when
+    they predict label levels, and `from_dir` when they take more than the batch size."""
 
     kind = "base"
     runtime = "python"
@@ -40,23 +59,37 @@ class Predictor:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, texts: Sequence[str], top_k: int = 1, threshold: float | None = None) -> list[dict]:
-        """Per text: {"label", "score", "top_k": [{"label", "prob"}, ...]}; label None when score < threshold."""
-        return self.format(self.predict_proba(list(texts)), top_k=top_k, threshold=threshold)
+    def scores(self, texts: Sequence[str]) -> np.ndarray | LevelScores:
+        """What `format` turns into predictions: the probabilities, or `LevelScores` for level kinds. The one
+        model call behind predict, predict.py, evaluate.py and serve.py (which slices it per request)."""
+        return self.predict_proba(texts)
 
-    def format(self, probs: np.ndarray, top_k: int = 1, threshold: float | None = None) -> list[dict]:
+    def predict(self, texts: Sequence[str], top_k: int = 1, threshold: float | None = None) -> list[dict]:
+        """Per text: {"label", "score", "top_k": [{"label", "prob"}, ...], ["levels"]}; label None when
+        score < threshold."""
+        return self.format(self.scores(list(texts)), top_k=top_k, threshold=threshold)
+
+    def format(self, scores: np.ndarray | LevelScores, top_k: int = 1, threshold: float | None = None) -> list[dict]:
+        levels = scores.levels if isinstance(scores, LevelScores) else None
+        probs = scores.probs if levels is not None else scores
         k = max(1, min(int(top_k), len(self.labels)))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         out = []
-        for row, idx in zip(probs, order):
+        for i, (row, idx) in enumerate(zip(probs, order)):
             best = float(row[idx[0]])
             label = self.labels[idx[0]] if threshold is None or best >= threshold else None
-            out.append({"label": label, "score": best,
-                        "top_k": [{"label": self.labels[j], "prob": float(row[j])} for j in idx]})
+            r = {"label": label, "score": best,
+                 "top_k": [{"label": self.labels[j], "prob": float(row[j])} for j in idx]}
+            if levels is not None:
+                r["levels"] = {lv: {"label": names[i], "score": float(p[i])} for lv, (names, p) in levels.items()}
+                if label is not None:  # the first level's chosen label, so label and levels always agree
+                    r["label"] = r["levels"][next(iter(levels))]["label"]
+            out.append(r)
         return out
 
     def describe(self) -> dict:
         """What serve.py's GET /model and the benchmarks show about the model."""
         return {"kind": self.kind, "runtime": self.runtime, "labels": self.labels,
                 "model_dir": str(self.model_dir), "max_length": self.info.get("max_length"),
-                "source_kind": self.info.get("source_kind")}
+                "source_kind": self.info.get("source_kind"),
+                "max_description_chars": description_chars(self.info)}

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from category_classification.core.cli import UserError
-from category_classification.data.text import encodable, model_text, offer_text, text_problem
+from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, encodable, model_text, offer_text,
+                                               text_problem)
 
 TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order when --text_field is not given
 TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
@@ -44,7 +45,8 @@ class Record:
     reason: str | None = None
 
 
-def _text_from_obj(obj, text_field: str | None) -> tuple[str | None, str | None]:
+def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS
+                   ) -> tuple[str | None, str | None]:
     """The model text of one JSON record: a title gets its description added with `offer_text`."""
     if not isinstance(obj, dict):
         return None, "not a JSON object"
@@ -57,7 +59,7 @@ def _text_from_obj(obj, text_field: str | None) -> tuple[str | None, str | None]
             return None, f"field {f!r} is not a string"
         if f in TITLE_FIELDS:
             desc = next((obj[d] for d in DESCRIPTION_FIELDS if isinstance(obj.get(d), str)), "")
-            return offer_text(value, desc), None
+            return offer_text(value, desc, max_description_chars), None
         return value, None
     return None, f"no {' / '.join(fields)} field"
 
@@ -90,7 +92,8 @@ def read_txt(path: Path) -> Iterator[Record]:
         yield Record({"line": n}, line, problem)
 
 
-def read_jsonl(path: Path, text_field: str | None = None) -> Iterator[Record]:
+def read_jsonl(path: Path, text_field: str | None = None,
+               max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> Iterator[Record]:
     for n, line, problem in _lines(path):
         ref = {"line": n}
         if line is None:
@@ -107,13 +110,14 @@ def read_jsonl(path: Path, text_field: str | None = None) -> Iterator[Record]:
         except RecursionError:
             yield Record(ref, reason="JSON nested too deep")
             continue
-        text, reason = _text_from_obj(obj, text_field)
+        text, reason = _text_from_obj(obj, text_field, max_description_chars)
         if isinstance(obj, dict) and "id" in obj:
             ref["id"] = obj["id"]
         yield Record(ref, text, reason)
 
 
-def read_csv(path: Path, text_field: str | None = None) -> Iterator[Record]:
+def read_csv(path: Path, text_field: str | None = None,
+             max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> Iterator[Record]:
     # utf-8-sig drops a byte-order mark; surrogateescape keeps bad bytes visible as lone surrogates
     with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -141,7 +145,8 @@ def read_csv(path: Path, text_field: str | None = None) -> Iterator[Record]:
                 yield Record(ref, reason="invalid UTF-8")
             else:
                 desc = row.get(description) if description else None
-                yield Record(ref, offer_text(value, desc) if desc and encodable(desc) == desc else value)
+                text = offer_text(value, desc, max_description_chars) if desc and encodable(desc) == desc else value
+                yield Record(ref, text)
 
 
 def read_lspc_zip(path: Path, max_description_chars: int | None = None, members=None) -> Iterator[Record]:
@@ -149,8 +154,6 @@ def read_lspc_zip(path: Path, max_description_chars: int | None = None, members=
     dataset builder's own source (data/sources.py), so each text is the one the builder trains on; unusable
     lines carry a reason."""
     from category_classification.data.sources import SOURCES
-    from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
-
     chars = DEFAULT_MAX_DESCRIPTION_CHARS if max_description_chars is None else max_description_chars
     for rec in SOURCES["lspc"].records(path, chars, members=members):
         yield Record(rec.ref, rec.text, rec.reason)
@@ -162,16 +165,17 @@ def _read_lspc_zip_minimal(path: Path) -> Iterator[Record]:
 
 
 def open_records(input_path=None, texts=None, zip_path=None, text_field: str | None = None,
-                 members=None) -> Iterator[Record]:
+                 max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None) -> Iterator[Record]:
     """The records of whichever source was given: --text values, an input file, or the LSPC zip (all of its
-    members, or the listed `members`)."""
+    members, or the listed `members`). Texts built from title + description cut the description to
+    `max_description_chars`, the model's training value."""
     if texts is not None:
         return (Record({"line": i + 1, "text": model_text(t)}, t) for i, t in enumerate(texts))
     if zip_path is not None:
         p = Path(zip_path)
         if not p.is_file():
             raise UserError(f"zip not found: {p}")
-        return read_lspc_zip(p, members=members)
+        return read_lspc_zip(p, max_description_chars, members=members)
     p = Path(input_path)
     if not p.is_file():
         raise UserError(f"input file not found: {p}")
@@ -179,9 +183,9 @@ def open_records(input_path=None, texts=None, zip_path=None, text_field: str | N
     if suffix == ".txt":
         return read_txt(p)
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return read_jsonl(p, text_field)
+        return read_jsonl(p, text_field, max_description_chars)
     if suffix in (".csv", ".tsv"):
-        return read_csv(p, text_field)
+        return read_csv(p, text_field, max_description_chars)
     raise UserError(f"{p}: unsupported input type {suffix!r} (use .txt, .jsonl or .csv)")
 
 
@@ -197,14 +201,28 @@ def _same_file(a: Path, b: Path) -> bool:
     return a.resolve() == b.resolve()
 
 
-def check_output_path(out_path, sources: Iterable) -> None:
-    """Refuse, before any work, an --out that is a folder, is (or would overwrite) an input, or cannot be written."""
+def _written_by_us(path: Path) -> bool:
+    """True for an empty file or one whose first line is a prediction line of ours (a dict with `label`)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 20)
+        return not first.strip() or (isinstance(obj := json.loads(first), dict) and "label" in obj)
+    except (OSError, ValueError):
+        return False
+
+
+def check_output_path(out_path, sources: Iterable, overwrite: bool = False) -> None:
+    """Refuse, before any work, an --out that is a folder, is (or would overwrite) an input, cannot be written,
+    or is an existing file that is not an earlier prediction output (unless `overwrite`)."""
     out = Path(out_path)
     if out.is_dir():
         raise UserError(f"--out {out} is a directory; name a file, e.g. {out / 'predictions.jsonl'}")
     for src in sources:
         if src is not None and (_same_file(out, Path(src)) or _same_file(partial_path(out), Path(src))):
             raise UserError(f"--out {out} is the input {src}: writing it would destroy the input; choose another --out")
+    if out.is_file() and not overwrite and not _written_by_us(out):
+        raise UserError(f"--out {out} exists and is not a predictions file of predict.py; "
+                        f"choose another --out, or pass --overwrite to replace it")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out.parent):  # the one reliable test of writability (root ignores modes)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.artifacts import TEXT_SETTINGS, read_model_info, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.models.registry import (check_folder, damaged_files_are_user_errors, exportable_kinds,
                                                       model_kind)
@@ -89,7 +89,7 @@ def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OP
         shutil.copyfile(Path(model_dir) / "metrics.json", out / "metrics.json")
     elif (src / "metrics.json").is_file():
         shutil.copyfile(src / "metrics.json", out / "metrics.json")
-    keep = {k: info[k] for k in ("max_length", "base_model", "num_parameters") if k in info}
+    keep = {k: info[k] for k in ("max_length", "base_model", "num_parameters", *TEXT_SETTINGS) if k in info}
     write_model_info(out, "onnx", info["labels"], source_kind=info["kind"], source_dir=str(model_dir),
                      files=files, default_precision="int8" if "int8" in files else "fp32",
                      pad_token_id=info["pad_token_id"], opset=opset, **keep)

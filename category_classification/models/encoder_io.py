@@ -45,7 +45,9 @@ def save_encoder(model_dir, model: EmbeddingClassifier, config: EmbeddingClassif
     (stage / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     tokenizer.save_pretrained(str(stage))
     (stage / TRAIN_INFO_FILE).write_text(json.dumps(train_info, indent=2, default=str) + "\n", encoding="utf-8")
-    write_model_info(stage, "encoder", labels, max_length=int(train_info["max_length"]), weights=WEIGHTS_FILE,
+    # data: the training dataset, whose text settings category_model.json records (core/artifacts.py)
+    write_model_info(stage, "encoder", labels, data=train_info.get("args", {}).get("data"),
+                     max_length=int(train_info["max_length"]), weights=WEIGHTS_FILE,
                      config=CONFIG_FILE, tokenizer=".", pad_token_id=config.pad_token_id,
                      num_parameters=model.num_parameters(), pooler=config.pooler, head=config.head)
     return publish_dir(stage, out)

@@ -19,7 +19,7 @@ import numpy as np
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
-from category_classification.inference.base import Predictor
+from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.linear import fit_temperature
 from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
                                                    write_vocabulary)
@@ -270,12 +270,10 @@ class FieldedPredictor(Predictor):
     def predict_proba(self, texts):
         return self._levels(texts)[self.model.levels[0]].astype(np.float32)
 
-    def predict(self, texts, top_k: int = 1, threshold: float | None = None) -> list[dict]:
+    def scores(self, texts):
         probs = self._levels(texts)
         first = self.model.levels[0]
-        results = self.format(probs[first].astype(np.float32), top_k=top_k, threshold=threshold)
-        if len(self.model.levels) > 1:
-            for i, r in enumerate(results):
-                r["levels"] = {lv: {"label": self.model.level_labels[lv][int(p[i].argmax())],
-                                    "score": float(p[i].max())} for lv, p in probs.items()}
-        return results
+        if len(self.model.levels) == 1:
+            return probs[first].astype(np.float32)
+        return LevelScores(probs[first].astype(np.float32), {
+            lv: ([self.model.level_labels[lv][i] for i in p.argmax(axis=1)], p.max(axis=1)) for lv, p in probs.items()})

@@ -14,7 +14,7 @@ import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError
-from category_classification.inference.base import Predictor
+from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
 
 LEVELS = ("lvl1", "lvl2", "lvl3")
@@ -132,13 +132,8 @@ class HierarchicalPredictor(Predictor):
     def predict_proba(self, texts):
         return self.model.level_marginals(list(texts), "lvl1").astype(np.float32)
 
-    def predict(self, texts, top_k: int = 1, threshold: float | None = None) -> list[dict]:
+    def scores(self, texts) -> LevelScores:
         texts = list(texts)
-        results = self.format(self.predict_proba(texts), top_k=top_k, threshold=threshold)
         levels = self.model.predict_levels(texts)
-        for i, r in enumerate(results):
-            r["levels"] = {lv: {"label": self.model.level_labels[lv][int(idx[i])], "score": float(p[i])}
-                           for lv, (idx, p) in levels.items()}
-            if r["label"] is not None:  # the decoded path's level-1 class, so label and levels agree
-                r["label"] = r["levels"]["lvl1"]["label"]
-        return results
+        return LevelScores(self.predict_proba(texts), {
+            lv: ([self.model.level_labels[lv][int(i)] for i in idx], p) for lv, (idx, p) in levels.items()})

@@ -334,7 +334,8 @@ def save_outputs(cfg: LoraTrainConfig, trainer, tokenizer, labels, device, stagi
     merged.save_pretrained(str(staging / "merged"))
     tokenizer.save_pretrained(str(staging / "merged"))
     (staging / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
-    info = {"base_model": cfg.model, "max_length": cfg.seq_len, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha}
+    info = {"base_model": cfg.model, "max_length": cfg.seq_len, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
+            "data": cfg.data}  # recorded with the dataset's text settings (core/artifacts.py)
     artifacts.write_model_info(staging, "hf_sequence_classification", labels, path="merged", adapter=".", **info)
     artifacts.write_model_info(staging / "merged", "hf_sequence_classification", labels, path=".", **info)
 
