@@ -45,6 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multiplies the out-of-scope class's weight in training")
     p.add_argument("--other_bias", default="auto",
                    help="offset on the out-of-scope class's score: auto (chosen on validation) or a number")
+    p.add_argument("--other_bias_objective", choices=["min", "sum"], default="min",
+                   help="what --other_bias auto maximises: min (default) or sum of accepted precision and "
+                        "in-scope recall")
+    p.add_argument("--other_split", choices=["source", "none"], default=d.other_split,
+                   help="source: train the out-of-scope class as one sub-class per source category (the "
+                        "dataset's source_category column), summed back into it at prediction; none: one class")
+    p.add_argument("--other_min_size", type=int, default=d.other_min_size,
+                   help="training offers a source category needs to be its own Other sub-class")
     p.add_argument("--hierarchy", action="store_true",
                    help="GS1 levels: one model per lvl1/lvl2/lvl3 column, hierarchy-consistent decoding")
     p.add_argument("--seed", type=int, default=d.seed)
@@ -68,15 +76,31 @@ def config_from_args(args, labels) -> LinearConfig:
                         hash_bits=args.hash_bits, C=args.C,
                         class_weight=None if args.class_weight == "none" else args.class_weight,
                         other_label=other if other in labels else None, other_weight=args.other_weight,
-                        seed=args.seed)
+                        other_split=args.other_split, other_min_size=args.other_min_size, seed=args.seed)
 
 
-def calibrate(model: LinearTextClassifier, val, other_bias: str) -> None:
-    """Temperature and, for an out-of-scope class, the offset on its score, from the validation split."""
+def source_categories(split, cfg: LinearConfig):
+    """The split's source_category column when Other is split by it (None otherwise, or when missing)."""
+    from category_classification.data.builder import SOURCE_COLUMN
+
+    if split is None or not cfg.other_label or cfg.other_split != "source":
+        return None
+    if SOURCE_COLUMN not in split.column_names:
+        print(f"note: the dataset has no {SOURCE_COLUMN} column (built before it existed): one {cfg.other_label} "
+              "class; rebuild it to split Other by source category")
+        return None
+    return split[SOURCE_COLUMN]
+
+
+def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str = "min") -> None:
+    """Temperature and, for an out-of-scope class, the offset on its score, from the validation split
+    (the temperature first: with Other sub-classes, decisions depend on it; then again with the offset)."""
+    if val is not None:
+        model.calibrate(val["text"], val["label"])
     if model.config.other_label:
         if other_bias == "auto":
             if val is not None:
-                model.choose_other_bias(val["text"], val["label"])
+                model.choose_other_bias(val["text"], val["label"], objective)
         else:
             model.other_bias = float(other_bias)
     if val is not None:
@@ -93,7 +117,9 @@ def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
 def refit(model: LinearTextClassifier, train, val) -> LinearTextClassifier:
     """Fit the same settings on train + validation, keeping the calibration chosen on validation."""
     fresh = LinearTextClassifier(model.labels, model.config)
-    fresh.fit(list(train["text"]) + list(val["text"]), list(train["label"]) + list(val["label"]))
+    sources = [source_categories(s, model.config) for s in (train, val)]
+    fresh.fit(list(train["text"]) + list(val["text"]), list(train["label"]) + list(val["label"]),
+              None if sources[0] is None or sources[1] is None else list(sources[0]) + list(sources[1]))
     fresh.temperature, fresh.other_bias = model.temperature, model.other_bias
     return fresh
 
@@ -178,8 +204,11 @@ def main(argv=None) -> int:
     print(f"training linear model on {len(train)} offers, {len(labels)} classes"
           + (f" (out of scope: {cfg.other_label})" if cfg.other_label else ""))
     t0 = time.perf_counter()
-    model = LinearTextClassifier(labels, cfg).fit(train["text"], train["label"])
-    calibrate(model, val, args.other_bias)
+    model = LinearTextClassifier(labels, cfg).fit(train["text"], train["label"], source_categories(train, cfg))
+    if model.other_subclasses:
+        print(f"{cfg.other_label} trained as {len(model.other_subclasses)} source-category sub-classes "
+              f"(>= {cfg.other_min_size} offers each) + the rest pooled")
+    calibrate(model, val, args.other_bias, args.other_bias_objective)
     metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
     if args.refit and val is not None:
         print(f"refitting on train + validation ({len(train) + len(val)} offers)")

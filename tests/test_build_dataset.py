@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +278,13 @@ def test_other_label_from_the_field_caps_and_counts_by_source_category(categoris
     assert report["skipped_by_reason"]["other_over_cap"] > 0
     assert sum(report["other_by_source_category"].values()) == counts["Other"]
     assert set(report["other_by_source_category"]) <= set(truth["offers_by_category"]) - set(names)
+    # source_category: the offer's WDC category, for the trainer to split Other by
+    other = names.index("Other")
+    by_source = Counter(c for s in ("train", "validation", "test")
+                        for c, y in zip(col(dsd[s], "source_category"), col(dsd[s], "label")) if y == other)
+    assert dict(by_source) == report["other_by_source_category"]
+    assert all(c == names[y] for s in dsd for c, y in zip(col(dsd[s], "source_category"), col(dsd[s], "label"))
+               if y != other)
     # whole clusters: an Other cluster is either fully in or fully out; splits stay grouped and stratified
     split_clusters = [clusters_of(dsd[s]) for s in ("train", "validation", "test")]
     assert not (split_clusters[0] & split_clusters[1]) and not (split_clusters[0] & split_clusters[2])
@@ -293,6 +301,9 @@ def test_other_label_from_a_map_and_unmapped_only_on_request(categorised, tmp_pa
     dsd, report = build_cat(categorised, "mapother", "--map", str(partial), "--other_label", "Other")
     assert "(not in map)" not in report["other_by_source_category"]
     assert report["skipped_by_reason"]["not_in_map"] > 0
+    names = dsd["train"].features["label"].names
+    assert {c for s in dsd for c, y in zip(col(dsd[s], "source_category"), col(dsd[s], "label"))
+            if names[y] == "Other"} == set(report["other_by_source_category"])
     dsd2, report2 = build_cat(categorised, "mapunmapped", "--map", str(partial), "--other_label", "Other",
                               "--keep_unmapped")
     assert report2["other_by_source_category"]["(not in map)"] == report["skipped_by_reason"]["not_in_map"]
@@ -317,6 +328,9 @@ def test_mwpd_other_label_keeps_offers_outside_the_six(tmp_path):
     assert report["records_kept"] == 3000 and "outside_label_set" not in report["skipped_by_reason"]
     assert label_counts(dsd)["Other"] == 3000 - 1662 == sum(report["other_by_source_category"].values())
     assert "Food/Beverage/Tobacco" in report["other_by_source_category"]
+    assert dsd["train"].column_names == ["text", "label", "cluster", "source_category"]
+    sources = Counter(c for s in dsd for c, y in zip(col(dsd[s], "source_category"), col(dsd[s], "label")) if y == 6)
+    assert dict(sources) == report["other_by_source_category"]  # the GS1 level-1 class
 
 
 def test_mwpd_all_levels_layout_and_hierarchy(tmp_path):

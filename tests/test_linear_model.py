@@ -148,6 +148,104 @@ def test_train_script_refit_and_open_set_block(tmp_path):
     assert info["other_label"] == "Shoes" and info["refit"] is True
 
 
+SPLIT_LABELS = ["Automotive", "Books", "Other"]
+OTHER_WORDS = {"Furniture": ["oak sofa", "dining table", "armchair velvet", "bookshelf pine", "bed frame"],
+               "Phones": ["smartphone dual sim", "phone case", "android handset", "charger usb", "iphone cover"],
+               "Pets": ["dog collar", "cat litter"]}
+
+
+def split_offers(n_per_class=30, seed=0):
+    """Automotive and Books as targets, Other from three source categories (Pets: few offers)."""
+    rng = np.random.default_rng(seed)
+    texts, labels, sources = [], [], []
+    groups = [(0, "Automotive", WORDS[0], n_per_class), (1, "Books", WORDS[1], n_per_class)]
+    groups += [(2, cat, words, n_per_class if cat != "Pets" else 4) for cat, words in OTHER_WORDS.items()]
+    for label, cat, words, n in groups:
+        for _ in range(n):
+            a, b = rng.choice(len(words), 2)
+            texts.append(f"{words[a]} {words[b]} model {rng.integers(100, 999)}")
+            labels.append(label)
+            sources.append(cat)
+    return texts, labels, sources
+
+
+def test_other_sub_classes_trained_per_source_and_summed_back(tmp_path):
+    texts, labels, sources = split_offers()
+    cfg = LinearConfig(other_label="Other", other_split="source", other_min_size=10)
+    model = LinearTextClassifier(SPLIT_LABELS, cfg).fit(texts, labels, sources)
+    assert model.other_subclasses == ["Furniture", "Phones"]  # Pets (4 offers) stays in Other's own column
+    assert model.weights.shape[1] == 5 and model.column_labels.tolist() == [0, 1, 2, 2, 2]
+    assert model.classes_without_training_examples == []
+    val, val_y, _ = split_offers(8, seed=1)
+    model.calibrate(val, val_y)
+    model.choose_other_bias(val, val_y)
+    model.calibrate(val, val_y)
+    probs = model.predict_proba(val)
+    assert probs.shape == (len(val), 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    # the Other probability is the sum of its columns; decisions and scores agree with it
+    cols = model.column_scores(val) / model.temperature
+    e = np.exp(cols - cols.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    assert np.allclose(probs[:, 2], e[:, 2:].sum(axis=1), atol=1e-5)
+    assert (model.predict(val) == probs.argmax(axis=1)).all() and set(model.predict(val).tolist()) <= {0, 1, 2}
+    assert (probs.argmax(axis=1) == np.asarray(val_y)).mean() > 0.9
+    # saved and loaded: the same probabilities; the registry's predictor sees only the three labels
+    from category_classification.models.registry import load_predictor
+
+    model.save(tmp_path / "m")
+    again = load_linear(tmp_path / "m")
+    assert again.other_subclasses == ["Furniture", "Phones"] and np.allclose(again.predict_proba(val), probs, atol=1e-6)
+    info = json.loads((tmp_path / "m" / "category_model.json").read_text())
+    assert info["labels"] == SPLIT_LABELS
+    results = load_predictor(tmp_path / "m").predict(["oak sofa bed frame", "smartphone dual sim", "history book"])
+    assert [r["label"] for r in results] == ["Other", "Other", "Books"]
+
+
+def test_other_split_none_or_without_sources_keeps_one_other_class():
+    texts, labels, sources = split_offers(20)
+    assert LinearConfig().other_split == "source"  # the default, chosen by grouped CV
+    plain = LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other", other_split="none")).fit(
+        texts, labels, sources)
+    no_src = LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other", other_split="source")).fit(
+        texts, labels)
+    for model in (plain, no_src):
+        assert model.other_subclasses == [] and model.weights.shape[1] == 3
+    assert np.allclose(plain.decision_scores(texts[:5]), no_src.decision_scores(texts[:5]))
+
+
+def test_other_weight_applies_to_every_other_sub_class():
+    texts, labels, sources = split_offers(20)
+    cfg = LinearConfig(other_label="Other", other_split="source", other_min_size=10, other_weight=0.5)
+    model = LinearTextClassifier(SPLIT_LABELS, cfg)
+    cols = model.other_columns(np.asarray(labels), sources)
+    weights = model._class_weight(cols)
+    balanced = len(cols) / (5 * np.bincount(cols))
+    assert weights[0] == pytest.approx(balanced[0])
+    assert [weights[c] for c in (2, 3, 4)] == pytest.approx((balanced[2:] * 0.5).tolist())
+
+
+def test_train_script_splits_other_by_the_source_category_column(tmp_path):
+    feats = Features({"text": Value("string"), "label": ClassLabel(names=SPLIT_LABELS), "cluster": Value("int64"),
+                      "source_category": Value("string")})
+
+    def split(seed, n):
+        texts, y, src = split_offers(n, seed)
+        return Dataset.from_dict({"text": texts, "label": y, "cluster": list(range(len(texts))),
+                                  "source_category": src}, features=feats)
+
+    DatasetDict({"train": split(0, 30), "validation": split(1, 10), "test": split(2, 8)}).save_to_disk(tmp_path / "d")
+    (tmp_path / "d" / "build_report.json").write_text(json.dumps({"other_label": "Other"}))
+    out = tmp_path / "model"
+    assert train_main(["--data", str(tmp_path / "d"), "--out", str(out), "--other_split", "source",
+                       "--other_min_size", "10", "--refit"]) == 0
+    info = json.loads((out / "category_model.json").read_text())
+    assert info["labels"] == SPLIT_LABELS and info["other_subclasses"] == ["Furniture", "Phones"]
+    block = json.loads((out / "metrics.json").read_text())["test"]["open_set"]
+    assert block["accepted_precision"] > 0.9 and block["in_scope_recall"] > 0.9
+    assert train_main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "one"), "--other_split", "none"]) == 0
+    assert json.loads((tmp_path / "one" / "category_model.json").read_text())["other_subclasses"] == []
+
+
 def test_hierarchy_model_decodes_only_training_paths(tmp_path):
     from category_classification.models.hierarchical import HierarchicalLinear, load_hierarchical
     from category_classification.models.registry import load_predictor

@@ -79,12 +79,17 @@ class LabelPlan:
         return len(self.names) - 1 if self.other_label else -1
 
 
-def features_for(label_names, levels: dict | None = None):
+SOURCE_COLUMN = "source_category"  # --other_label datasets: the category each offer came from
+
+
+def features_for(label_names, levels: dict | None = None, source_category: bool = False):
     from datasets import ClassLabel, Features, Value
 
     cols = {"text": Value("string"), "label": ClassLabel(names=list(label_names))}
     cols.update({name: ClassLabel(names=list(names)) for name, names in (levels or {}).items()})
     cols["cluster"] = Value("int64")
+    if source_category:  # lets a trainer split Other by where its offers came from
+        cols[SOURCE_COLUMN] = Value("string")
     return Features(cols)
 
 
@@ -279,9 +284,12 @@ def _assign(clusters, labels, forced, keep, config: BuildConfig) -> np.ndarray:
     return codes
 
 
-def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path) -> dict:
-    """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels."""
-    schema = features_for(plan.names, plan.levels).arrow_schema
+def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources=None, categories=()) -> dict:
+    """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels (and,
+    for an Other class, each row's source category name)."""
+    with_source = bool(plan.other_label)
+    schema = features_for(plan.names, plan.levels, source_category=with_source).arrow_schema
+    names = pa.array(list(categories) or [""], pa.string())
     paths = {name: tmp_dir / f"{name}.arrow" for name in SPLIT_NAMES}
     sinks = {name: pa.OSFile(str(p), "wb") for name, p in paths.items()}
     writers = {name: pa.ipc.new_stream(sinks[name], schema) for name in SPLIT_NAMES}
@@ -292,8 +300,10 @@ def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path) -> dict
         for batch in pa.ipc.open_stream(pa.memory_map(s.path)):
             part = codes[offset: offset + batch.num_rows]
             label = pa.array(labels[offset: offset + batch.num_rows], pa.int64())
-            offset += batch.num_rows
             cols = [batch.column("text"), label, *(batch.column(c) for c in plan.levels), batch.column("cluster")]
+            if with_source:
+                cols.append(names.take(pa.array(sources[offset: offset + batch.num_rows], pa.int64())))
+            offset += batch.num_rows
             rows = pa.record_batch(cols, schema=schema)
             for code, name in enumerate(SPLIT_NAMES):
                 mask = part == code
@@ -359,7 +369,7 @@ def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, 
     if plan.other_label:
         other = keep & (labels == len(plan.names) - 1)
         extra["other_by_source_category"] = dict(Counter(categories[c] for c in sources[other].tolist()).most_common())
-    paths = _write_splits(shards, codes, labels, plan, tmp_dir)
+    paths = _write_splits(shards, codes, labels, plan, tmp_dir, sources, categories)
     splits = {name: Dataset.from_file(str(paths[name])) for name in SPLIT_NAMES}
     if config.add_language:
         _add_language(splits, config, tmp_dir)
