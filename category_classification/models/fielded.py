@@ -8,9 +8,8 @@ plain text without markers is a valid input too (both extra fields empty), just 
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 

@@ -5,7 +5,6 @@ always form a path seen in training. Kind "hierarchical_linear"; trained by trai
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Mapping, Sequence

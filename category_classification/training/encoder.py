@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, option
