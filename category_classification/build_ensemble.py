@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset directory: score the members and the ensemble")
     p.add_argument("--splits", nargs="+", default=["validation", "test"])
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (torch members)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (torch members)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime members")
     add_eval_args(p)
     return p

@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset directory written by build_lspc_dataset.py")
     p.add_argument("--split", default="test")
     p.add_argument("--batch_size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (torch models)")
     p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="ONNX directories only")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None,

@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=None,
                    help="below this top probability the label is null (none of the trained classes); "
                         "pick it on validation data with evaluate.py --target_precision")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (torch models)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (torch models)")
     p.add_argument("--precision", choices=("fp32", "int8"), default=None,
                    help="ONNX directories: which export to run (default: the directory's default)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")

@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_items", type=int, default=256, help="titles per request at most (else 413)")
     p.add_argument("--max_chars", type=int, default=2000, help="characters per title at most (else 413)")
     p.add_argument("--threshold", type=float, default=None, help="default 'none of these' threshold")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (torch models)")
     p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="ONNX directories only")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
     p.add_argument("--log_level", default="warning")

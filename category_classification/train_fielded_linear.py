@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from category_classification.core.artifacts import check_model_out
-from category_classification.core.cli import UserError, require_file, run
+from category_classification.core.cli import UserError, add_dataclass_args, dataclass_from_args, require_file, run
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
 from category_classification.data.text import clean, text_problem
@@ -30,7 +30,6 @@ LEVEL_SETS = {"all": ("lvl1", "lvl2", "lvl3"), "six": ("six",), "lvl1": ("lvl1",
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = FieldedConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="MWPD-format training offers (JSON lines, plain or .gz)")
     p.add_argument("--validation", default=None, help="MWPD-format offers for calibration and scoring")
@@ -38,11 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_level", choices=list(LEVEL_SETS), default="all",
                    help="all: GS1 lvl1 > lvl2 > lvl3 (label = lvl1); six: the toolkit's 6 classes")
     p.add_argument("--refit", action="store_true", help="after calibration, fit again on --data + --validation")
-    p.add_argument("--decode", choices=["paths", "flat"], default=d.decode)
-    p.add_argument("--C", type=float, default=d.C, help="inverse regularisation strength of the SVMs")
-    p.add_argument("--category_weight", type=float, default=d.category_weight, help="weight of the breadcrumb")
-    p.add_argument("--url_weight", type=float, default=d.url_weight, help="weight of the URL words")
-    p.add_argument("--seed", type=int, default=d.seed)
+    add_dataclass_args(p.add_argument_group("model (FieldedConfig)"), FieldedConfig)
     return p
 
 
@@ -154,8 +149,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_model_out(args.out, [args.data, args.validation])
     levels = LEVEL_SETS[args.label_level]
-    cfg = FieldedConfig(C=args.C, category_weight=args.category_weight, url_weight=args.url_weight,
-                        decode=args.decode, seed=args.seed)
+    cfg = dataclass_from_args(FieldedConfig, args)
     if args.refit and not args.validation:
         raise UserError("--refit needs --validation (the offers to add after calibration)")
     counts = Counter()

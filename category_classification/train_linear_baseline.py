@@ -12,11 +12,12 @@ import argparse
 import json
 import sys
 import time
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 
 from category_classification.core.artifacts import check_model_out
-from category_classification.core.cli import UserError, add_eval_args, run
+from category_classification.core.cli import UserError, add_dataclass_args, add_eval_args, dataclass_from_args, run
 from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
                                                         eval_options, evaluate_split, format_metrics,
@@ -25,37 +26,19 @@ from category_classification.models.linear import LinearConfig, LinearTextClassi
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = LinearConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="DatasetDict directory from build_lspc_dataset.py")
     p.add_argument("--out", required=True, help="model directory to write")
-    p.add_argument("--features", choices=["tfidf", "hashed"], default=d.features,
-                   help="tfidf: scikit-learn vectorizers (default); hashed: numpy n-gram hashing, faster to predict")
-    p.add_argument("--hash_bits", type=int, default=d.hash_bits, help="2**bits columns per block (hashed)")
-    p.add_argument("--word_ngrams", type=int, nargs=2, default=list(d.word_ngrams), metavar=("MIN", "MAX"))
-    p.add_argument("--char_ngrams", type=int, nargs=2, default=list(d.char_ngrams), metavar=("MIN", "MAX"))
-    p.add_argument("--char_min_df", type=int, default=d.char_min_df)
-    p.add_argument("--C", type=float, default=d.C, help="inverse regularisation strength of the SVM")
-    p.add_argument("--class_weight", choices=["balanced", "none"], default=d.class_weight or "none")
+    add_dataclass_args(p.add_argument_group("model (LinearConfig)"), LinearConfig)
     p.add_argument("--refit", action="store_true",
                    help="after calibrating on validation, fit again on train + validation (final models)")
-    p.add_argument("--other_label", default=None,
-                   help="the out-of-scope class (default: the dataset's, from its build_report.json)")
-    p.add_argument("--other_weight", type=float, default=d.other_weight,
-                   help="multiplies the out-of-scope class's weight in training")
     p.add_argument("--other_bias", default="auto",
                    help="offset on the out-of-scope class's score: auto (chosen on validation) or a number")
     p.add_argument("--other_bias_objective", choices=["min", "sum"], default="min",
                    help="what --other_bias auto maximises: min (default) or sum of accepted precision and "
                         "in-scope recall")
-    p.add_argument("--other_split", choices=["source", "none"], default=d.other_split,
-                   help="source: train the out-of-scope class as one sub-class per source category (the "
-                        "dataset's source_category column), summed back into it at prediction; none: one class")
-    p.add_argument("--other_min_size", type=int, default=d.other_min_size,
-                   help="training offers a source category needs to be its own Other sub-class")
     p.add_argument("--hierarchy", action="store_true",
                    help="GS1 levels: one model per lvl1/lvl2/lvl3 column, hierarchy-consistent decoding")
-    p.add_argument("--seed", type=int, default=d.seed)
     add_eval_args(p)
     return p
 
@@ -70,13 +53,9 @@ def dataset_other_label(data_dir) -> str | None:
 
 
 def config_from_args(args, labels) -> LinearConfig:
+    cfg = dataclass_from_args(LinearConfig, args)
     other = args.other_label or dataset_other_label(args.data)
-    return LinearConfig(features=args.features, word_ngrams=tuple(args.word_ngrams),
-                        char_ngrams=tuple(args.char_ngrams), char_min_df=args.char_min_df,
-                        hash_bits=args.hash_bits, C=args.C,
-                        class_weight=None if args.class_weight == "none" else args.class_weight,
-                        other_label=other if other in labels else None, other_weight=args.other_weight,
-                        other_split=args.other_split, other_min_size=args.other_min_size, seed=args.seed)
+    return dataclasses.replace(cfg, other_label=other if other in labels else None)
 
 
 def source_categories(split, cfg: LinearConfig):

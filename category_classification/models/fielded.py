@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
-from category_classification.core.cli import UserError
+from category_classification.core.cli import UserError, option
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
 from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior
@@ -67,14 +67,19 @@ def split_fields(text: str) -> tuple[str, str, str]:
 class FieldedConfig:
     # C=0.5 balanced: the plain TF-IDF reference of issue 13; the field weights scale each block's rows,
     # chosen on the MWPD validation file (bench/mwpd_best_search.py)
-    C: float = 0.5
-    class_weight: str | None = "balanced"
-    category_weight: float = 0.5
-    url_weight: float = 0.5
-    decode: str = "paths"  # "paths": best path seen in training by summed log-probabilities; "flat": per level
-    prune_below: float = 3e-3
-    max_iter: int = 2000
-    seed: int = 42
+    C: float = option(0.5, "inverse regularisation strength of the SVMs")
+    class_weight: str | None = option("balanced", "balanced or none", choices=("balanced", "none"))
+    category_weight: float = option(0.5, "weight of the breadcrumb block")
+    url_weight: float = option(0.5, "weight of the URL-words block")
+    decode: str = option("paths", "paths: the best path seen in training by summed log-probabilities; "
+                                  "flat: each level on its own", choices=("paths", "flat"))
+    prune_below: float = option(3e-3, "weights below this magnitude are dropped (a quarter of the size)")
+    max_iter: int = option(2000, "LinearSVC iterations")
+    seed: int = option(42, "random seed")
+
+    def __post_init__(self):
+        if self.class_weight == "none":  # the flag's spelling of "no weighting"
+            self.class_weight = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "FieldedConfig":

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
-from category_classification.core.cli import UserError
+from category_classification.core.cli import UserError, option
 from category_classification.models.ngram_features import HashedTfidf, NgramSpec
 from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
                                                    write_vocabulary)
@@ -33,27 +33,37 @@ class LinearConfig:
     # "tfidf" (scikit-learn's vectorizers; with char_min_df=1 exactly the plain reference of issue 13)
     # is the default: hashed n-grams ("hashed", ~10x faster to predict) scored 0.912 against the
     # reference's 0.934 6-class macro-F1 on held-out offers. See docs/benchmarks.md.
-    features: str = "tfidf"
-    word_ngrams: tuple[int, int] = (1, 2)
-    char_ngrams: tuple[int, int] = (2, 5)
-    char_min_df: int = 1  # the reference keeps every character n-gram
-    hash_bits: int = 19
-    C: float = 0.5
+    features: str = option("tfidf", "tfidf: scikit-learn vectorizers (default); hashed: numpy n-gram hashing, "
+                                    "faster to predict", choices=("tfidf", "hashed"))
+    word_ngrams: tuple[int, int] = option((1, 2), "word n-gram range", nargs=2, metavar=("MIN", "MAX"))
+    char_ngrams: tuple[int, int] = option((2, 5), "character n-gram range (inside word boundaries)", nargs=2,
+                                          metavar=("MIN", "MAX"))
+    char_min_df: int = option(1, "documents a character n-gram needs (1: the reference keeps every one)")
+    hash_bits: int = option(19, "2**bits columns per block (hashed)")
+    C: float = option(0.5, "inverse regularisation strength of the SVM")
     # "balanced" weighs rare classes up; it raised 5-fold macro-F1 on MWPD 6 classes from 0.901 to 0.922.
-    class_weight: str | None = "balanced"
-    max_iter: int = 5000
-    seed: int = 42
+    class_weight: str | None = option("balanced", "balanced or none", choices=("balanced", "none"))
+    max_iter: int = option(5000, "LinearSVC iterations")
+    seed: int = option(42, "random seed")
     # The out-of-scope class (datasets built with --other_label): its class weight is multiplied by
     # other_weight, and an offset chosen on validation is added to its score (see choose_other_bias).
-    other_label: str | None = None
-    other_weight: float = 1.0
+    other_label: str | None = option(None, "the out-of-scope class (default: the dataset's, from its "
+                                           "build_report.json)")
+    other_weight: float = option(1.0, "multiplies the out-of-scope class's weight in training")
     # "source": Other is trained as one sub-class per source category (the dataset's source_category
     # column) holding at least other_min_size training offers, the rest pooled; their probabilities are
     # summed back into Other, so nothing outside the model sees them. "none": one Other class. Grouped
     # 5-fold CV on the MWPD train file: min(accepted precision, in-scope recall) 0.961 against 0.957,
     # target macro-F1 0.921 against 0.862 (docs/benchmarks.md, open set).
-    other_split: str = "source"
-    other_min_size: int = 20
+    other_split: str = option("source", "source: one Other sub-class per source category (the dataset's "
+                                        "source_category column), summed back at prediction; none: one class",
+                              choices=("source", "none"))
+    other_min_size: int = option(20, "training offers a source category needs to be its own Other sub-class")
+
+    def __post_init__(self):
+        if self.class_weight == "none":  # the flag's spelling of "no weighting"
+            self.class_weight = None
+        self.word_ngrams, self.char_ngrams = tuple(self.word_ngrams), tuple(self.char_ngrams)
 
     @classmethod
     def from_dict(cls, d: dict) -> "LinearConfig":
