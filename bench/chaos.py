@@ -30,14 +30,15 @@ import sys
 import tempfile
 import threading
 import time
+
+from category_classification.core.env import offline_env
 from pathlib import Path
 
 from bench.load_test import free_port, get_json
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = ROOT / "category_classification"
-ENV = dict(os.environ, PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-           HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+ENV = offline_env(PYTHONPATH=str(ROOT))
 PARTS = ("builder", "predict", "train", "serve")
 # The encoder at its smallest (a BPE of 300 tokens, one layer): an epoch of 2,000 offers takes under a second.
 TINY_ENCODER = ["--tokenizer", "bpe:300", "--hidden_size", "32", "--num_layers", "1", "--num_heads", "4",

@@ -22,6 +22,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from category_classification.core.env import offline_env
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +75,7 @@ def start_server(args, port: int, log_file) -> subprocess.Popen:
     for flag in ("precision", "threads"):
         if getattr(args, flag) is not None:
             cmd += [f"--{flag}", str(getattr(args, flag))]
-    env = dict(os.environ, TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = offline_env()
     proc = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     deadline = time.time() + args.startup_timeout
     while time.time() < deadline:

@@ -6,13 +6,14 @@ or accelerate launch, exactly as a multi-GPU run is launched. Prints the wall ti
 
 import argparse
 import json
-import os
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+
+from category_classification.core.env import offline_env
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,8 +70,7 @@ def main(argv=None):
             "--out", str(out), "--model", str(work / "tiny_qwen3"), "--device", "cpu", "--seq_len", "16",
             "--batch", "32", "--micro_batch", "8", "--epochs", "2", "--lr", "5e-3", "--lora_r", "4",
             "--lora_alpha", "8", "--logging_steps", "4", "--no_lang_metrics"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-               "TOKENIZERS_PARALLELISM": "false"}
+        env = offline_env(OMP_NUM_THREADS="1")
         print(" ".join(cmd))
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)

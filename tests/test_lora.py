@@ -2,13 +2,13 @@
 whole script end to end (adapter, merged model, results files)."""
 
 import json
-import os
 import random
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+from category_classification.core.env import stay_offline  # noqa: E402
+
+stay_offline()
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")

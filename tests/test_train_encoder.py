@@ -1,7 +1,6 @@
 """The encoder scripts end to end on a tiny generated dataset: train, resume, infer, v2, torchrun."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -9,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from category_classification.core.env import offline_env
 from category_classification import train_embedding_classifier as trainer
 from category_classification import train_embedding_classifier_v2 as trainer_v2
 from category_classification.core.cli import run
@@ -160,8 +160,7 @@ def test_torchrun_two_cpu_processes(data_dir, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false")
+    env = offline_env(OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), str(REPO / "category_classification" / "train_embedding_classifier.py"),
            "--data", str(data_dir), "--out", str(out), "--epochs", "2", "--device", "cpu", *TINY]
