@@ -201,3 +201,24 @@ def test_model_out_that_would_lose_something_is_refused_before_any_work(data, tm
             assert len(err) == 1 and err[0].startswith("error:") and words in err[0], err
     assert (notes / "metrics.json").read_text() == "my own notes\n" and a_file.read_text() == "x"
     assert not (data / "sub").exists()
+
+
+def test_a_killed_lora_runs_folder_is_removed_by_the_next_run_and_a_live_ones_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from category_classification.training.lora import claim_run_dir
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = socket.gethostname()
+    owners = {".checkpoints-dead": int(dead.stdout), ".checkpoints-live": os.getppid()}  # parent: alive
+    for name, pid in owners.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "owner.json").write_text(json.dumps({"host": host, "pid": pid}))
+    (tmp_path / ".checkpoints-dead-out").mkdir()  # the killed run's staged outputs
+    (tmp_path / ".checkpoints-noowner").mkdir()  # written by an older version: not provably dead
+    claim_run_dir(tmp_path, tmp_path / ".checkpoints-new")
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".checkpoints-live", ".checkpoints-new", ".checkpoints-noowner"]
+    assert json.loads((tmp_path / ".checkpoints-new" / "owner.json").read_text())["pid"] == os.getpid()

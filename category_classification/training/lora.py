@@ -313,6 +313,29 @@ def run_dir_name(cfg: LoraTrainConfig) -> str:
     return ".checkpoints-" + hashlib.sha1(key.encode()).hexdigest()[:12]
 
 
+def claim_run_dir(out: Path, work_dir: Path) -> None:
+    """Mark `work_dir` as this live process's (owner.json: host and pid), after removing the run folders that
+    killed runs on this host left in `out` (their owner process is gone); folders of live runs, of other
+    hosts or without an owner file are left alone."""
+    import socket
+
+    host = socket.gethostname()
+    runs = sorted(out.glob(".checkpoints-*"), key=lambda p: not p.name.endswith("-out")) if out.is_dir() else []
+    for old in runs:  # staged "-out" folders first: their owner file is in the run folder
+        try:
+            run = old.with_name(old.name.removesuffix("-out"))  # a run's staged outputs go with it
+            owner = json.loads((run / "owner.json").read_text(encoding="utf-8"))
+            if owner.get("host") != host or int(owner["pid"]) == os.getpid():
+                continue
+            os.kill(int(owner["pid"]), 0)  # alive: not ours to remove
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except (OSError, ValueError, KeyError, TypeError, OverflowError):
+            continue
+    work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "owner.json").write_text(json.dumps({"host": host, "pid": os.getpid()}), encoding="utf-8")
+
+
 def predict_splits(trainer, tokenized: dict) -> dict:
     """Validation and test predictions; every process takes part (the Trainer gathers)."""
     preds = {}
@@ -366,6 +389,8 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
     tokenizer, model = build_model(cfg, labels, device)
     trainable, total = count_parameters(model)
     work_dir = out / run_dir_name(cfg)
+    if is_main_process():
+        claim_run_dir(out, work_dir)
     trainer, batches = make_trainer(cfg, model, tokenizer, data, device, work_dir, log)
     if is_main_process():
         log(f"model {cfg.model}: {trainable:,} of {total:,} parameters trainable "
