@@ -133,6 +133,17 @@ def format_metrics(m: Mapping, label_names: Sequence[str], title: str = "") -> s
     return "\n".join(lines)
 
 
+def _save_figure(fig, path) -> Path:
+    """Lay out, write as PNG and free one matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_confusion_matrix(cm, label_names: Sequence[str], path, title: str = "") -> Path:
     """Row-normalised heat map with raw counts in the cells."""
     import matplotlib
@@ -157,11 +168,7 @@ def plot_confusion_matrix(cm, label_names: Sequence[str], path, title: str = "")
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of true class")
     ax.set_title(title or "confusion matrix")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def write_results(out_dir, model_name: str, config: Mapping, split_metrics: Mapping[str, Mapping],
@@ -314,11 +321,7 @@ def plot_open_set_curve(curve: Sequence[Mapping], path, title: str = "") -> Path
     ax.set_ylabel("accepted precision (given labels that are right)")
     ax.grid(alpha=0.3)
     ax.set_title(title or "open set: threshold on the top probability")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path)
 
 
 def format_open_set(block: Mapping) -> str:
