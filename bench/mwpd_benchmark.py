@@ -29,9 +29,12 @@ REPO = Path(__file__).resolve().parents[1]
 MWPD = REPO / "data" / "mwpd"
 LEVELS = ("lvl1", "lvl2", "lvl3")
 DEFAULT_MODEL = "linear"
-# Every kind here trains in well under 30 minutes on 2 CPU cores. The MiniLM LoRA fine-tune per level
-# (bench/lora_minilm.py, ~8 min per level on 2 cores) is not wired in yet: see docs/benchmarks.md.
-MODELS = ("reference", "linear", "hier_linear", "linear_breadcrumb", "hier_linear_breadcrumb", "fielded_linear")
+# The default list: every kind that trains in well under 30 minutes on 2 CPU cores. The MiniLM LoRA kinds
+# (bench/mwpd_minilm.py: four fine-tunes, ~8 minutes each on 2 cores) run when named, on a GPU in minutes.
+DEFAULT_MODELS = ("reference", "linear", "hier_linear", "linear_breadcrumb", "hier_linear_breadcrumb",
+                  "fielded_linear")
+TRANSFORMER_MODELS = ("minilm_lora", "linear+minilm_lora")
+MODELS = DEFAULT_MODELS + TRANSFORMER_MODELS
 DESCRIPTION = {
     "reference": "scikit-learn TF-IDF word 1-2 + char_wb 2-5, LinearSVC(C=0.5, balanced), per level",
     "linear": "the fast default (models/linear.py), one model per level",
@@ -39,6 +42,8 @@ DESCRIPTION = {
     "fielded_linear": "per-field TF-IDF (offer text, breadcrumb, URL words), GS1 path decoding (models/fielded.py)",
     "linear_breadcrumb": "the fast default, text + the shop's breadcrumb (CategoryText)",
     "hier_linear_breadcrumb": "hier_linear, text + the shop's breadcrumb (CategoryText)",
+    "minilm_lora": "all-MiniLM-L6-v2 + LoRA (the trainer's small-model defaults), one fine-tune per level",
+    "linear+minilm_lora": "the average of the linear default's and minilm_lora's probabilities, per level",
 }
 
 
@@ -162,8 +167,17 @@ def run_kind(kind: str, files: dict) -> dict:
     base = kind.removesuffix("_breadcrumb")
     train = read_offers(files["train"], breadcrumb)
     test = read_offers(files["test"], breadcrumb)
+    if files.get("max_offers"):  # a quick check of the wiring, not a benchmark figure
+        train, test = train[: files["max_offers"]], test[: files["max_offers"]]
     t0 = time.perf_counter()
-    if kind == "fielded_linear":  # reads the MWPD files itself: it needs the breadcrumb and URL fields
+    info = None
+    if kind in TRANSFORMER_MODELS:
+        from bench.mwpd_minilm import run_minilm
+
+        val = read_offers(files["validation"], breadcrumb) if files.get("validation") else []
+        pred = run_minilm(kind, train + val, test, Path(files["work"]), files.get("device", "auto"))
+        info = pred.pop("_info")
+    elif kind == "fielded_linear":  # reads the MWPD files itself: it needs the breadcrumb and URL fields
         from category_classification.train_fielded_linear import benchmark_predictions
 
         pred = benchmark_predictions(files["train"], files["test"], files.get("validation"))
@@ -181,6 +195,9 @@ def run_kind(kind: str, files: dict) -> dict:
     out.update(train_seconds=round(seconds, 1),
                peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                classes_without_training_examples={lv: len(v) for lv, v in missing.items()})
+    if info is not None:  # per task: device, train seconds, prediction speed, peak GPU memory
+        out["train_seconds"] = info.pop("train_seconds")  # the fits alone (a fine-tune may come from the cache)
+        out["transformer"] = info
     return out
 
 
@@ -221,9 +238,13 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for benchmark.json")
-    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of: {', '.join(MODELS)}")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help=f"comma-separated, of: {', '.join(MODELS)} (default: all but the transformer kinds)")
     p.add_argument("--test", help="a test file in the MWPD format; then train + validation are training data")
     p.add_argument("--mwpd_dir", default=str(MWPD))
+    p.add_argument("--device", default="auto", help="for the transformer kinds: auto, cuda or cpu")
+    p.add_argument("--max_offers", type=int, default=0,
+                   help="use only the first N offers of each file: a quick check of the wiring (0: all)")
     args = p.parse_args(argv)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
@@ -240,6 +261,7 @@ def main(argv=None) -> int:
     print(f"MWPD benchmark: scored on the {scored_on}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    files.update(work=str(out / "work"), device=args.device, max_offers=args.max_offers)
     results = {}
     for kind in models:
         print(f"  {kind}: {DESCRIPTION[kind]}", flush=True)
