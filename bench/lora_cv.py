@@ -7,7 +7,7 @@ One validation split of ~700 offers holds 5 Baby offers, so one offer more or le
 to 0.05; the mean over folds that together cover all 7,185 offers is the steadier figure. The folds are
 those of bench/linear_cv.py (title groups kept whole, labels stratified). In each fold the held-out fold is
 the test split, and 10% of the rest (again whole title groups) is the validation split that picks the LoRA
-checkpoint and calibrates the linear model. Each fold writes OUT/foldK/{data,linear,lora,lora/ensemble};
+checkpoint and calibrates the linear model. Each fold writes OUT/foldK/{data,linear,lora,lora_ensemble};
 a fold whose LoRA run finished is reused, so an interrupted run resumes. The table goes to OUT/cv.json.
 Flags this script does not know go to bench/lora_minilm.py (e.g. --seed, --epochs, --cpu_threads).
 """

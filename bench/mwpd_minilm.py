@@ -141,3 +141,32 @@ def run_minilm(kind: str, train: list[dict], test: list[dict], work: Path, devic
     info["train_seconds"] = round(sum(i["train_seconds"] + i.get("linear_seconds", 0) for i in info.values()), 1)
     pred["_info"] = info
     return pred
+
+
+def main(argv=None) -> int:
+    """Fit the fine-tunes of some tasks into a benchmark's work folder (on a GPU machine, say); a later
+    `mwpd_benchmark.py --models minilm_lora,...` with the same --out takes them from there."""
+    import argparse
+
+    from bench.mwpd_benchmark import MWPD, read_offers
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("--out", required=True, help="the benchmark's --out (fine-tunes go to OUT/work/TASK)")
+    p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of: {', '.join(TASKS)}")
+    p.add_argument("--device", default="auto")
+    args = p.parse_args(argv)
+    train, test = read_offers(MWPD / "train.json.gz"), read_offers(MWPD / "validation.json.gz")
+    for task in [t for t in args.tasks.split(",") if t]:
+        if task not in TASKS:
+            raise SystemExit(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+        info = task_probs(Path(args.out) / "work", task, train, test, args.device, "minilm")["info"]
+        print(f"{task}: {json.dumps(info)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    if __package__ in (None, ""):
+        sys.path[0] = str(Path(__file__).resolve().parents[1])
+    sys.exit(main())
