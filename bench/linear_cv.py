@@ -1,12 +1,13 @@
 """Grouped 5-fold cross-validation of linear configurations on the bundled MWPD offers.
 
-  python bench/linear_cv.py [--label_level six|lvl1|lvl2|lvl3] [--folds 5] [--only NAME ...]
+  python bench/linear_cv.py [--label_level six|lvl1|lvl2|lvl3] [--folds 5] [--only NAME ...] [--breadcrumb]
 
 One 700-offer test split gives a noisy macro-F1 (the Baby class has 6 offers there), so linear settings
 are chosen on all bundled offers (train + validation files: 7,185 six-class, 13,012 GS1) with folds
 grouped by normalized title, mean and standard deviation over the folds. "reference" is issue 13's plain
 TF-IDF (word 1-2 + char_wb 2-5, sublinear tf) + LinearSVC(C=0.5, balanced), which the default now equals.
-A class that only a test fold holds is scored as a miss (weighted F1 counts its support).
+A class that only a test fold holds is scored as a miss (weighted F1 counts its support). --breadcrumb
+builds the texts as the dataset builder does for MWPD by default (with the shop's breadcrumb).
 """
 
 from __future__ import annotations
@@ -30,13 +31,13 @@ CONFIGS = {
 }
 
 
-def bundled_offers(label_level: str = "six"):
+def bundled_offers(label_level: str = "six", breadcrumb: bool = False):
     """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups."""
     from category_classification.data.mwpd import read_mwpd
 
     rows = []
     for f in ("train.json.gz", "validation.json.gz"):
-        rows += list(read_mwpd(REPO / "data" / "mwpd" / f, label_level))
+        rows += list(read_mwpd(REPO / "data" / "mwpd" / f, label_level, breadcrumb=breadcrumb))
     texts = [t for t, _, _ in rows]
     names = sorted({l for _, l, _ in rows})
     y = np.array([names.index(l) for _, l, _ in rows])
@@ -59,9 +60,10 @@ def main():
     p.add_argument("--label_level", default="six")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only", nargs="*", help="run only configs whose name starts with one of these")
+    p.add_argument("--breadcrumb", action="store_true", help="texts end with the shop's breadcrumb (CategoryText)")
     args = p.parse_args()
 
-    texts, names, y, groups = bundled_offers(args.label_level)
+    texts, names, y, groups = bundled_offers(args.label_level, args.breadcrumb)
     print(f"{len(texts):,} offers, {len(names)} classes, {len(set(groups.tolist())):,} title groups, "
           f"{args.folds} grouped folds")
     folds = grouped_folds(y, groups, args.folds)

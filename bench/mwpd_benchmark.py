@@ -49,9 +49,10 @@ DESCRIPTION = {
 
 def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None) -> list[dict]:
     """MWPD offers as {"text", "lvl1", "lvl2", "lvl3", "six"}: labels keep their GS1 codes ("67000000_Clothing");
-    an offer without a title or a level label is skipped and counted."""
+    an offer without a title or a level label is skipped and counted. With `breadcrumb` the text ends with the
+    shop's breadcrumb by the builder's rule (text.offer_text; build_lspc_dataset.py --breadcrumb)."""
     from category_classification.data.lspc import parse_json_object
-    from category_classification.data.mwpd import gs1_label
+    from category_classification.data.mwpd import BREADCRUMB_FIELD, gs1_label
     from category_classification.data.text import clean, offer_text
 
     counts = Counter() if counts is None else counts
@@ -66,9 +67,8 @@ def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None) -
             if not title or not all(levels.values()):
                 counts["skipped_no_title_or_label"] += 1
                 continue
-            text = offer_text(title, clean(offer.get("Description")))
-            if breadcrumb and clean(offer.get("CategoryText")):
-                text = f"{text} | {clean(offer.get('CategoryText'), 300)}"
+            text = offer_text(title, clean(offer.get("Description")),
+                              breadcrumb=offer.get(BREADCRUMB_FIELD) if breadcrumb else None)
             out.append({"text": text, **levels, "six": gs1_label(levels, "six")})
     return out
 

@@ -24,7 +24,7 @@ from sklearn.metrics import f1_score
 from sklearn.svm import LinearSVC
 
 from category_classification.data.mwpd import gs1_label
-from category_classification.data.text import clean, offer_text
+from category_classification.data.text import breadcrumb_text, clean, offer_text
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = ("lvl1", "lvl2", "lvl3")
@@ -57,7 +57,7 @@ def fields(offers, desc_chars=300):
         f["text"].append(offer_text(title, desc, desc_chars))
         f["title"].append(title)
         f["desc"].append(clean(desc, 1000))
-        f["cat"].append(clean(o.get("CategoryText"), 300))
+        f["cat"].append(breadcrumb_text(o.get("CategoryText")))
         f["url"].append(url_words(o.get("URL")))
     return f
 

@@ -19,7 +19,7 @@ from category_classification.core.cli import UserError, require_file, run
 from category_classification.data.build_dir import BuildDir, check_out
 from category_classification.data.builder import (BuildConfig, merge_counts, print_summary, split_and_save,
                                                      write_report)
-from category_classification.data.sources import SOURCES, pick_source
+from category_classification.data.sources import SOURCES, pick_source, use_breadcrumb
 
 
 def build_parser():
@@ -50,6 +50,9 @@ def build_parser():
                    help="zip members read in parallel")
     p.add_argument("--max_description_chars", type=int, default=300,
                    help="text = title + this many characters of description (0: all of it)")
+    p.add_argument("--breadcrumb", choices=("auto", "on", "off"), default="auto",
+                   help="end the text with ' | ' + the shop's breadcrumb (MWPD CategoryText, first 300 "
+                        "characters); auto: on for --mwpd, off for --zip (LSPC offers have none)")
     p.add_argument("--limit_members", type=int, default=0, help="read only the first N members (quick trials)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
@@ -83,6 +86,7 @@ def main(argv=None) -> int:
                          full=args.full, full_split_name=args.full_split_name, add_language=args.add_language,
                          language_num_proc=args.language_num_proc, read_workers=max(1, args.read_workers),
                          max_description_chars=args.max_description_chars,
+                         breadcrumb=use_breadcrumb(args.breadcrumb, source),
                          max_other_fraction=args.max_other_fraction, allow_empty_splits=args.allow_empty_splits)
     inputs = [require_file(path, what) for path, what in source.inputs(args)]
     out = check_out(args.out, inputs)  # before any reading: a bad --out costs nothing

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from category_classification.core.artifacts import description_chars
+    from category_classification.core.artifacts import text_settings
     from category_classification.inference.batch import (check_output_path, count_lines, open_records,
                                                           predict_stream, predicted_rows)
     from category_classification.inference.sharding import current_shard
@@ -60,17 +60,17 @@ def main(argv=None):
         raise UserError("--threshold is a probability between 0 and 1")
     if args.out is None and args.text is None:
         raise UserError("--out is required with --input and --zip")
-    # texts built from title + description (JSONL/CSV fields, --zip) use the description length of training
-    chars = description_chars(args.model)
+    # texts built from fields (JSONL/CSV title, description, breadcrumb; --zip) use the settings of training
+    settings = text_settings(args.model)
     records = open_records(input_path=args.input, texts=args.text, zip_path=args.zip, text_field=args.text_field,
-                           max_description_chars=chars)
+                           **settings)
     if args.out is not None:  # checked before the model loads: a bad --out costs nothing
         check_output_path(args.out, [args.input, args.zip, args.model], overwrite=args.overwrite)
     shard = current_shard(args.out, texts_given=args.text is not None)  # under torchrun: this process's share
     if shard:
         records = shard.begin(lambda members=None: open_records(input_path=args.input, zip_path=args.zip,
                                                                 text_field=args.text_field, members=members,
-                                                                max_description_chars=chars),
+                                                                **settings),
                               args.resume, args.batch_size, zip_path=args.zip,
                               log=lambda msg: print(msg, file=sys.stderr))
         args.device, args.out = shard.device(args.device), str(shard.part)

@@ -41,15 +41,16 @@ def write_mwpd(path, n_per_path, seed):
 
 @pytest.fixture(scope="module")
 def gs1(tmp_path_factory):
-    """An all-levels dataset built with --max_description_chars 50, a hierarchical_linear model trained on it,
-    a plain linear one on its lvl1 label, and a fielded_linear model trained on the MWPD files themselves."""
+    """An all-levels dataset built with --max_description_chars 50 (and no breadcrumb: these offers' breadcrumb
+    names the class, which would leave no offer in doubt), a hierarchical_linear model trained on it, a plain
+    linear one on its lvl1 label, and a fielded_linear model trained on the MWPD files themselves."""
     root = tmp_path_factory.mktemp("gs1")
     train_rows = write_mwpd(root / "train.json.gz", 24, 0)
     write_mwpd(root / "test.json.gz", 6, 1)
     data = root / "data"
     assert build_lspc_dataset.main(["--mwpd", str(root / "train.json.gz"), "--mwpd_test", str(root / "test.json.gz"),
-                                    "--label_level", "all", "--max_description_chars", "50", "--out", str(data),
-                                    "--val_size", "0.2", "--quiet"]) == 0
+                                    "--label_level", "all", "--max_description_chars", "50", "--breadcrumb", "off",
+                                    "--out", str(data), "--val_size", "0.2", "--quiet"]) == 0
     models = {"hierarchical_linear": root / "hier", "linear": root / "linear", "fielded_linear": root / "fielded"}
     assert train_linear_baseline.main(["--data", str(data), "--out", str(models["hierarchical_linear"]),
                                        "--hierarchy"]) == 0
@@ -152,9 +153,13 @@ def _texts(out):
 def test_predict_jsonl_and_csv_cut_descriptions_as_in_training(gs1, tmp_path):
     rows = gs1["train_rows"][:6]
     jsonl = tmp_path / "offers.jsonl"
-    jsonl.write_text("".join(json.dumps({"title": r["Name"], "description": r["Description"]}) + "\n" for r in rows))
+    jsonl.write_text("".join(json.dumps({"title": r["Name"], "description": r["Description"],
+                                         "breadcrumb": r["CategoryText"]}) + "\n" for r in rows))
     csv = tmp_path / "offers.csv"
-    csv.write_text("title,description\n" + "".join(f"{r['Name']},{r['Description']}\n" for r in rows))
+    csv.write_text("title,description,breadcrumb\n" + "".join(
+        f"{r['Name']},{r['Description']},{r['CategoryText']}\n" for r in rows))
+    # neither model was trained with the breadcrumb in its text (the dataset was built with --breadcrumb off;
+    # the fielded model's category_model.json records no text settings): the field is left out
     for src in (jsonl, csv):
         for kind, chars in (("linear", 50), ("fielded_linear", 300)):
             out = tmp_path / f"{src.suffix}-{kind}.jsonl"

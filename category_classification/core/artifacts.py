@@ -14,8 +14,8 @@ from category_classification.core.cli import UserError
 
 MODEL_INFO = "category_model.json"
 # The builder's settings that shape a model's input text (build_report.json "config"): prediction paths that
-# build text from title + description fields must use the trained values (description_chars below).
-TEXT_SETTINGS = ("max_description_chars",)
+# build text from title + description (+ breadcrumb) fields must use the trained values (text_settings below).
+TEXT_SETTINGS = ("max_description_chars", "breadcrumb")
 
 
 def dataset_text_settings(data_dir) -> dict:
@@ -97,18 +97,29 @@ def read_model_info(model_dir) -> dict:
     return info
 
 
+def _info_of(info_or_dir) -> dict:
+    if isinstance(info_or_dir, dict):
+        return info_or_dir
+    try:
+        return read_model_info(info_or_dir)
+    except UserError:  # a folder that is not a model is reported by its loader
+        return {}
+
+
 def description_chars(info_or_dir) -> int:
     """The description length (characters) a model's texts were built with: category_model.json
     "max_description_chars" (of a model folder, or of its info already read), else the builder's default
-    (models trained before it was recorded; a folder that is not a model is reported by its loader)."""
+    (models trained before it was recorded)."""
     from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
 
-    info = info_or_dir
-    if not isinstance(info, dict):
-        try:
-            info = read_model_info(info_or_dir)
-        except UserError:
-            info = {}
-    value = info.get("max_description_chars")
+    value = _info_of(info_or_dir).get("max_description_chars")
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
     return value if ok else DEFAULT_MAX_DESCRIPTION_CHARS
+
+
+def text_settings(info_or_dir) -> dict:
+    """Every TEXT_SETTINGS value a model's texts were built with, as keyword arguments of the prediction
+    readers: "breadcrumb" is True only when category_model.json says so (models of datasets without it,
+    and LSPC ones, were trained on title + description)."""
+    info = _info_of(info_or_dir)
+    return {"max_description_chars": description_chars(info), "breadcrumb": info.get("breadcrumb") is True}

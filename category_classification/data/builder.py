@@ -37,6 +37,7 @@ class BuildConfig:
     language_num_proc: int = 1
     read_workers: int = 2
     max_description_chars: int = 300
+    breadcrumb: bool = False  # the shop's breadcrumb ends the text (MWPD); a text setting, see core/artifacts.py
     max_other_fraction: float | None = None
     allow_empty_splits: bool = False
 

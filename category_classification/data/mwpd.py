@@ -1,7 +1,8 @@
 """Reading the MWPD 2020 offers (data/mwpd): GS1-labelled WDC offers, mapped to our label sets.
 
 The 6-class rules are the table in data/mwpd/README.md; `lvl1`/`lvl2`/`lvl3` keep the GS1 class names.
-The group key is the normalized title, so duplicate offers never straddle splits.
+The group key is the normalized title, so duplicate offers never straddle splits. With `breadcrumb` the
+model text ends with the shop's breadcrumb (`CategoryText`), by text.offer_text's rule.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections import Counter
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, normalize_title, offer_text
+
+BREADCRUMB_FIELD = "CategoryText"
 
 LABEL_LEVELS = ("six", "lvl1", "lvl2", "lvl3")
 GS1_LEVELS = ("lvl1", "lvl2", "lvl3")
@@ -67,10 +70,12 @@ def _file_lines(path) -> list[bytes]:
     return data.splitlines()
 
 
-def iter_records(path, counts: Counter | None = None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS):
+def iter_records(path, counts: Counter | None = None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
+                 breadcrumb: bool = True):
     """Yield an OfferRecord for each usable offer of an MWPD file (JSON lines, plain or gzip; a single
-    JSON array works too): the model text, the title's group id, and the class at every level in
-    `labels` (None where it has none). Skipped lines are counted in `counts` by reason."""
+    JSON array works too): the model text (ending with the offer's breadcrumb unless `breadcrumb` is False;
+    on is the builder's MWPD default), the title's group id, and the class at every level in `labels` (None
+    where it has none). Skipped lines are counted in `counts` by reason."""
     from category_classification.data.records import OfferRecord
 
     counts = Counter() if counts is None else counts
@@ -85,18 +90,19 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
             continue
         description = clean(offer.get("Description") or offer.get("description"))
         labels = {level: gs1_label(offer, level) for level in LABEL_LEVELS}
-        yield OfferRecord(offer_text(title, description, max_description_chars),
+        crumb = offer.get(BREADCRUMB_FIELD) if breadcrumb else None
+        yield OfferRecord(offer_text(title, description, max_description_chars, crumb),
                           group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
                           labels=labels, ref={"line": n})
 
 
 def read_mwpd(path, level: str = "six", counts: Counter | None = None,
-              max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS):
+              max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = True):
     """Yield (text, label_name, group_id) for each offer of an MWPD file with a class at `level`."""
     if level not in LABEL_LEVELS:
         raise UserError(f"--label_level must be one of {', '.join(LABEL_LEVELS)}, got {level!r}")
     counts = Counter() if counts is None else counts
-    for rec in iter_records(path, counts, max_description_chars):
+    for rec in iter_records(path, counts, max_description_chars, breadcrumb):
         label = rec.labels[level]
         if label is None:
             counts["outside_label_set"] += 1
@@ -113,7 +119,7 @@ def _label_for(rec, level: str, targets, other_label):
     return other_label
 
 
-def _read_files(args, targets, max_description_chars: int) -> list:
+def _read_files(args, targets, config) -> list:
     """(path, is_test, [(record, label)], counts) per file, the test file first so its titles can be
     kept out of train/validation."""
     files = [(f, False) for f in args.mwpd] + ([(args.mwpd_test, True)] if args.mwpd_test else [])
@@ -124,7 +130,7 @@ def _read_files(args, targets, max_description_chars: int) -> list:
     for path, is_test in files:
         counts: Counter = Counter()
         kept = []
-        for rec in iter_records(path, counts, max_description_chars):
+        for rec in iter_records(path, counts, config.max_description_chars, config.breadcrumb):
             if args.label_level == "all" and not all(rec.labels[lv] for lv in GS1_LEVELS):
                 counts["missing_level"] += 1
                 continue
@@ -165,7 +171,7 @@ def read_mwpd_files(args, config, tmp):
     from category_classification.data.records import ReadResult, parse_categories
 
     targets = parse_categories(args.categories, default=None)
-    files = _read_files(args, targets, config.max_description_chars)
+    files = _read_files(args, targets, config)
     found = sorted({label for _, _, kept, _ in files for _, label in kept if label != args.other_label})
     if not found:
         raise UserError("no offer of the MWPD files belongs to the chosen label set")

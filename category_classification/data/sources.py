@@ -15,11 +15,13 @@ from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS
 
 # A source: `flag` (the attribute of args that selects it), `add_arguments(group)` (its builder flags),
 # `inputs(args)` ((path, what) pairs checked before any work), `records(path)` (OfferRecords) and
-# `read(args, config, tmp)` (pass 1: shards and a builder.LabelPlan). docs/data.md: "Adding a source".
+# `read(args, config, tmp)` (pass 1: shards and a builder.LabelPlan); `breadcrumb` says whether its offers
+# carry the shop's breadcrumb (the builder's --breadcrumb auto turns it on then). docs/data.md: "Adding a source".
 class LspcSource:
     """The LSPC zip: labels from --map, or else from the offers' own `category` field."""
 
     name, flag = "lspc", "zip"
+    breadcrumb = False  # WDC offers have no breadcrumb field
 
     @staticmethod
     def add_arguments(group) -> None:
@@ -79,6 +81,7 @@ class MwpdSource:
     """MWPD JSON-lines files with GS1 labels; --mwpd_test makes one file the whole test split."""
 
     name, flag = "mwpd", "mwpd"
+    breadcrumb = True  # CategoryText
 
     @staticmethod
     def add_arguments(group) -> None:
@@ -94,10 +97,10 @@ class MwpdSource:
         return [(p, "MWPD file") for p in list(args.mwpd or []) + ([args.mwpd_test] if args.mwpd_test else [])]
 
     @staticmethod
-    def records(path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS):
+    def records(path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = True):
         from category_classification.data.mwpd import iter_records
 
-        return iter_records(path, max_description_chars=max_description_chars)
+        return iter_records(path, max_description_chars=max_description_chars, breadcrumb=breadcrumb)
 
     @staticmethod
     def read(args, config, tmp: Path, progress: bool = True) -> ReadResult:
@@ -108,6 +111,13 @@ class MwpdSource:
 
 # name -> source; the builder uses the one whose flag was given
 SOURCES = {"lspc": LspcSource, "mwpd": MwpdSource}
+
+
+def use_breadcrumb(setting: str, source) -> bool:
+    """--breadcrumb auto/on/off for `source`: auto is on where its offers carry a breadcrumb (MWPD)."""
+    if setting == "on" and not source.breadcrumb:
+        raise UserError(f"--breadcrumb on: {source.name.upper()} offers carry no breadcrumb (use auto or off)")
+    return source.breadcrumb if setting == "auto" else setting == "on"
 
 
 def pick_source(args):

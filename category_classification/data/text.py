@@ -1,4 +1,5 @@
-"""Offer text: the model input built from title and description, and the normalized title used as a group key.
+"""Offer text: the model input built from title, description and (MWPD) the shop's breadcrumb, and the
+normalized title used as a group key.
 
 One place for these rules so the builder, the profiler, the predictor and the service agree on what "text"
 means, including the rule for hostile text (docs/reliability.md): code points that cannot be encoded (lone
@@ -17,6 +18,10 @@ DEFAULT_MAX_DESCRIPTION_CHARS = 300
 # Every model reads at most a few hundred tokens; longer input only costs memory (a 10 MB title once
 # took 1.6 GB in the predictor), so the model text is cut here for every path.
 MAX_TEXT_CHARS = 2000
+# The shop's breadcrumb (MWPD `CategoryText`) is appended after this separator, cut to this many characters:
+# the format bench/mwpd_benchmark.py measured (docs/benchmarks.md, "What each field adds").
+BREADCRUMB_SEPARATOR = " | "
+MAX_BREADCRUMB_CHARS = 300
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACE = re.compile(r"\s+")
@@ -60,12 +65,22 @@ def model_text(text) -> str:
     return clean(text, MAX_TEXT_CHARS)
 
 
-def offer_text(title: str, description: str = "", max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:
-    """title + " " + description, the description cut to `max_description_chars` (0 = whole)."""
+def breadcrumb_text(value) -> str:
+    """The shop's breadcrumb as it enters any model text: cleaned like every field, cut to MAX_BREADCRUMB_CHARS."""
+    return clean(value, MAX_BREADCRUMB_CHARS)
+
+
+def offer_text(title: str, description: str = "", max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
+               breadcrumb=None) -> str:
+    """title + " " + description, the description cut to `max_description_chars` (0 = whole), then
+    " | " + the breadcrumb when one is given and not blank (no separator without one)."""
     title = clean(title, MAX_TEXT_CHARS)
     description = clean(description, max_description_chars or MAX_TEXT_CHARS)
-    text = f"{title} {description}" if description else title
-    return text[:MAX_TEXT_CHARS].rstrip()
+    text = (f"{title} {description}" if description else title)[:MAX_TEXT_CHARS].rstrip()
+    crumb = breadcrumb_text(breadcrumb)
+    if crumb and len(text) + len(BREADCRUMB_SEPARATOR) < MAX_TEXT_CHARS:  # room for more than the separator
+        text = f"{text}{BREADCRUMB_SEPARATOR}{crumb}"[:MAX_TEXT_CHARS].rstrip()
+    return text
 
 
 def normalize_title(title: str) -> str:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from category_classification.core.artifacts import description_chars
+from category_classification.core.artifacts import text_settings
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -92,4 +92,4 @@ class Predictor:
         return {"kind": self.kind, "runtime": self.runtime, "labels": self.labels,
                 "model_dir": str(self.model_dir), "max_length": self.info.get("max_length"),
                 "source_kind": self.info.get("source_kind"),
-                "max_description_chars": description_chars(self.info)}
+                **text_settings(self.info)}

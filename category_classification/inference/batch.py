@@ -29,6 +29,7 @@ from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, en
 TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order when --text_field is not given
 TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
 DESCRIPTION_FIELDS = ("description", "Description")
+BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")  # read only for models trained with the breadcrumb
 # A line longer than this is reported and skipped without being held whole (a 10 MB line once took 1.6 GB);
 # shorter ones are cut to MAX_TEXT_CHARS by the text rule.
 MAX_LINE_BYTES = 4 << 20
@@ -45,9 +46,14 @@ class Record:
     reason: str | None = None
 
 
-def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS
-                   ) -> tuple[str | None, str | None]:
-    """The model text of one JSON record: a title gets its description added with `offer_text`."""
+def _first_str(obj: dict, fields) -> str | None:
+    return next((obj[f] for f in fields if isinstance(obj.get(f), str)), None)
+
+
+def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
+                   breadcrumb: bool = False) -> tuple[str | None, str | None]:
+    """The model text of one JSON record: a title gets its description (and, with `breadcrumb`, the shop's
+    breadcrumb) added with `offer_text`, as the builder does."""
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     fields = (text_field,) if text_field else TEXT_FIELDS
@@ -58,8 +64,8 @@ def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEF
         if not isinstance(value, str):
             return None, f"field {f!r} is not a string"
         if f in TITLE_FIELDS:
-            desc = next((obj[d] for d in DESCRIPTION_FIELDS if isinstance(obj.get(d), str)), "")
-            return offer_text(value, desc, max_description_chars), None
+            crumb = _first_str(obj, BREADCRUMB_FIELDS) if breadcrumb else None
+            return offer_text(value, _first_str(obj, DESCRIPTION_FIELDS) or "", max_description_chars, crumb), None
         return value, None
     return None, f"no {' / '.join(fields)} field"
 
@@ -93,7 +99,7 @@ def read_txt(path: Path) -> Iterator[Record]:
 
 
 def read_jsonl(path: Path, text_field: str | None = None,
-               max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> Iterator[Record]:
+               max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = False) -> Iterator[Record]:
     for n, line, problem in _lines(path):
         ref = {"line": n}
         if line is None:
@@ -110,14 +116,14 @@ def read_jsonl(path: Path, text_field: str | None = None,
         except RecursionError:
             yield Record(ref, reason="JSON nested too deep")
             continue
-        text, reason = _text_from_obj(obj, text_field, max_description_chars)
+        text, reason = _text_from_obj(obj, text_field, max_description_chars, breadcrumb)
         if isinstance(obj, dict) and "id" in obj:
             ref["id"] = obj["id"]
         yield Record(ref, text, reason)
 
 
 def read_csv(path: Path, text_field: str | None = None,
-             max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> Iterator[Record]:
+             max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = False) -> Iterator[Record]:
     # utf-8-sig drops a byte-order mark; surrogateescape keeps bad bytes visible as lone surrogates
     with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
         reader = csv.DictReader(fh)
@@ -127,6 +133,7 @@ def read_csv(path: Path, text_field: str | None = None,
         if column is None:
             raise UserError(f"{path}: no {' / '.join(fields)} column in the CSV header ({', '.join(header)})")
         description = next((d for d in DESCRIPTION_FIELDS if d in header), None) if column in TITLE_FIELDS else None
+        crumb_column = next((c for c in BREADCRUMB_FIELDS if c in header), None) if column in TITLE_FIELDS and breadcrumb else None
         while True:
             try:
                 row = next(reader)
@@ -144,9 +151,17 @@ def read_csv(path: Path, text_field: str | None = None,
             elif encodable(value) != value:
                 yield Record(ref, reason="invalid UTF-8")
             else:
-                desc = row.get(description) if description else None
-                text = offer_text(value, desc, max_description_chars) if desc and encodable(desc) == desc else value
+                text = _csv_text(value, row, description, crumb_column, max_description_chars)
                 yield Record(ref, text)
+
+
+def _csv_text(title: str, row: dict, description: str | None, crumb_column: str | None,
+              max_description_chars: int) -> str:
+    """A CSV row's model text: the title with its description (and breadcrumb) added as in training; a cell
+    with bad bytes (lone surrogates) is left out."""
+    desc, crumb = (row.get(c) if c else None for c in (description, crumb_column))
+    desc, crumb = (v if v and encodable(v) == v else None for v in (desc, crumb))
+    return offer_text(title, desc or "", max_description_chars, crumb) if desc or crumb else title
 
 
 def read_lspc_zip(path: Path, max_description_chars: int | None = None, members=None) -> Iterator[Record]:
@@ -165,10 +180,12 @@ def _read_lspc_zip_minimal(path: Path) -> Iterator[Record]:
 
 
 def open_records(input_path=None, texts=None, zip_path=None, text_field: str | None = None,
-                 max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None) -> Iterator[Record]:
+                 max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None,
+                 breadcrumb: bool = False) -> Iterator[Record]:
     """The records of whichever source was given: --text values, an input file, or the LSPC zip (all of its
     members, or the listed `members`). Texts built from title + description cut the description to
-    `max_description_chars`, the model's training value."""
+    `max_description_chars` and add a breadcrumb field when `breadcrumb`: the model's training settings
+    (core/artifacts.text_settings)."""
     if texts is not None:
         return (Record({"line": i + 1, "text": model_text(t)}, t) for i, t in enumerate(texts))
     if zip_path is not None:
@@ -183,9 +200,9 @@ def open_records(input_path=None, texts=None, zip_path=None, text_field: str | N
     if suffix == ".txt":
         return read_txt(p)
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return read_jsonl(p, text_field, max_description_chars)
+        return read_jsonl(p, text_field, max_description_chars, breadcrumb)
     if suffix in (".csv", ".tsv"):
-        return read_csv(p, text_field, max_description_chars)
+        return read_csv(p, text_field, max_description_chars, breadcrumb)
     raise UserError(f"{p}: unsupported input type {suffix!r} (use .txt, .jsonl or .csv)")
 
 

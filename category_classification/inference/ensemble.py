@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from category_classification.core.artifacts import description_chars, read_model_info, write_model_info
+from category_classification.core.artifacts import read_model_info, text_settings, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.inference.base import Predictor
 from category_classification.models.registry import load_predictor
@@ -53,22 +53,22 @@ def write_ensemble(out_dir, model_dirs: Sequence, weights: Sequence[float] | Non
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     w = normalize_weights(len(model_dirs), weights)
-    members, found, chars = [], [], set()
+    members, found, settings = [], [], set()
     for d, wi in zip(model_dirs, w):
         d = Path(d)
         info = read_model_info(d)  # a clear error for a folder that is not a trained model
         if info.get("kind") == KIND:
             raise UserError(f"{d} is itself an ensemble: list its members instead")
         found.append((str(d), list(info["labels"])))
-        chars.add(description_chars(info))
+        settings.add(tuple(sorted(text_settings(info).items())))
         try:
             rel = os.path.relpath(d.resolve(), out.resolve())
         except ValueError:  # another drive on Windows
             rel = str(d.resolve())
         members.append({"path": rel, "weight": wi, "kind": info.get("kind")})
     labels = check_labels(found)
-    if len(chars) == 1:  # members trained on texts built alike: predict.py builds its texts the same way
-        extra = {"max_description_chars": chars.pop(), **extra}
+    if len(settings) == 1:  # members trained on texts built alike: predict.py builds its texts the same way
+        extra = {**dict(settings.pop()), **extra}
     return write_model_info(out, KIND, labels, members=members, **extra)
 
 

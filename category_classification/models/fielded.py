@@ -17,7 +17,7 @@ import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError, option
-from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, offer_text
+from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb_text, clean, offer_text
 from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior
 from category_classification.models.linear import fit_temperature
@@ -43,9 +43,11 @@ def url_words(url) -> str:
 
 def fielded_text(title, description, breadcrumb=None, url=None,
                  max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:
-    """One offer as the model's input text: offer text, then the breadcrumb and URL words behind markers."""
+    """One offer as the model's input text: offer text, then the breadcrumb and URL words behind markers (its
+    own markers, not offer_text's " | ", since the model splits the fields apart; the breadcrumb is cleaned and
+    cut by the same rule, text.breadcrumb_text)."""
     text = offer_text(clean(title), clean(description), max_description_chars)
-    crumb, words = clean(breadcrumb, 300), url_words(url)
+    crumb, words = breadcrumb_text(breadcrumb), url_words(url)
     return text + (CATEGORY_MARK + crumb if crumb else "") + (URL_MARK + words if words else "")
 
 
