@@ -125,3 +125,17 @@ def test_write_results_draws_the_open_set_curve(tmp_path):
     assert (tmp_path / "open_set_validation.png").stat().st_size > 0
     assert payload["validation"]["open_set"]["in_scope_recall"] == pytest.approx(1.0)
     assert add_open_set({}, y_true, probs.argmax(1), ["A", "B", "C"], "Other") == {}
+
+
+def test_confusion_matrix_of_many_classes_stays_small(tmp_path):
+    """GS1 level 3 has ~280 classes: the figure is capped (it once drew a 20,000-pixel square for minutes)."""
+    from PIL import Image
+
+    from category_classification.evaluation.metrics import MAX_FIGURE_INCHES, plot_confusion_matrix
+
+    k = 280
+    cm = np.random.default_rng(0).integers(0, 5, (k, k))
+    path = plot_confusion_matrix(cm, [f"{i:08d}_GS1 class" for i in range(k)], tmp_path / "cm.png")
+    width, height = Image.open(path).size
+    assert max(width, height) <= (MAX_FIGURE_INCHES + 1) * 130  # inches x dpi (120), a little slack
+    assert min(width, height) > 1000  # still a readable heat map

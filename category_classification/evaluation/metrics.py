@@ -144,6 +144,10 @@ def _save_figure(fig, path) -> Path:
     return path
 
 
+MAX_FIGURE_INCHES = 24.0
+MAX_LABELLED_CLASSES = 60
+
+
 def plot_confusion_matrix(cm, label_names: Sequence[str], path, title: str = "") -> Path:
     """Row-normalised heat map with raw counts in the cells."""
     import matplotlib
@@ -154,11 +158,15 @@ def plot_confusion_matrix(cm, label_names: Sequence[str], path, title: str = "")
     cm = np.asarray(cm)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     k = len(label_names)
-    size = max(4.0, 0.6 * k + 2)
+    # Capped: GS1 level 3 has ~280 classes, and 0.6 inch a class drew a 20,000-pixel square for minutes.
+    size = min(max(4.0, 0.6 * k + 2), MAX_FIGURE_INCHES)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(k), label_names, rotation=45, ha="right", fontsize=8 if k > 10 else 10)
-    ax.set_yticks(range(k), label_names, fontsize=8 if k > 10 else 10)
+    if k <= MAX_LABELLED_CLASSES:
+        ax.set_xticks(range(k), label_names, rotation=45, ha="right", fontsize=8 if k > 10 else 10)
+        ax.set_yticks(range(k), label_names, fontsize=8 if k > 10 else 10)
+    else:  # names would overlap: classes in label order (metrics.json has the per-class figures)
+        title = f"{title or 'confusion matrix'} ({k} classes in label order)"
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     if k <= 20:
