@@ -6,6 +6,8 @@ settings chosen on validation (temperature, the Other offset) are kept and the m
 train + validation, as challenge entrants did; validation figures then come from the train-only fit.
 With --hierarchy (a dataset built with --label_level all) it trains one model per GS1 level and decodes
 the three levels together along the lvl1 > lvl2 > lvl3 paths seen in training (models/hierarchical.py).
+On a breadcrumb dataset (its `text_bare` column) every fit also learns each training offer's text without its
+breadcrumb, so offers that arrive without one score as well (--no_breadcrumb_copies: `text` alone).
 """
 
 import argparse
@@ -22,7 +24,7 @@ from category_classification.data.dataset_dir import get_split, label_names, loa
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
                                                         eval_options, evaluate_split, format_metrics,
                                                         format_open_set, gs1_metrics, write_results)
-from category_classification.models.linear import LinearConfig, LinearTextClassifier
+from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,12 +86,7 @@ def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict,
         cols["sources"] = [v for src in sources for v in src]
     if not (cfg.breadcrumb_copies and all(TEXT_BARE_COLUMN in s.column_names for s in splits)):
         return texts, cols, 0
-    bare = [t for s in splits for t in s[TEXT_BARE_COLUMN]]
-    extra = [i for i, (t, b) in enumerate(zip(texts, bare)) if b != t]
-    texts += [bare[i] for i in extra]
-    for values in cols.values():
-        values += [values[i] for i in extra]
-    return texts, cols, len(extra)
+    return with_bare_copies(texts, [t for s in splits for t in s[TEXT_BARE_COLUMN]], cols)
 
 
 def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str = "min") -> None:

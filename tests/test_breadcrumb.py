@@ -155,8 +155,8 @@ def test_breadcrumb_on_for_lspc_is_a_one_line_error(tmp_path, capsys):
 def test_the_dataset_holds_each_text_without_its_breadcrumb(mwpd):
     from category_classification.data.builder import TEXT_BARE_COLUMN
 
-    bare_of = {offer_text(r["Name"], r["Description"], 300, r.get("CategoryText")): offer_text(r["Name"], r["Description"])
-               for r in mwpd["rows"]}
+    bare_of = {offer_text(r["Name"], r["Description"], 300, r.get("CategoryText")):
+               offer_text(r["Name"], r["Description"]) for r in mwpd["rows"]}
     on, off = load_from_disk(str(mwpd["root"] / "on")), load_from_disk(str(mwpd["root"] / "off"))
     pairs = [(t, b) for s in on.values() for t, b in zip(s["text"], s[TEXT_BARE_COLUMN])]
     assert len(pairs) == len(mwpd["rows"]) and all(bare_of[t] == b for t, b in pairs)

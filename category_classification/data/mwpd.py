@@ -74,8 +74,9 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
                  breadcrumb: bool = True):
     """Yield an OfferRecord for each usable offer of an MWPD file (JSON lines, plain or gzip; a single
     JSON array works too): the model text (ending with the offer's breadcrumb unless `breadcrumb` is False;
-    on is the builder's MWPD default; then `bare_text` is the same text without it), the title's group id, and the class at every level in `labels` (None
-    where it has none). Skipped lines are counted in `counts` by reason."""
+    on is the builder's MWPD default; then `bare_text` is the same text without it), the title's group id,
+    and the class at every level in `labels` (None where it has none). Skipped lines are counted in `counts`
+    by reason."""
     from category_classification.data.records import OfferRecord
 
     counts = Counter() if counts is None else counts
@@ -91,7 +92,8 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
         description = clean(offer.get("Description") or offer.get("description"))
         labels = {level: gs1_label(offer, level) for level in LABEL_LEVELS}
         bare = offer_text(title, description, max_description_chars)
-        text = offer_text(title, description, max_description_chars, offer.get(BREADCRUMB_FIELD)) if breadcrumb else bare
+        crumb = offer.get(BREADCRUMB_FIELD) if breadcrumb else None
+        text = offer_text(title, description, max_description_chars, crumb) if crumb is not None else bare
         yield OfferRecord(text, group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
                           labels=labels, ref={"line": n}, bare_text=bare if breadcrumb else None)
 

@@ -80,6 +80,16 @@ class LinearConfig:
         return cls(**d)
 
 
+def with_bare_copies(texts: Sequence[str], bare: Sequence[str], columns: dict) -> tuple[list, dict, int]:
+    """`texts` followed by each `bare` text (the same offer without its breadcrumb) that differs from its
+    text, `columns` (name -> per-offer values: labels, source categories) with those rows repeated, and the
+    number of copies: the training rows of `LinearConfig.breadcrumb_copies`."""
+    texts = list(texts)
+    extra = [i for i, (t, b) in enumerate(zip(texts, bare)) if b != t]
+    columns = {k: list(v) + [v[i] for i in extra] for k, v in columns.items()}
+    return texts + [bare[i] for i in extra], columns, len(extra)
+
+
 def _vectorizer(cfg: LinearConfig):
     if cfg.features == "hashed":
         return HashedTfidf(NgramSpec(word_ngrams=cfg.word_ngrams, char_ngrams=cfg.char_ngrams,
