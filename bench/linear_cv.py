@@ -1,13 +1,16 @@
 """Grouped 5-fold cross-validation of linear configurations on the bundled MWPD offers.
 
-  python bench/linear_cv.py [--label_level six|lvl1|lvl2|lvl3] [--folds 5] [--only NAME ...] [--breadcrumb]
+  python bench/linear_cv.py [--label_level six|lvl1|lvl2|lvl3] [--folds 5] [--only NAME ...] [--breadcrumb
+                            [--breadcrumb_copies]]
 
 One 700-offer test split gives a noisy macro-F1 (the Baby class has 6 offers there), so linear settings
 are chosen on all bundled offers (train + validation files: 7,185 six-class, 13,012 GS1) with folds
 grouped by normalized title, mean and standard deviation over the folds. "reference" is issue 13's plain
 TF-IDF (word 1-2 + char_wb 2-5, sublinear tf) + LinearSVC(C=0.5, balanced), which the default now equals.
 A class that only a test fold holds is scored as a miss (weighted F1 counts its support). --breadcrumb
-builds the texts as the dataset builder does for MWPD by default (with the shop's breadcrumb).
+builds the texts as the dataset builder does for MWPD by default (with the shop's breadcrumb) and also scores
+each test fold without it ("bare": offers that arrive without one); --breadcrumb_copies also fits on the bare
+texts, as train_linear_baseline.py does by default (LinearConfig.breadcrumb_copies).
 """
 
 from __future__ import annotations
@@ -52,38 +55,65 @@ def grouped_folds(y, groups, folds: int, seed: int = 0):
     return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
 
 
-def main():
+def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False) -> dict:
+    """Per-fold figures of one configuration: macro/weighted F1 and accuracy on the test fold's texts, fit
+    seconds and, with `bare` (the same offers without their breadcrumb), macro-F1 on those too. `copies`
+    fits on texts + the bare copies (LinearConfig.breadcrumb_copies, models/linear.with_bare_copies)."""
     from category_classification.evaluation.metrics import label_scores
-    from category_classification.models.linear import LinearConfig, LinearTextClassifier
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
 
+    out: dict = {"macro_f1": [], "weighted_f1": [], "accuracy": [], "seconds": [], "bare_macro_f1": []}
+    for train_idx, test_idx in folds:
+        fit_texts, fit_y = [texts[i] for i in train_idx], list(y[train_idx])
+        if copies:
+            fit_texts, cols, _ = with_bare_copies(fit_texts, [bare[i] for i in train_idx], {"y": fit_y})
+            fit_y = cols["y"]
+        model = LinearTextClassifier(names, LinearConfig(**overrides))
+        t = time.perf_counter()
+        model.fit(fit_texts, np.asarray(fit_y))
+        out["seconds"].append(time.perf_counter() - t)
+        truth = [names[i] for i in y[test_idx]]
+        m = label_scores(truth, [names[i] for i in model.predict([texts[i] for i in test_idx])])
+        for key in ("macro_f1", "weighted_f1", "accuracy"):
+            out[key].append(m[key])
+        if bare is not None:
+            pred = model.predict([bare[i] for i in test_idx])
+            out["bare_macro_f1"].append(label_scores(truth, [names[i] for i in pred])["macro_f1"])
+    return out
+
+
+def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label_level", default="six")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only", nargs="*", help="run only configs whose name starts with one of these")
-    p.add_argument("--breadcrumb", action="store_true", help="texts end with the shop's breadcrumb (CategoryText)")
+    p.add_argument("--breadcrumb", action="store_true", help="texts end with the shop's breadcrumb (CategoryText); "
+                                                             "also scores the test folds without it (bare)")
+    p.add_argument("--breadcrumb_copies", action="store_true",
+                   help="with --breadcrumb: fit on each offer's text and, where it has a breadcrumb, its bare text "
+                        "too (train_linear_baseline.py's default, --breadcrumb_copies)")
     args = p.parse_args()
+    if args.breadcrumb_copies and not args.breadcrumb:
+        p.error("--breadcrumb_copies goes with --breadcrumb")
 
     texts, names, y, groups = bundled_offers(args.label_level, args.breadcrumb)
+    bare = None
+    if args.breadcrumb:
+        bare, names_bare, y_bare, groups_bare = bundled_offers(args.label_level, False)
+        assert names_bare == names and (y_bare == y).all() and (groups_bare == groups).all()  # the same offers
     print(f"{len(texts):,} offers, {len(names)} classes, {len(set(groups.tolist())):,} title groups, "
-          f"{args.folds} grouped folds")
+          f"{args.folds} grouped folds" + (", fit with the bare copies" if args.breadcrumb_copies else ""))
     folds = grouped_folds(y, groups, args.folds)
-    print(f"{'configuration':<40}{'macro_f1':>16}{'weighted_f1':>16}{'accuracy':>10}{'fit s':>8}")
+    print(f"{'configuration':<40}{'macro_f1':>16}{'weighted_f1':>16}{'accuracy':>10}{'fit s':>8}"
+          + (f"{'bare macro_f1':>18}" if bare is not None else ""))
     for name, overrides in CONFIGS.items():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
-        f1s, wf1s, accs, secs = [], [], [], []
-        for train_idx, test_idx in folds:
-            model = LinearTextClassifier(names, LinearConfig(**overrides))
-            t = time.perf_counter()
-            model.fit([texts[i] for i in train_idx], y[train_idx])
-            secs.append(time.perf_counter() - t)
-            pred = model.predict([texts[i] for i in test_idx])
-            m = label_scores([names[i] for i in y[test_idx]], [names[i] for i in pred])
-            f1s.append(m["macro_f1"])
-            wf1s.append(m["weighted_f1"])
-            accs.append(m["accuracy"])
-        print(f"{name:<40}{np.mean(f1s):>9.4f} ±{np.std(f1s):.4f}{np.mean(wf1s):>9.4f} ±{np.std(wf1s):.4f}"
-              f"{np.mean(accs):>10.4f}{np.mean(secs):>8.1f}", flush=True)
+        r = cv_config(overrides, texts, bare, names, y, folds, args.breadcrumb_copies)
+        bare_col = "" if bare is None else f"{np.mean(r['bare_macro_f1']):>11.4f} ±{np.std(r['bare_macro_f1']):.4f}"
+        print(f"{name:<40}{np.mean(r['macro_f1']):>9.4f} ±{np.std(r['macro_f1']):.4f}"
+              f"{np.mean(r['weighted_f1']):>9.4f} ±{np.std(r['weighted_f1']):.4f}"
+              f"{np.mean(r['accuracy']):>10.4f}{np.mean(r['seconds']):>8.1f}{bare_col}", flush=True)
 
 
 if __name__ == "__main__":

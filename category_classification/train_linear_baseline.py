@@ -6,6 +6,8 @@ settings chosen on validation (temperature, the Other offset) are kept and the m
 train + validation, as challenge entrants did; validation figures then come from the train-only fit.
 With --hierarchy (a dataset built with --label_level all) it trains one model per GS1 level and decodes
 the three levels together along the lvl1 > lvl2 > lvl3 paths seen in training (models/hierarchical.py).
+On a breadcrumb dataset (its `text_bare` column) every fit also learns each training offer's text without its
+breadcrumb, so offers that arrive without one score as well (--no_breadcrumb_copies: `text` alone).
 """
 
 import argparse
@@ -22,7 +24,7 @@ from category_classification.data.dataset_dir import get_split, label_names, loa
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
                                                         eval_options, evaluate_split, format_metrics,
                                                         format_open_set, gs1_metrics, write_results)
-from category_classification.models.linear import LinearConfig, LinearTextClassifier
+from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +73,22 @@ def source_categories(split, cfg: LinearConfig):
     return split[SOURCE_COLUMN]
 
 
+def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, int]:
+    """The training texts and `columns` (plus "sources" for source_categories) of `splits` (train, or train +
+    validation to refit), and how many bare copies were added: with cfg.breadcrumb_copies each offer whose
+    text_bare differs from its text is added once more with the bare text, its labels and source copied."""
+    from category_classification.data.builder import TEXT_BARE_COLUMN
+
+    texts = [t for s in splits for t in s["text"]]
+    cols = {c: [v for s in splits for v in s[c]] for c in columns}
+    sources = [source_categories(s, cfg) for s in splits]
+    if all(src is not None for src in sources):
+        cols["sources"] = [v for src in sources for v in src]
+    if not (cfg.breadcrumb_copies and all(TEXT_BARE_COLUMN in s.column_names for s in splits)):
+        return texts, cols, 0
+    return with_bare_copies(texts, [t for s in splits for t in s[TEXT_BARE_COLUMN]], cols)
+
+
 def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str = "min") -> None:
     """Temperature and, for an out-of-scope class, the offset on its score, from the validation split
     (the temperature first: with Other sub-classes, decisions depend on it; then again with the offset)."""
@@ -93,14 +111,17 @@ def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
     return add_open_set(m, split["label"], pred, labels, model.config.other_label, probs)
 
 
-def refit(model: LinearTextClassifier, train, val) -> LinearTextClassifier:
+def fit_linear(labels, cfg: LinearConfig, splits) -> tuple[LinearTextClassifier, int]:
+    """A linear model fitted on `splits` (with bare copies, fit_rows), and the number of copies."""
+    texts, cols, copies = fit_rows(splits, cfg)
+    return LinearTextClassifier(labels, cfg).fit(texts, cols["label"], cols.get("sources")), copies
+
+
+def refit(model: LinearTextClassifier, train, val) -> tuple[LinearTextClassifier, int]:
     """Fit the same settings on train + validation, keeping the calibration chosen on validation."""
-    fresh = LinearTextClassifier(model.labels, model.config)
-    sources = [source_categories(s, model.config) for s in (train, val)]
-    fresh.fit(list(train["text"]) + list(val["text"]), list(train["label"]) + list(val["label"]),
-              None if sources[0] is None or sources[1] is None else list(sources[0]) + list(sources[1]))
+    fresh, copies = fit_linear(model.labels, model.config, (train, val))
     fresh.temperature, fresh.other_bias = model.temperature, model.other_bias
-    return fresh
+    return fresh, copies
 
 
 def level_labels(dsd) -> dict:
@@ -141,23 +162,26 @@ def train_hierarchy(args) -> int:
     print(f"training one linear model per GS1 level on {len(train)} offers: "
           + ", ".join(f"{lv} {len(names[lv])} classes" for lv in LEVELS))
     t0 = time.perf_counter()
-    model = HierarchicalLinear(names, cfg).fit(train["text"], {lv: train[lv] for lv in LEVELS})
+    texts, cols, copies = fit_rows([train], cfg, LEVELS)
+    model = HierarchicalLinear(names, cfg).fit(texts, cols)
     metrics = {}
     if val is not None:
         model.calibrate(val["text"], {lv: val[lv] for lv in LEVELS})
         metrics["validation"] = gs1_split_metrics(model, val, labels, args)
         if args.refit:
             temps = {lv: model.models[lv].temperature for lv in LEVELS}
-            model = HierarchicalLinear(names, cfg).fit(list(train["text"]) + list(val["text"]),
-                                                      {lv: list(train[lv]) + list(val[lv]) for lv in LEVELS})
+            texts, cols, copies = fit_rows([train, val], cfg, LEVELS)
+            model = HierarchicalLinear(names, cfg).fit(texts, cols)
             for lv in LEVELS:
                 model.models[lv].temperature = temps[lv]
     train_seconds = time.perf_counter() - t0
     if "test" in dsd and len(dsd["test"]):
         metrics["test"] = gs1_split_metrics(model, dsd["test"], labels, args)
-    model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit))
+    model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
+               breadcrumb_copies=copies)
     write_results(args.out, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
-                  metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit)})
+                  metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit),
+                                          "breadcrumb_copies": copies})
     for split, m in metrics.items():
         g = m["gs1"]
         print(f"[{split}] MWPD avg weighted F1 {g['avg_weighted_f1']:.4f} ("
@@ -183,7 +207,9 @@ def main(argv=None) -> int:
     print(f"training linear model on {len(train)} offers, {len(labels)} classes"
           + (f" (out of scope: {cfg.other_label})" if cfg.other_label else ""))
     t0 = time.perf_counter()
-    model = LinearTextClassifier(labels, cfg).fit(train["text"], train["label"], source_categories(train, cfg))
+    model, copies = fit_linear(labels, cfg, [train])
+    if copies:
+        print(f"also trained on {copies} texts without their breadcrumb (--no_breadcrumb_copies: not)")
     if model.other_subclasses:
         print(f"{cfg.other_label} trained as {len(model.other_subclasses)} source-category sub-classes "
               f"(>= {cfg.other_min_size} offers each) + the rest pooled")
@@ -191,7 +217,7 @@ def main(argv=None) -> int:
     metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
     if args.refit and val is not None:
         print(f"refitting on train + validation ({len(train) + len(val)} offers)")
-        model = refit(model, train, val)
+        model, copies = refit(model, train, val)
     train_seconds = time.perf_counter() - t0
     print(f"trained in {train_seconds:.1f}s")
     if model.classes_without_training_examples:
@@ -201,9 +227,10 @@ def main(argv=None) -> int:
         metrics["test"] = split_metrics(model, test, labels, args)
 
     extra = {"train_seconds": round(train_seconds, 2), "train_size": len(train), "refit": bool(args.refit),
-             "temperature": model.temperature, "other_bias": model.other_bias,
+             "breadcrumb_copies": copies, "temperature": model.temperature, "other_bias": model.other_bias,
              "classes_without_training_examples": model.classes_without_training_examples}
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
+               breadcrumb_copies=copies,
                figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()})
     write_results(args.out, f"linear ({cfg.features} n-grams + LinearSVC)", asdict(cfg), metrics, labels,
                   extra=extra)

@@ -141,8 +141,92 @@ def test_the_breadcrumb_follows_the_text_rule():
 def test_breadcrumb_on_for_lspc_is_a_one_line_error(tmp_path, capsys):
     from category_classification.data.synthetic_lspc import write_lspc_zip
 
-    zip_path, map_path, _ = write_lspc_zip(tmp_path / "lspc", n_offers=50, n_members=1, n_clusters=10, seed=1)
+    zip_path, map_path, _ = write_lspc_zip(tmp_path / "lspc", n_offers=200, n_members=1, n_clusters=40, seed=1)
     code = run(build_lspc_dataset.main, ["--zip", str(zip_path), "--map", str(map_path), "--breadcrumb", "on",
                                          "--out", str(tmp_path / "d"), "--quiet"])
     assert code == 2 and "LSPC offers carry no breadcrumb" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    # auto (the default) builds LSPC without the breadcrumb, so without the bare-text column
+    assert build_lspc_dataset.main(["--zip", str(zip_path), "--map", str(map_path), "--val_size", "0.2",
+                                    "--test_size", "0.2", "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    assert all("text_bare" not in s.column_names for s in load_from_disk(str(tmp_path / "d")).values())
+
+
+def test_the_dataset_holds_each_text_without_its_breadcrumb(mwpd):
+    from category_classification.data.builder import TEXT_BARE_COLUMN
+
+    bare_of = {offer_text(r["Name"], r["Description"], 300, r.get("CategoryText")):
+               offer_text(r["Name"], r["Description"]) for r in mwpd["rows"]}
+    on, off = load_from_disk(str(mwpd["root"] / "on")), load_from_disk(str(mwpd["root"] / "off"))
+    pairs = [(t, b) for s in on.values() for t, b in zip(s["text"], s[TEXT_BARE_COLUMN])]
+    assert len(pairs) == len(mwpd["rows"]) and all(bare_of[t] == b for t, b in pairs)
+    assert any(t == b for t, b in pairs) and any(t.startswith(b + " | ") for t, b in pairs)  # crumbless: equal
+    assert all(TEXT_BARE_COLUMN not in s.column_names for s in off.values())  # no breadcrumb, no column
+
+
+def _train(data, out, *flags):
+    assert train_linear_baseline.main(["--data", str(data), "--out", str(out), *flags]) == 0
+    info = json.loads((out / "category_model.json").read_text())
+    assert json.loads((out / "metrics.json").read_text())["breadcrumb_copies"] == info["breadcrumb_copies"]
+    import numpy as np
+
+    with np.load(out / "linear_weights.npz") as w:
+        return info["breadcrumb_copies"], w["weights"].copy()
+
+
+def test_the_linear_model_also_fits_the_bare_copies_and_a_dataset_without_them_trains_as_before(mwpd, tmp_path):
+    import numpy as np
+
+    train = load_from_disk(str(mwpd["root"] / "on"))["train"]
+    differ = sum(t != b for t, b in zip(train["text"], train["text_bare"]))
+    assert 0 < differ < len(train)
+    info = json.loads((mwpd["root"] / "model" / "category_model.json").read_text())
+    assert info["breadcrumb_copies"] == differ  # the default: train + one bare copy per offer with a breadcrumb
+    copies, without = _train(mwpd["root"] / "on", tmp_path / "no_copies", "--no_breadcrumb_copies")
+    assert copies == 0
+    _, with_copies = _train(mwpd["root"] / "on", tmp_path / "copies")
+    assert with_copies.shape == without.shape and not np.allclose(with_copies, without)
+    # a dataset without the column (built before it existed) trains exactly as with --no_breadcrumb_copies
+    old = tmp_path / "old_data"
+    load_from_disk(str(mwpd["root"] / "on")).remove_columns("text_bare").save_to_disk(str(old))
+    (old / "build_report.json").write_text((mwpd["root"] / "on" / "build_report.json").read_text())
+    copies, old_weights = _train(old, tmp_path / "old_model")
+    assert copies == 0 and np.array_equal(old_weights, without)
+
+
+def test_fit_rows_copies_labels_sources_and_levels_of_every_split():
+    from datasets import Dataset
+
+    from category_classification.models.linear import LinearConfig
+    from category_classification.train_linear_baseline import fit_rows
+
+    a = Dataset.from_dict({"text": ["red tee | Tops", "blue jeans"], "text_bare": ["red tee", "blue jeans"],
+                           "label": [0, 1], "lvl3": [5, 6], "source_category": ["Clothing", "Food"]})
+    b = Dataset.from_dict({"text": ["boots | Shoes"], "text_bare": ["boots"], "label": [2], "lvl3": [7],
+                           "source_category": ["Footwear"]})
+    cfg = LinearConfig(other_label="Other")  # Other split by source: the source column is copied too
+    texts, cols, copies = fit_rows([a, b], cfg, ("label", "lvl3"))
+    assert copies == 2 and texts == ["red tee | Tops", "blue jeans", "boots | Shoes", "red tee", "boots"]
+    assert cols == {"label": [0, 1, 2, 0, 2], "lvl3": [5, 6, 7, 5, 7],
+                    "sources": ["Clothing", "Food", "Footwear", "Clothing", "Footwear"]}
+    off = LinearConfig(breadcrumb_copies=False)
+    assert fit_rows([a, b], off) == (["red tee | Tops", "blue jeans", "boots | Shoes"], {"label": [0, 1, 2]}, 0)
+
+
+def test_the_hierarchy_and_the_refit_fit_the_copies_too(mwpd, tmp_path):
+    root = mwpd["root"]
+    data = tmp_path / "gs1"
+    assert build_lspc_dataset.main(["--mwpd", str(root / "train.json.gz"), "--mwpd_test", str(root / "test.json.gz"),
+                                    "--label_level", "all", "--val_size", "0.2", "--quiet", "--out", str(data)]) == 0
+    dsd = load_from_disk(str(data))
+    differ = {s: sum(t != b for t, b in zip(dsd[s]["text"], dsd[s]["text_bare"])) for s in ("train", "validation")}
+    for flags, want in (([], differ["train"]), (["--refit"], differ["train"] + differ["validation"])):
+        out = tmp_path / f"hier{len(flags)}"
+        assert train_linear_baseline.main(["--data", str(data), "--out", str(out), "--hierarchy", *flags]) == 0
+        assert json.loads((out / "category_model.json").read_text())["breadcrumb_copies"] == want > 0
+        assert json.loads((out / "metrics.json").read_text())["breadcrumb_copies"] == want
+    out = tmp_path / "flat_refit"
+    assert train_linear_baseline.main(["--data", str(root / "on"), "--out", str(out), "--refit"]) == 0
+    on = load_from_disk(str(root / "on"))
+    want = sum(t != b for s in ("train", "validation") for t, b in zip(on[s]["text"], on[s]["text_bare"]))
+    assert json.loads((out / "category_model.json").read_text())["breadcrumb_copies"] == want

@@ -328,7 +328,7 @@ def test_mwpd_other_label_keeps_offers_outside_the_six(tmp_path):
     assert report["records_kept"] == 3000 and "outside_label_set" not in report["skipped_by_reason"]
     assert label_counts(dsd)["Other"] == 3000 - 1662 == sum(report["other_by_source_category"].values())
     assert "Food/Beverage/Tobacco" in report["other_by_source_category"]
-    assert dsd["train"].column_names == ["text", "label", "cluster", "source_category"]
+    assert dsd["train"].column_names == ["text", "text_bare", "label", "cluster", "source_category"]
     sources = Counter(c for s in dsd for c, y in zip(col(dsd[s], "source_category"), col(dsd[s], "label")) if y == 6)
     assert dict(sources) == report["other_by_source_category"]  # the GS1 level-1 class
 
@@ -345,7 +345,7 @@ def test_mwpd_all_levels_layout_and_hierarchy(tmp_path):
                                     "--out", str(out), "--quiet"]) == 0
     dsd = load_from_disk(str(out))
     train = dsd["train"]
-    assert train.column_names == ["text", "label", "lvl1", "lvl2", "lvl3", "cluster"]
+    assert train.column_names == ["text", "text_bare", "label", "lvl1", "lvl2", "lvl3", "cluster"]
     assert train.features["label"].names == train.features["lvl1"].names
     assert col(train, "label") == col(train, "lvl1")
     hierarchy = load_hierarchy(out)

@@ -28,14 +28,17 @@ def make_dataset(path, n_train=240, n_eval=30, seed=0):
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
     rng = random.Random(seed)
-    feats = Features({"text": Value("string"), "label": ClassLabel(names=LABELS), "cluster": Value("int64")})
+    # text_bare as the builder adds it to breadcrumb (MWPD) datasets: the trainer must ignore it
+    feats = Features({"text": Value("string"), "text_bare": Value("string"), "label": ClassLabel(names=LABELS),
+                      "cluster": Value("int64")})
 
     def rows(n, offset):
         out = []
         for i in range(n):
             y = i % len(LABELS)
             words = rng.sample(WORDS[LABELS[y]], 3) + [rng.choice(["red", "new", "sale", "x2"])]
-            out.append({"text": " ".join(words), "label": y, "cluster": offset + i})
+            out.append({"text": " ".join(words) + " | Home", "text_bare": " ".join(words), "label": y,
+                        "cluster": offset + i})
         return Dataset.from_list(out, features=feats)
 
     DatasetDict({"train": rows(n_train, 0), "validation": rows(n_eval, 10_000),

@@ -51,13 +51,15 @@ def restore_threads():
 def data_dir(tmp_path_factory):
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-    features = Features({"text": Value("string"), "label": ClassLabel(names=LABELS), "cluster": Value("int64"),
-                         "language": Value("string")})
+    # text_bare as the builder adds it to breadcrumb (MWPD) datasets: the trainer must ignore it
+    features = Features({"text": Value("string"), "text_bare": Value("string"), "label": ClassLabel(names=LABELS),
+                         "cluster": Value("int64"), "language": Value("string")})
     splits = {}
     for name, n, seed in [("train", 96, 0), ("validation", 30, 1), ("test", 30, 2)]:
         texts, labels = make_offers(n, seed)
-        splits[name] = Dataset.from_dict({"text": texts, "label": labels, "cluster": list(range(n)),
-                                          "language": ["en"] * n}, features=features)
+        splits[name] = Dataset.from_dict({"text": texts, "text_bare": [t.split(" | ")[0] for t in texts],
+                                          "label": labels, "cluster": list(range(n)), "language": ["en"] * n},
+                                         features=features)
     path = tmp_path_factory.mktemp("data") / "tiny"
     DatasetDict(splits).save_to_disk(str(path))
     return path

@@ -81,12 +81,18 @@ class LabelPlan:
 
 
 SOURCE_COLUMN = "source_category"  # --other_label datasets: the category each offer came from
+# Breadcrumb datasets: each offer's text without the shop's breadcrumb (= `text` when it has none), so a
+# trainer can also learn from offers as they arrive without one (LinearConfig.breadcrumb_copies).
+TEXT_BARE_COLUMN = "text_bare"
 
 
-def features_for(label_names, levels: dict | None = None, source_category: bool = False):
+def features_for(label_names, levels: dict | None = None, source_category: bool = False, bare_text: bool = False):
     from datasets import ClassLabel, Features, Value
 
-    cols = {"text": Value("string"), "label": ClassLabel(names=list(label_names))}
+    cols = {"text": Value("string")}
+    if bare_text:
+        cols[TEXT_BARE_COLUMN] = Value("string")
+    cols["label"] = ClassLabel(names=list(label_names))
     cols.update({name: ClassLabel(names=list(names)) for name, names in (levels or {}).items()})
     cols["cluster"] = Value("int64")
     if source_category:  # lets a trainer split Other by where its offers came from
@@ -94,19 +100,20 @@ def features_for(label_names, levels: dict | None = None, source_category: bool 
     return Features(cols)
 
 
-def shard_schema(levels=()) -> pa.Schema:
+def shard_schema(levels=(), bare_text: bool = False) -> pa.Schema:
     """Pass-1 rows: the final columns as plain ints, plus `source` (the row's source-category code)."""
-    return pa.schema([("text", pa.string()), ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
+    texts = [("text", pa.string())] + ([(TEXT_BARE_COLUMN, pa.string())] if bare_text else [])
+    return pa.schema([*texts, ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
                       ("cluster", pa.int64()), ("source", pa.int32())])
 
 
 class ShardWriter:
-    """Appends column batches (dicts: "text" a list, the rest arrays; a missing `label` is -1) to one
-    Arrow stream file."""
+    """Appends column batches (dicts: "text" (and with `bare_text` TEXT_BARE_COLUMN) a list, the rest
+    arrays; a missing `label` is -1) to one Arrow stream file."""
 
-    def __init__(self, path, levels=()):
+    def __init__(self, path, levels=(), bare_text: bool = False):
         self.path = str(path)
-        self.schema = shard_schema(levels)
+        self.schema = shard_schema(levels, bare_text)
         self.sink = pa.OSFile(self.path, "wb")
         self.writer = pa.ipc.new_stream(self.sink, self.schema)
         self.rows = 0
@@ -123,8 +130,8 @@ class ShardWriter:
             return
         arrays = []
         for f in self.schema:
-            if f.name == "text":
-                arrays.append(pa.array([t for p in self._pending for t in p["text"]], pa.string()))
+            if f.name in ("text", TEXT_BARE_COLUMN):
+                arrays.append(pa.array([t for p in self._pending for t in p[f.name]], pa.string()))
                 continue
             parts = [p[f.name] if f.name in p else np.full(len(p["text"]), -1) for p in self._pending]
             arrays.append(pa.array(np.concatenate(parts).astype(f.type.to_pandas_dtype())))
@@ -287,9 +294,10 @@ def _assign(clusters, labels, forced, keep, config: BuildConfig) -> np.ndarray:
 
 def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources=None, categories=()) -> dict:
     """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels (and,
-    for an Other class, each row's source category name)."""
+    for an Other class, each row's source category name; the bare text where the shards hold it)."""
     with_source = bool(plan.other_label)
-    schema = features_for(plan.names, plan.levels, source_category=with_source).arrow_schema
+    bare = any(TEXT_BARE_COLUMN in pa.ipc.open_stream(pa.memory_map(s.path)).schema.names for s in shards)
+    schema = features_for(plan.names, plan.levels, source_category=with_source, bare_text=bare).arrow_schema
     names = pa.array(list(categories) or [""], pa.string())
     paths = {name: tmp_dir / f"{name}.arrow" for name in SPLIT_NAMES}
     sinks = {name: pa.OSFile(str(p), "wb") for name, p in paths.items()}
@@ -301,7 +309,8 @@ def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources
         for batch in pa.ipc.open_stream(pa.memory_map(s.path)):
             part = codes[offset: offset + batch.num_rows]
             label = pa.array(labels[offset: offset + batch.num_rows], pa.int64())
-            cols = [batch.column("text"), label, *(batch.column(c) for c in plan.levels), batch.column("cluster")]
+            texts = [batch.column("text")] + ([batch.column(TEXT_BARE_COLUMN)] if bare else [])
+            cols = [*texts, label, *(batch.column(c) for c in plan.levels), batch.column("cluster")]
             if with_source:
                 cols.append(names.take(pa.array(sources[offset: offset + batch.num_rows], pa.int64())))
             offset += batch.num_rows

@@ -74,8 +74,9 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
                  breadcrumb: bool = True):
     """Yield an OfferRecord for each usable offer of an MWPD file (JSON lines, plain or gzip; a single
     JSON array works too): the model text (ending with the offer's breadcrumb unless `breadcrumb` is False;
-    on is the builder's MWPD default), the title's group id, and the class at every level in `labels` (None
-    where it has none). Skipped lines are counted in `counts` by reason."""
+    on is the builder's MWPD default; then `bare_text` is the same text without it), the title's group id,
+    and the class at every level in `labels` (None where it has none). Skipped lines are counted in `counts`
+    by reason."""
     from category_classification.data.records import OfferRecord
 
     counts = Counter() if counts is None else counts
@@ -90,10 +91,11 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
             continue
         description = clean(offer.get("Description") or offer.get("description"))
         labels = {level: gs1_label(offer, level) for level in LABEL_LEVELS}
+        bare = offer_text(title, description, max_description_chars)
         crumb = offer.get(BREADCRUMB_FIELD) if breadcrumb else None
-        yield OfferRecord(offer_text(title, description, max_description_chars, crumb),
-                          group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
-                          labels=labels, ref={"line": n})
+        text = offer_text(title, description, max_description_chars, crumb) if crumb is not None else bare
+        yield OfferRecord(text, group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
+                          labels=labels, ref={"line": n}, bare_text=bare if breadcrumb else None)
 
 
 def read_mwpd(path, level: str = "six", counts: Counter | None = None,
@@ -167,7 +169,7 @@ def read_mwpd_files(args, config, tmp):
     """Pass 1 of the builder for MWPD: one shard per file, rows labelled, `source` = GS1 level 1."""
     import numpy as np
 
-    from category_classification.data.builder import LabelPlan, Shard, ShardWriter
+    from category_classification.data.builder import TEXT_BARE_COLUMN, LabelPlan, Shard, ShardWriter
     from category_classification.data.records import ReadResult, parse_categories
 
     targets = parse_categories(args.categories, default=None)
@@ -189,11 +191,13 @@ def read_mwpd_files(args, config, tmp):
     for i, (path, is_test, kept, counts) in enumerate(files):
         categories = sorted({rec.category for rec, _ in kept})
         code = {c: k for k, c in enumerate(categories)}
-        writer = ShardWriter(tmp / f"mwpd-{i}.arrow", levels=tuple(plan.levels))
+        writer = ShardWriter(tmp / f"mwpd-{i}.arrow", levels=tuple(plan.levels), bare_text=config.breadcrumb)
         columns = {"text": [rec.text for rec, _ in kept],
                    "label": np.array([index[lab] for _, lab in kept], dtype=np.int64),
                    "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
                    "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}
+        if config.breadcrumb:
+            columns[TEXT_BARE_COLUMN] = [rec.bare_text for rec, _ in kept]
         for lv, names in plan.levels.items():
             pos = {n: k for k, n in enumerate(names)}
             columns[lv] = np.array([pos[rec.labels[lv]] for rec, _ in kept], dtype=np.int64)

@@ -17,7 +17,8 @@ class OfferRecord:
     """One offer as every reader sees it. `text` is the model text (None when unusable, `reason` says
     why); `group` keeps duplicates in one split (LSPC cluster id, MWPD title hash); `category` is the
     source's own category (WDC `category` field, MWPD GS1 level 1); `labels` holds MWPD's classes by
-    level; `ref` says where the offer came from."""
+    level; `ref` says where the offer came from; `bare_text` is the text without the shop's breadcrumb
+    (None when the reader added none to `text`; equal to it when the offer has none)."""
 
     text: str | None
     group: int | None = None
@@ -25,6 +26,7 @@ class OfferRecord:
     labels: dict = field(default_factory=dict)
     ref: dict = field(default_factory=dict)
     reason: str | None = None
+    bare_text: str | None = None
 
 
 @dataclass
