@@ -227,6 +227,17 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def earlier_rows(path: Path, scored_on: str, files: dict) -> dict:
+    """The rows an earlier run left in OUT/benchmark.json when it scored the same file the same way: a run
+    of other kinds adds its rows instead of replacing them (a row run again is replaced)."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    same = earlier.get("scored_on") == scored_on and earlier.get("max_offers") == files["max_offers"]
+    return dict(earlier.get("models", {})) if same else {}
+
+
 def write_json(path: Path, payload: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -262,7 +273,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files.update(work=str(out / "work"), device=args.device, max_offers=args.max_offers)
-    results = {}
+    results = earlier_rows(out / "benchmark.json", scored_on, files)
     for kind in models:
         print(f"  {kind}: {DESCRIPTION[kind]}", flush=True)
         results[kind] = run_isolated(kind, files)
@@ -271,7 +282,8 @@ def main(argv=None) -> int:
             print("    classes of the scored file without training offers (scored as misses): "
                   + ", ".join(f"{lv} {n}" for lv, n in missing.items()))
         # issue 13's schema exactly; written after each kind, so a long run keeps its finished rows
-        write_json(out / "benchmark.json", {"default_model": DEFAULT_MODEL, "models": results})
+        write_json(out / "benchmark.json", {"default_model": DEFAULT_MODEL, "models": results,
+                                            "scored_on": scored_on, "max_offers": files["max_offers"]})
     print(table(results))
     print(f"written: {out / 'benchmark.json'}")
     return 0
