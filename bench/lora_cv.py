@@ -1,7 +1,7 @@
 """Grouped k-fold cross-validation of the MiniLM LoRA fine-tune, beside the linear default, their ensemble
 and the plain TF-IDF + LinearSVC reference, on all bundled six-class offers.
 
-    .venv/bin/python bench/lora_cv.py --out runs/lora_cv [--folds 5] [--folds_to_run 0 1] [bench/lora_minilm.py flags]
+    .venv/bin/python bench/lora_cv.py --out runs/lora_cv [--folds 5] [--folds_to_run 0 1] [--breadcrumb] [bench/lora_minilm.py flags]
 
 One validation split of ~700 offers holds 5 Baby offers, so one offer more or less moves macro-F1 by 0.02
 to 0.05; the mean over folds that together cover all 7,185 offers is the steadier figure. The folds are
@@ -9,6 +9,8 @@ those of bench/linear_cv.py (title groups kept whole, labels stratified). In eac
 the test split, and 10% of the rest (again whole title groups) is the validation split that picks the LoRA
 checkpoint and calibrates the linear model. Each fold writes OUT/foldK/{data,linear,lora,lora_ensemble};
 a fold whose LoRA run finished is reused, so an interrupted run resumes. The table goes to OUT/cv.json.
+With --breadcrumb every text ends with the shop's breadcrumb (the builder's MWPD default, as in
+bench/linear_cv.py --breadcrumb): same offers, same folds, both models fit and are scored on that text.
 Flags this script does not know go to bench/lora_minilm.py (e.g. --seed, --epochs, --cpu_threads).
 """
 
@@ -64,7 +66,7 @@ def reference_scores(data: Path) -> dict:
     return scores
 
 
-def run_fold(fold_dir: Path, lora_argv: list[str]) -> dict:
+def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False) -> dict:
     from bench import lora_minilm
     from category_classification import train_linear_baseline
 
@@ -85,17 +87,21 @@ def run_fold(fold_dir: Path, lora_argv: list[str]) -> dict:
     row["lora_train_seconds"] = bench["train_seconds"]
     row["lora_threads"] = bench["threads"]
     row["lora_args"] = list(lora_argv)
+    row["breadcrumb"] = breadcrumb
     (fold_dir / "fold.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
 
 
-def finished_fold(done: Path, lora_argv: list[str]) -> dict:
-    """A finished fold's figures, refused when they were made with other bench/lora_minilm.py flags."""
+def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False) -> dict:
+    """A finished fold's figures, refused when they were made with other bench/lora_minilm.py flags or text."""
     from category_classification.core.cli import UserError
 
     row = json.loads(done.read_text(encoding="utf-8"))
     if row.get("lora_args") != list(lora_argv):
         raise UserError(f"{done} was run with the flags {row.get('lora_args')}, not {list(lora_argv)}: "
+                        f"use another --out or remove that fold")
+    if row.get("breadcrumb", False) != breadcrumb:
+        raise UserError(f"{done} was run {'with' if row.get('breadcrumb') else 'without'} --breadcrumb: "
                         f"use another --out or remove that fold")
     return row
 
@@ -120,9 +126,11 @@ def main(argv=None):
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--folds_to_run", type=int, nargs="*", default=None,
                    help="run only these fold numbers (0-based); the summary covers every finished fold")
+    p.add_argument("--breadcrumb", action="store_true",
+                   help="texts end with the shop's breadcrumb (the builder's MWPD default)")
     args, lora_argv = p.parse_known_args(argv)
     out = Path(args.out)
-    texts, names, y, groups = bundled_offers("six")
+    texts, names, y, groups = bundled_offers("six", breadcrumb=args.breadcrumb)
     folds = grouped_folds(y, groups, args.folds)
     print(f"{len(texts):,} offers, {len(names)} classes, {args.folds} grouped folds -> {out}", flush=True)
     rows = {}
@@ -130,7 +138,7 @@ def main(argv=None):
         fold_dir = out / f"fold{k}"
         done = fold_dir / "fold.json"
         if done.is_file():
-            rows[k] = finished_fold(done, lora_argv)
+            rows[k] = finished_fold(done, lora_argv, args.breadcrumb)
             print(f"fold {k}: reused {done}", flush=True)
             continue
         if args.folds_to_run is not None and k not in args.folds_to_run:
@@ -138,11 +146,11 @@ def main(argv=None):
         if not (fold_dir / "data" / "dataset_dict.json").is_file():
             write_fold_data(fold_dir / "data", texts, names, y, groups, train_idx, test_idx, seed=k)
         print(f"fold {k}: {len(train_idx):,} train+validation / {len(test_idx):,} test offers", flush=True)
-        rows[k] = run_fold(fold_dir, lora_argv)
+        rows[k] = run_fold(fold_dir, lora_argv, args.breadcrumb)
     if not rows:
         print("no finished fold yet")
         return 1
-    summary = {"folds": args.folds, "finished_folds": sorted(rows), "lora_args": lora_argv,
+    summary = {"folds": args.folds, "finished_folds": sorted(rows), "lora_args": lora_argv, "breadcrumb": args.breadcrumb,
                "per_fold": rows, "summary": summarize(rows)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -50,3 +50,10 @@ def test_a_finished_fold_is_reused_only_with_the_same_flags(tmp_path, monkeypatc
     assert finished_fold(done, ["--epochs", "1"])["lora_train_seconds"] == 1.0
     with pytest.raises(UserError, match="--epochs"):
         finished_fold(done, ["--epochs", "2"])
+    # a fold made on breadcrumb texts is not reused for a run on bare texts, nor the other way round
+    with pytest.raises(UserError, match="without --breadcrumb"):
+        finished_fold(done, ["--epochs", "1"], breadcrumb=True)
+    done.write_text(json.dumps({"lora_args": [], "breadcrumb": True, "lora_train_seconds": 2.0}))
+    assert finished_fold(done, [], breadcrumb=True)["lora_train_seconds"] == 2.0
+    with pytest.raises(UserError, match="with --breadcrumb"):
+        finished_fold(done, [])
