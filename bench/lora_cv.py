@@ -106,6 +106,20 @@ def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False) ->
     return row
 
 
+def check_fold_text(fold_dir: Path, breadcrumb: bool) -> None:
+    """An interrupted fold resumes on its data only when that data has the text this run asks for."""
+    from category_classification.core.cli import UserError
+
+    marker = fold_dir / "text.json"
+    if (fold_dir / "data").exists() and not marker.is_file() and breadcrumb:
+        raise UserError(f"{fold_dir} holds data written without --breadcrumb: use another --out or remove it")
+    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8"))["breadcrumb"] != breadcrumb:
+        raise UserError(f"{fold_dir} holds data written {'without' if breadcrumb else 'with'} --breadcrumb: "
+                        f"use another --out or remove it")
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"breadcrumb": breadcrumb}) + "\n", encoding="utf-8")
+
+
 def summarize(rows: dict[int, dict]) -> dict:
     out = {}
     for model in MODELS:
@@ -143,6 +157,7 @@ def main(argv=None):
             continue
         if args.folds_to_run is not None and k not in args.folds_to_run:
             continue
+        check_fold_text(fold_dir, args.breadcrumb)
         if not (fold_dir / "data" / "dataset_dict.json").is_file():
             write_fold_data(fold_dir / "data", texts, names, y, groups, train_idx, test_idx, seed=k)
         print(f"fold {k}: {len(train_idx):,} train+validation / {len(test_idx):,} test offers", flush=True)
@@ -150,8 +165,8 @@ def main(argv=None):
     if not rows:
         print("no finished fold yet")
         return 1
-    summary = {"folds": args.folds, "finished_folds": sorted(rows), "lora_args": lora_argv, "breadcrumb": args.breadcrumb,
-               "per_fold": rows, "summary": summarize(rows)}
+    summary = {"folds": args.folds, "finished_folds": sorted(rows), "lora_args": lora_argv,
+               "breadcrumb": args.breadcrumb, "per_fold": rows, "summary": summarize(rows)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\n{'model':<12}" + "".join(f"{'fold ' + str(k):>9}" for k in sorted(rows))

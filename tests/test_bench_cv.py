@@ -57,3 +57,25 @@ def test_a_finished_fold_is_reused_only_with_the_same_flags(tmp_path, monkeypatc
     assert finished_fold(done, [], breadcrumb=True)["lora_train_seconds"] == 2.0
     with pytest.raises(UserError, match="with --breadcrumb"):
         finished_fold(done, [])
+
+
+def test_an_interrupted_fold_resumes_only_on_data_of_the_same_text(tmp_path, monkeypatch):
+    import pytest
+
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.lora_cv import check_fold_text
+    from category_classification.core.cli import UserError
+
+    fold = tmp_path / "fold0"
+    check_fold_text(fold, breadcrumb=True)  # a new fold: records its text
+    (fold / "data").mkdir()
+    check_fold_text(fold, breadcrumb=True)  # resumed with the same text
+    with pytest.raises(UserError, match="with --breadcrumb"):
+        check_fold_text(fold, breadcrumb=False)
+    old = tmp_path / "old"
+    (old / "data").mkdir(parents=True)  # written before the marker existed: bare text
+    with pytest.raises(UserError, match="without --breadcrumb"):
+        check_fold_text(old, breadcrumb=True)
+    check_fold_text(old, breadcrumb=False)
+    with pytest.raises(UserError, match="without --breadcrumb"):  # now by its marker
+        check_fold_text(old, breadcrumb=True)
