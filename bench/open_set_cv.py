@@ -2,8 +2,8 @@
 
   python bench/open_set_cv.py --data runs/mwpd6_other [--folds 5] [--only NAME ...]
 
-Choices (one Other class or sub-classes per source category, their minimum size, C, Other's weight,
-the offset objective) are made here on the train and validation splits (the MWPD train file), never on
+Choices (one Other class or sub-classes per source category, the target classes as sub-classes per fine
+category (GS1 level 3 on MWPD) or not, their minimum size, C, Other's weight, the offset objective) are made here on the train and validation splits (the MWPD train file), never on
 the scored file. Per fold: fit on the other folds, temperature fitted on the held-out fold; the Other
 offset is then chosen over all out-of-fold offers, which are scored at it (optimistic by the one
 chosen number, equally for every configuration).
@@ -21,18 +21,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# the rows before class_split existed keep one column per target class (class_split="none")
 CONFIGS = {
-    "one Other": dict(other_split="none"),
-    "split by source, min 20": dict(other_split="source", other_min_size=20),
-    "split by source, min 50": dict(other_split="source", other_min_size=50),
-    "split by source, min 5": dict(other_split="source", other_min_size=5),
-    "split by source, C=1": dict(other_split="source", C=1.0),
-    "split by source, Other weight 0.5": dict(other_split="source", other_weight=0.5),
-    "split by source, Other weight 2": dict(other_split="source", other_weight=2.0),
+    "one Other": dict(other_split="none", class_split="none"),
+    "split by source, min 20": dict(other_split="source", other_min_size=20, class_split="none"),
+    "split by source, min 50": dict(other_split="source", other_min_size=50, class_split="none"),
+    "split by source, min 5": dict(other_split="source", other_min_size=5, class_split="none"),
+    "split by source, C=1": dict(other_split="source", C=1.0, class_split="none"),
+    "split by source, Other weight 0.5": dict(other_split="source", other_weight=0.5, class_split="none"),
+    "split by source, Other weight 2": dict(other_split="source", other_weight=2.0, class_split="none"),
+    "split by source, classes by fine category (the default)": dict(other_split="source", class_split="fine"),
+    "one Other, classes by fine category": dict(other_split="none", class_split="fine"),
 }
 
 
-def out_of_fold(texts, y, sources, folds, labels, other, overrides, bare=None):
+def out_of_fold(texts, y, sources, folds, labels, other, overrides, bare=None, fine=None):
     """Per fold: (held-out index, column scores / temperature, the model's column -> label map). With `bare`
     (the dataset's text_bare column) the fit adds the bare copies, as the trainer does by default."""
     from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
@@ -42,9 +45,11 @@ def out_of_fold(texts, y, sources, folds, labels, other, overrides, bare=None):
         cfg = LinearConfig(other_label=other, **overrides)
         model = LinearTextClassifier(labels, cfg)
         fit_texts, cols = [texts[i] for i in train_idx], {"y": y[train_idx], "src": [sources[i] for i in train_idx]}
+        if fine is not None:
+            cols["fine"] = [fine[i] for i in train_idx]
         if bare is not None and cfg.breadcrumb_copies:
             fit_texts, cols, _ = with_bare_copies(fit_texts, [bare[i] for i in train_idx], cols)
-        model.fit(fit_texts, np.asarray(cols["y"]), cols["src"])
+        model.fit(fit_texts, np.asarray(cols["y"]), cols["src"], cols.get("fine"))
         held = [texts[i] for i in test_idx]
         model.calibrate(held, y[test_idx])
         parts.append((test_idx, model.column_scores(held), model.temperature, model.column_labels))
@@ -66,7 +71,7 @@ def decide(parts, n, n_labels, other, bias):
 
 def main():
     from bench.linear_cv import grouped_folds
-    from category_classification.data.builder import SOURCE_COLUMN
+    from category_classification.data.builder import FINE_COLUMN, SOURCE_COLUMN
     from category_classification.data.dataset_dir import label_names, load_dataset_dir
     from category_classification.evaluation.metrics import open_set_metrics
 
@@ -83,6 +88,7 @@ def main():
     bare = [t for d in rows for t in d["text_bare"]] if "text_bare" in rows[0].column_names else None
     y = np.array([v for d in rows for v in d["label"]])
     sources = [v for d in rows for v in d[SOURCE_COLUMN]]
+    fine = [v for d in rows for v in d[FINE_COLUMN]] if FINE_COLUMN in rows[0].column_names else None
     groups = np.array([v for d in rows for v in d["cluster"]])
     folds = grouped_folds(y, groups, args.folds)
     print(f"{len(texts)} offers ({int((y == other).sum())} {labels[other]}), {args.folds} grouped folds"
@@ -93,7 +99,7 @@ def main():
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()
-        parts = out_of_fold(texts, y, sources, folds, labels, labels[other], overrides, bare)
+        parts = out_of_fold(texts, y, sources, folds, labels, labels[other], overrides, bare, fine)
         fit_s = (time.perf_counter() - t0) / args.folds
         for objective in ("min", "sum"):
             best = None

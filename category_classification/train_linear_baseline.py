@@ -73,17 +73,29 @@ def source_categories(split, cfg: LinearConfig):
     return split[SOURCE_COLUMN]
 
 
+def fine_categories(split, cfg: LinearConfig):
+    """The split's fine_category column when the target classes are split by it (None otherwise, or when
+    missing: datasets built before it existed, LSPC datasets)."""
+    from category_classification.data.builder import FINE_COLUMN
+
+    if split is None or not cfg.other_label or cfg.class_split != "fine" or FINE_COLUMN not in split.column_names:
+        return None
+    return split[FINE_COLUMN]
+
+
 def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, int]:
-    """The training texts and `columns` (plus "sources" for source_categories) of `splits` (train, or train +
-    validation to refit), and how many bare copies were added: with cfg.breadcrumb_copies each offer whose
-    text_bare differs from its text is added once more with the bare text, its labels and source copied."""
+    """The training texts and `columns` (plus "sources" for source_categories, "fine" for fine_categories) of
+    `splits` (train, or train + validation to refit), and how many bare copies were added: with
+    cfg.breadcrumb_copies each offer whose text_bare differs from its text is added once more with the bare
+    text, its labels, source and fine category copied."""
     from category_classification.data.builder import TEXT_BARE_COLUMN
 
     texts = [t for s in splits for t in s["text"]]
     cols = {c: [v for s in splits for v in s[c]] for c in columns}
-    sources = [source_categories(s, cfg) for s in splits]
-    if all(src is not None for src in sources):
-        cols["sources"] = [v for src in sources for v in src]
+    for key, column_of in (("sources", source_categories), ("fine", fine_categories)):
+        found = [column_of(s, cfg) for s in splits]
+        if all(v is not None for v in found):
+            cols[key] = [v for part in found for v in part]
     if not (cfg.breadcrumb_copies and all(TEXT_BARE_COLUMN in s.column_names for s in splits)):
         return texts, cols, 0
     return with_bare_copies(texts, [t for s in splits for t in s[TEXT_BARE_COLUMN]], cols)
@@ -114,7 +126,7 @@ def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
 def fit_linear(labels, cfg: LinearConfig, splits) -> tuple[LinearTextClassifier, int]:
     """A linear model fitted on `splits` (with bare copies, fit_rows), and the number of copies."""
     texts, cols, copies = fit_rows(splits, cfg)
-    return LinearTextClassifier(labels, cfg).fit(texts, cols["label"], cols.get("sources")), copies
+    return LinearTextClassifier(labels, cfg).fit(texts, cols["label"], cols.get("sources"), cols.get("fine")), copies
 
 
 def refit(model: LinearTextClassifier, train, val) -> tuple[LinearTextClassifier, int]:
@@ -213,6 +225,9 @@ def main(argv=None) -> int:
     if model.other_subclasses:
         print(f"{cfg.other_label} trained as {len(model.other_subclasses)} source-category sub-classes "
               f"(>= {cfg.other_min_size} offers each) + the rest pooled")
+    if model.class_subclasses:
+        print(f"the target classes trained as {len(model.class_subclasses)} fine-category sub-classes "
+              f"(>= {cfg.other_min_size} offers each) + their own columns (--class_split none: not)")
     calibrate(model, val, args.other_bias, args.other_bias_objective)
     metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
     if args.refit and val is not None:

@@ -79,3 +79,24 @@ def test_an_interrupted_fold_resumes_only_on_data_of_the_same_text(tmp_path, mon
     check_fold_text(old, breadcrumb=False)
     with pytest.raises(UserError, match="without --breadcrumb"):  # now by its marker
         check_fold_text(old, breadcrumb=True)
+
+
+def test_open_set_cv_trains_fine_sub_classes_and_decides_by_summed_labels(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.linear_cv import grouped_folds
+    from bench.open_set_cv import CONFIGS, decide, out_of_fold
+    from tests.test_linear_model import SPLIT_LABELS, split_offers
+
+    texts, labels, sources = split_offers(30)
+    fine = [t.split()[0] if y == 0 else "books" for t, y in zip(texts, labels)]
+    y = np.asarray(labels)
+    folds = grouped_folds(y, np.arange(len(y)), 3)
+    default = CONFIGS["split by source, classes by fine category (the default)"]
+    parts = out_of_fold(texts, y, sources, folds, SPLIT_LABELS, "Other", {**default, "other_min_size": 5}, None, fine)
+    for _, scores, _, columns in parts:
+        assert scores.shape[1] == len(columns) > 5 and (columns == 0).sum() >= 2  # Automotive split by kind
+    pred = decide(parts, len(y), len(SPLIT_LABELS), 2, 0.0)
+    assert set(pred.tolist()) <= {0, 1, 2} and (pred == y).mean() > 0.9
+    plain = out_of_fold(texts, y, sources, folds, SPLIT_LABELS, "Other", {**CONFIGS["split by source, min 20"],
+                                                                        "other_min_size": 5}, None, fine)
+    assert all((columns == 0).sum() == 1 for _, _, _, columns in plain)  # class_split none: one column

@@ -328,9 +328,19 @@ def test_mwpd_other_label_keeps_offers_outside_the_six(tmp_path):
     assert report["records_kept"] == 3000 and "outside_label_set" not in report["skipped_by_reason"]
     assert label_counts(dsd)["Other"] == 3000 - 1662 == sum(report["other_by_source_category"].values())
     assert "Food/Beverage/Tobacco" in report["other_by_source_category"]
-    assert dsd["train"].column_names == ["text", "text_bare", "label", "cluster", "source_category"]
+    assert dsd["train"].column_names == ["text", "text_bare", "label", "cluster", "source_category", "fine_category"]
     sources = Counter(c for s in dsd for c, y in zip(col(dsd[s], "source_category"), col(dsd[s], "label")) if y == 6)
     assert dict(sources) == report["other_by_source_category"]  # the GS1 level-1 class
+    # fine_category: each offer's GS1 level-3 class, read back against the file itself
+    raw = [json.loads(line) for line in gzip.decompress((MWPD / "validation.json.gz").read_bytes()).splitlines()]
+    lvl3_of = {}
+    for offer in raw:
+        lvl3_of.setdefault(offer["Name"].strip(), set()).add(offer["lvl3"].partition("_")[2])
+    fine = Counter(f for s in dsd for f in col(dsd[s], "fine_category"))
+    assert fine["Jewellery"] > 0 and fine["Books"] > 0 and len(fine) > 100 and "" not in fine
+    names = dsd["train"].features["label"].names
+    jewelry = [f for s in dsd for f, y in zip(col(dsd[s], "fine_category"), col(dsd[s], "label")) if names[y] == "Jewelry"]
+    assert set(jewelry) == {"Jewellery", "Watches"}
 
 
 def test_mwpd_all_levels_layout_and_hierarchy(tmp_path):

@@ -1,6 +1,7 @@
 """The fast default classifier: n-gram features, training, save/load/predict, refit, open set, the script;\nthe hierarchical linear model."""
 
 import json
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -199,6 +200,64 @@ def test_other_sub_classes_trained_per_source_and_summed_back(tmp_path):
     assert info["labels"] == SPLIT_LABELS
     results = load_predictor(tmp_path / "m").predict(["oak sofa bed frame", "smartphone dual sim", "history book"])
     assert [r["label"] for r in results] == ["Other", "Other", "Books"]
+
+
+def test_target_classes_split_by_fine_category_and_summed_back(tmp_path):
+    """Automotive trained as two fine columns (brakes, engine), Books as one (too few of a second kind),
+    Other by source; every probability sums back to the three labels, and the model reloads identically."""
+    texts, labels, sources = split_offers(30)
+    fine = []
+    for t, y in zip(texts, labels):
+        fine.append(("brakes" if t.startswith(("brake", "wiper", "tow")) else "engine") if y == 0
+                    else ("poetry" if y == 1 and t.startswith("poetry") else "books") if y == 1 else "x")
+    cfg = LinearConfig(other_label="Other", other_split="source", other_min_size=5)
+    assert LinearConfig().class_split == "fine"  # the default
+    model = LinearTextClassifier(SPLIT_LABELS, cfg).fit(texts, labels, sources, fine)
+    assert model.other_subclasses == ["Furniture", "Phones"]
+    kinds = Counter(f for f, y in zip(fine, labels) if y == 1)
+    assert [p for p in model.class_subclasses if p[0] == "Automotive"] == [["Automotive", "brakes"],
+                                                                          ["Automotive", "engine"]]
+    assert (["Books", "poetry"] in model.class_subclasses) == (kinds["poetry"] >= 5)
+    n_cols = 3 + 2 + len(model.class_subclasses)
+    assert model.weights.shape[1] == n_cols and model.column_labels.tolist()[:5] == [0, 1, 2, 2, 2]
+    assert model.column_labels.tolist()[5:] == [SPLIT_LABELS.index(p[0]) for p in model.class_subclasses]
+    val, val_y, _ = split_offers(8, seed=1)
+    model.calibrate(val, val_y)
+    model.choose_other_bias(val, val_y)
+    probs = model.predict_proba(val)
+    assert probs.shape == (len(val), 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    cols = model.column_scores(val) / model.temperature
+    e = np.exp(cols - cols.max(axis=1, keepdims=True))
+    e /= e.sum(axis=1, keepdims=True)
+    auto = model.column_labels == 0
+    assert np.allclose(probs[:, 0], e[:, auto].sum(axis=1), atol=1e-5) and auto.sum() >= 2
+    assert (model.predict(val) == probs.argmax(axis=1)).all() and (probs.argmax(axis=1) == np.asarray(val_y)).mean() > 0.9
+    model.save(tmp_path / "m")
+    again = load_linear(tmp_path / "m")
+    assert again.class_subclasses == model.class_subclasses
+    assert np.allclose(again.predict_proba(val), probs, atol=1e-6)
+    # without the fine column, or with class_split none: one column per target class
+    for plain in (LinearTextClassifier(SPLIT_LABELS, cfg).fit(texts, labels, sources),
+                  LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other", other_min_size=5,
+                                                                  class_split="none")).fit(texts, labels, sources, fine)):
+        assert plain.class_subclasses == [] and plain.weights.shape[1] == 5
+
+
+def test_a_model_whose_info_and_weights_disagree_is_refused(tmp_path):
+    from category_classification.core.cli import UserError
+
+    texts, labels, sources = split_offers(20)
+    fine = ["a" if i % 2 else "b" for i in range(len(texts))]
+    model = LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other", other_min_size=5)).fit(
+        texts, labels, sources, fine)
+    model.save(tmp_path / "m")
+    info_file = tmp_path / "m" / "category_model.json"
+    info = json.loads(info_file.read_text())
+    for bad in (info["class_subclasses"][:-1], info["class_subclasses"] + [["Nope", "a"]],
+                info["class_subclasses"] + [["Other", "a"]]):
+        info_file.write_text(json.dumps({**info, "class_subclasses": bad}))
+        with pytest.raises(UserError):
+            load_linear(tmp_path / "m")
 
 
 def test_other_split_none_or_without_sources_keeps_one_other_class():

@@ -84,9 +84,14 @@ SOURCE_COLUMN = "source_category"  # --other_label datasets: the category each o
 # Breadcrumb datasets: each offer's text without the shop's breadcrumb (= `text` when it has none), so a
 # trainer can also learn from offers as they arrive without one (LinearConfig.breadcrumb_copies).
 TEXT_BARE_COLUMN = "text_bare"
+# MWPD --other_label datasets: each offer's GS1 level-3 class, so a trainer can learn every target class as
+# sub-classes (Clothing is dozens of product kinds; docs/benchmarks.md, "Offers outside the six classes").
+FINE_COLUMN = "fine_category"
+STRING_COLUMNS = ("text", TEXT_BARE_COLUMN, FINE_COLUMN)
 
 
-def features_for(label_names, levels: dict | None = None, source_category: bool = False, bare_text: bool = False):
+def features_for(label_names, levels: dict | None = None, source_category: bool = False, bare_text: bool = False,
+                 fine_category: bool = False):
     from datasets import ClassLabel, Features, Value
 
     cols = {"text": Value("string")}
@@ -97,23 +102,26 @@ def features_for(label_names, levels: dict | None = None, source_category: bool 
     cols["cluster"] = Value("int64")
     if source_category:  # lets a trainer split Other by where its offers came from
         cols[SOURCE_COLUMN] = Value("string")
+    if fine_category:
+        cols[FINE_COLUMN] = Value("string")
     return Features(cols)
 
 
-def shard_schema(levels=(), bare_text: bool = False) -> pa.Schema:
+def shard_schema(levels=(), bare_text: bool = False, fine_category: bool = False) -> pa.Schema:
     """Pass-1 rows: the final columns as plain ints, plus `source` (the row's source-category code)."""
     texts = [("text", pa.string())] + ([(TEXT_BARE_COLUMN, pa.string())] if bare_text else [])
+    fine = [(FINE_COLUMN, pa.string())] if fine_category else []
     return pa.schema([*texts, ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
-                      ("cluster", pa.int64()), ("source", pa.int32())])
+                      ("cluster", pa.int64()), ("source", pa.int32()), *fine])
 
 
 class ShardWriter:
-    """Appends column batches (dicts: "text" (and with `bare_text` TEXT_BARE_COLUMN) a list, the rest
-    arrays; a missing `label` is -1) to one Arrow stream file."""
+    """Appends column batches (dicts: "text" (and with `bare_text` TEXT_BARE_COLUMN, with `fine_category`
+    FINE_COLUMN) a list, the rest arrays; a missing `label` is -1) to one Arrow stream file."""
 
-    def __init__(self, path, levels=(), bare_text: bool = False):
+    def __init__(self, path, levels=(), bare_text: bool = False, fine_category: bool = False):
         self.path = str(path)
-        self.schema = shard_schema(levels, bare_text)
+        self.schema = shard_schema(levels, bare_text, fine_category)
         self.sink = pa.OSFile(self.path, "wb")
         self.writer = pa.ipc.new_stream(self.sink, self.schema)
         self.rows = 0
@@ -130,7 +138,7 @@ class ShardWriter:
             return
         arrays = []
         for f in self.schema:
-            if f.name in ("text", TEXT_BARE_COLUMN):
+            if f.name in STRING_COLUMNS:
                 arrays.append(pa.array([t for p in self._pending for t in p[f.name]], pa.string()))
                 continue
             parts = [p[f.name] if f.name in p else np.full(len(p["text"]), -1) for p in self._pending]
@@ -296,8 +304,10 @@ def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources
     """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels (and,
     for an Other class, each row's source category name; the bare text where the shards hold it)."""
     with_source = bool(plan.other_label)
-    bare = any(TEXT_BARE_COLUMN in pa.ipc.open_stream(pa.memory_map(s.path)).schema.names for s in shards)
-    schema = features_for(plan.names, plan.levels, source_category=with_source, bare_text=bare).arrow_schema
+    shard_columns = {n for s in shards for n in pa.ipc.open_stream(pa.memory_map(s.path)).schema.names}
+    bare, fine = TEXT_BARE_COLUMN in shard_columns, FINE_COLUMN in shard_columns
+    schema = features_for(plan.names, plan.levels, source_category=with_source, bare_text=bare,
+                          fine_category=fine).arrow_schema
     names = pa.array(list(categories) or [""], pa.string())
     paths = {name: tmp_dir / f"{name}.arrow" for name in SPLIT_NAMES}
     sinks = {name: pa.OSFile(str(p), "wb") for name, p in paths.items()}
@@ -313,6 +323,8 @@ def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources
             cols = [*texts, label, *(batch.column(c) for c in plan.levels), batch.column("cluster")]
             if with_source:
                 cols.append(names.take(pa.array(sources[offset: offset + batch.num_rows], pa.int64())))
+            if fine:
+                cols.append(batch.column(FINE_COLUMN))
             offset += batch.num_rows
             rows = pa.record_batch(cols, schema=schema)
             for code, name in enumerate(SPLIT_NAMES):
