@@ -254,7 +254,7 @@ def test_a_model_whose_info_and_weights_disagree_is_refused(tmp_path):
     info_file = tmp_path / "m" / "category_model.json"
     info = json.loads(info_file.read_text())
     for bad in (info["class_subclasses"][:-1], info["class_subclasses"] + [["Nope", "a"]],
-                info["class_subclasses"] + [["Other", "a"]]):
+                info["class_subclasses"] + [["Other", "a"]], 5, [7], info["class_subclasses"] + [["Books", 3]]):
         info_file.write_text(json.dumps({**info, "class_subclasses": bad}))
         with pytest.raises(UserError):
             load_linear(tmp_path / "m")
