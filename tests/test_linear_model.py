@@ -170,6 +170,20 @@ def split_offers(n_per_class=30, seed=0):
     return texts, labels, sources
 
 
+def calibrated_probs(model):
+    """Calibrate and choose the offset on fresh offers; (texts, labels, label probabilities, column probabilities),
+    the label probabilities checked to be distributions over the three labels."""
+    val, val_y, _ = split_offers(8, seed=1)
+    model.calibrate(val, val_y)
+    model.choose_other_bias(val, val_y)
+    model.calibrate(val, val_y)
+    probs = model.predict_proba(val)
+    assert probs.shape == (len(val), 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    cols = model.column_scores(val) / model.temperature
+    e = np.exp(cols - cols.max(axis=1, keepdims=True))
+    return val, val_y, probs, e / e.sum(axis=1, keepdims=True)
+
+
 def test_other_sub_classes_trained_per_source_and_summed_back(tmp_path):
     texts, labels, sources = split_offers()
     cfg = LinearConfig(other_label="Other", other_split="source", other_min_size=10)
@@ -177,17 +191,9 @@ def test_other_sub_classes_trained_per_source_and_summed_back(tmp_path):
     assert model.other_subclasses == ["Furniture", "Phones"]  # Pets (4 offers) stays in Other's own column
     assert model.weights.shape[1] == 5 and model.column_labels.tolist() == [0, 1, 2, 2, 2]
     assert model.classes_without_training_examples == []
-    val, val_y, _ = split_offers(8, seed=1)
-    model.calibrate(val, val_y)
-    model.choose_other_bias(val, val_y)
-    model.calibrate(val, val_y)
-    probs = model.predict_proba(val)
-    assert probs.shape == (len(val), 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    val, val_y, probs, column_probs = calibrated_probs(model)
     # the Other probability is the sum of its columns; decisions and scores agree with it
-    cols = model.column_scores(val) / model.temperature
-    e = np.exp(cols - cols.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
-    assert np.allclose(probs[:, 2], e[:, 2:].sum(axis=1), atol=1e-5)
+    assert np.allclose(probs[:, 2], column_probs[:, 2:].sum(axis=1), atol=1e-5)
     assert (model.predict(val) == probs.argmax(axis=1)).all() and set(model.predict(val).tolist()) <= {0, 1, 2}
     assert (probs.argmax(axis=1) == np.asarray(val_y)).mean() > 0.9
     # saved and loaded: the same probabilities; the registry's predictor sees only the three labels
@@ -221,16 +227,9 @@ def test_target_classes_split_by_fine_category_and_summed_back(tmp_path):
     n_cols = 3 + 2 + len(model.class_subclasses)
     assert model.weights.shape[1] == n_cols and model.column_labels.tolist()[:5] == [0, 1, 2, 2, 2]
     assert model.column_labels.tolist()[5:] == [SPLIT_LABELS.index(p[0]) for p in model.class_subclasses]
-    val, val_y, _ = split_offers(8, seed=1)
-    model.calibrate(val, val_y)
-    model.choose_other_bias(val, val_y)
-    probs = model.predict_proba(val)
-    assert probs.shape == (len(val), 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
-    cols = model.column_scores(val) / model.temperature
-    e = np.exp(cols - cols.max(axis=1, keepdims=True))
-    e /= e.sum(axis=1, keepdims=True)
+    val, val_y, probs, column_probs = calibrated_probs(model)
     auto = model.column_labels == 0
-    assert np.allclose(probs[:, 0], e[:, auto].sum(axis=1), atol=1e-5) and auto.sum() >= 2
+    assert np.allclose(probs[:, 0], column_probs[:, auto].sum(axis=1), atol=1e-5) and auto.sum() >= 2
     assert (model.predict(val) == probs.argmax(axis=1)).all() and (probs.argmax(axis=1) == np.asarray(val_y)).mean() > 0.9
     model.save(tmp_path / "m")
     again = load_linear(tmp_path / "m")
