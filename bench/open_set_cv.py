@@ -3,8 +3,8 @@
   python bench/open_set_cv.py --data runs/mwpd6_other [--folds 5] [--only NAME ...]
 
 Choices (one Other class or sub-classes per source category, the target classes as sub-classes per fine
-category (GS1 level 3 on MWPD) or not, their minimum size, C, Other's weight, the offset objective) are made here on the train and validation splits (the MWPD train file), never on
-the scored file. Per fold: fit on the other folds, temperature fitted on the held-out fold; the Other
+category (GS1 level 3 on MWPD) or not, their minimum size, C, Other's weight, the offset objective) are
+made here on the train and validation splits (the MWPD train file), never on the scored file. Per fold: fit on the other folds, temperature fitted on the held-out fold; the Other
 offset is then chosen over all out-of-fold offers, which are scored at it (optimistic by the one
 chosen number, equally for every configuration).
 """

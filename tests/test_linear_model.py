@@ -275,7 +275,7 @@ def test_other_weight_applies_to_every_other_sub_class():
     texts, labels, sources = split_offers(20)
     cfg = LinearConfig(other_label="Other", other_split="source", other_min_size=10, other_weight=0.5)
     model = LinearTextClassifier(SPLIT_LABELS, cfg)
-    cols = model.other_columns(np.asarray(labels), sources)
+    cols = model.training_columns(np.asarray(labels), sources)
     weights = model._class_weight(cols)
     balanced = len(cols) / (5 * np.bincount(cols))
     assert weights[0] == pytest.approx(balanced[0])
@@ -350,3 +350,22 @@ def test_train_script_hierarchy_needs_level_columns(tmp_path):
     from category_classification.core.cli import run
 
     assert run(train_main, ["--data", str(_toy_dataset(tmp_path)), "--out", str(tmp_path / "m"), "--hierarchy"]) == 2
+
+
+def test_hostile_fine_categories_blank_none_shared_or_named_like_other_sources():
+    """None and "" never become sub-classes; one fine name in two target classes (or equal to an Other source)
+    gives each its own column of its own label; probabilities still sum to the three labels."""
+    texts, labels, sources = split_offers(30)
+    fine = []
+    for i, y in enumerate(labels):
+        fine.append([None, "", "Furniture", "shared"][i % 4] if y != 2 else "ignored")
+    model = LinearTextClassifier(SPLIT_LABELS, LinearConfig(other_label="Other", other_min_size=5)).fit(
+        texts, labels, sources, fine)
+    assert all(name not in ("", "None") for _, name in model.class_subclasses)
+    assert ["Automotive", "shared"] in model.class_subclasses and ["Books", "shared"] in model.class_subclasses
+    assert ["Automotive", "Furniture"] in model.class_subclasses and "Furniture" in model.other_subclasses
+    columns = model.column_labels.tolist()
+    shared = [3 + len(model.other_subclasses) + k for k, p in enumerate(model.class_subclasses) if p[1] == "shared"]
+    assert sorted(columns[c] for c in shared) == [0, 1]
+    probs = model.predict_proba(texts[:10])
+    assert probs.shape == (10, 3) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)

@@ -302,7 +302,8 @@ def _assign(clusters, labels, forced, keep, config: BuildConfig) -> np.ndarray:
 
 def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources=None, categories=()) -> dict:
     """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels (and,
-    for an Other class, each row's source category name; the bare text where the shards hold it)."""
+    for an Other class, each row's source category name; the bare text and the fine category where the
+    shards hold them)."""
     with_source = bool(plan.other_label)
     shard_columns = {n for s in shards for n in pa.ipc.open_stream(pa.memory_map(s.path)).schema.names}
     bare, fine = TEXT_BARE_COLUMN in shard_columns, FINE_COLUMN in shard_columns

@@ -167,7 +167,7 @@ class LinearTextClassifier:
     def has_subclasses(self) -> bool:
         return bool(self.other_subclasses or self.class_subclasses)
 
-    def other_columns(self, y: np.ndarray, sources, fine=None) -> np.ndarray:
+    def training_columns(self, y: np.ndarray, sources, fine=None) -> np.ndarray:
         """Training column per offer: with other_split "source", Other offers of a source category with at
         least other_min_size of them get that category's column; with class_split "fine" (and `fine`, each
         offer's fine category) the same for the target classes; the others keep their label's own column."""
@@ -209,7 +209,7 @@ class LinearTextClassifier:
         y = np.asarray(y)
         seen = set(np.unique(y).tolist())
         self.classes_without_training_examples = [name for i, name in enumerate(self.labels) if i not in seen]
-        cols = self.other_columns(y, sources, fine)
+        cols = self.training_columns(y, sources, fine)
         present = np.unique(cols)
         self.vectorizer = _vectorizer(cfg)
         x = self.vectorizer.fit_transform(list(texts))
