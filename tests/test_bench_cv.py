@@ -1,8 +1,10 @@
-"""The cross-validation bench's fold data: leak-free (no title group in two splits) and covering every offer."""
+"""The bench scripts: the cross-validation fold data (leak-free, covering every offer), resuming, open-set CV
+sub-classes, and the WDC-category agreement count."""
 
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,3 +102,34 @@ def test_open_set_cv_trains_fine_sub_classes_and_decides_by_summed_labels(monkey
     plain = out_of_fold(texts, y, sources, folds, SPLIT_LABELS, "Other", {**CONFIGS["split by source, min 20"],
                                                                         "other_min_size": 5}, None, fine)
     assert all((columns == 0).sum() == 1 for _, _, _, columns in plain)  # class_split none: one column
+
+
+def test_wdc_agreement_counts_against_the_category_field_and_survives_bad_lines(tmp_path, monkeypatch, capsys):
+    import gzip
+    import json
+    import zipfile
+
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.wdc_agreement import main
+
+    offers = [{"title": "boots", "category": "Shoes"}, {"title": "tyre", "category": "Automotive"},
+              {"title": "phone", "category": "Cell_Phones_and_Accessories"}, {"title": "sofa", "category": "Home"},
+              {"title": "mystery"}]
+    member = gzip.compress(b"\n".join(json.dumps(o).encode() for o in offers) + b"\nnot json\n")
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as zf:
+        zf.writestr("offers_1.json.gz", member)
+    preds = [("offers_1.json.gz", 1, "Shoes"), ("offers_1.json.gz", 2, "Other"), ("offers_1.json.gz", 3, "Books"),
+             ("offers_1.json.gz", 4, "Other"), ("offers_1.json.gz", 5, "Shoes"), ("elsewhere.json.gz", 1, "Shoes"),
+             ("offers_1.json.gz", 6, None)]
+    lines = [json.dumps({"member": m, "line": n, "label": lab}) for m, n, lab in preds] + ["{broken", '{"line": 1}']
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["--zip", str(tmp_path / "c.zip"), "--predictions", str(tmp_path / "p.jsonl")]) == 0
+    out = capsys.readouterr().out
+    # 4 offers with a category: boots right, tyre missed, phone wrongly accepted, sofa rightly Other
+    assert "accepted precision 0.5000 (1/2)" in out and "in-scope recall 0.5000 (1/2)" in out
+    assert "outside offers given a target label 1/2" in out and "'bad_prediction_lines': 2" in out
+    assert "Automotive -> Other: 1" in out and "'skipped_records': 1" in out
+    (tmp_path / "none.jsonl").write_text("{broken\n")
+    from category_classification.core.cli import UserError
+    with pytest.raises(UserError):
+        main(["--zip", str(tmp_path / "c.zip"), "--predictions", str(tmp_path / "none.jsonl")])
