@@ -25,6 +25,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from category_classification.training.open_set import grouped_folds  # noqa: E402,F401  (bench/lora_cv.py too)
+
 CONFIGS = {
     "default = reference (tfidf C=0.5 bal.)": dict(),
     "plain tfidf+LinearSVC C=1": dict(features="tfidf", C=1.0, class_weight=None),
@@ -46,13 +48,6 @@ def bundled_offers(label_level: str = "six", breadcrumb: bool = False):
     y = np.array([names.index(l) for _, l, _ in rows])
     groups = np.array([g for _, _, g in rows])
     return texts, names, y, groups
-
-
-def grouped_folds(y, groups, folds: int, seed: int = 0):
-    """Label-stratified folds that keep each title group in one fold: (train_idx, test_idx) pairs."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
 
 
 def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False) -> dict:

@@ -35,45 +35,11 @@ CONFIGS = {
 }
 
 
-def out_of_fold(texts, y, sources, folds, labels, other, overrides, bare=None, fine=None):
-    """Per fold: (held-out index, column scores / temperature, the model's column -> label map). With `bare`
-    (the dataset's text_bare column) the fit adds the bare copies, as the trainer does by default."""
-    from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
-
-    parts = []
-    for train_idx, test_idx in folds:
-        cfg = LinearConfig(other_label=other, **overrides)
-        model = LinearTextClassifier(labels, cfg)
-        fit_texts, cols = [texts[i] for i in train_idx], {"y": y[train_idx], "src": [sources[i] for i in train_idx]}
-        if fine is not None:
-            cols["fine"] = [fine[i] for i in train_idx]
-        if bare is not None and cfg.breadcrumb_copies:
-            fit_texts, cols, _ = with_bare_copies(fit_texts, [bare[i] for i in train_idx], cols)
-        model.fit(fit_texts, np.asarray(cols["y"]), cols["src"], cols.get("fine"))
-        held = [texts[i] for i in test_idx]
-        model.calibrate(held, y[test_idx])
-        parts.append((test_idx, model.column_scores(held), model.temperature, model.column_labels))
-    return parts
-
-
-def decide(parts, n, n_labels, other, bias):
-    """Label per offer at this Other offset: the label with the highest summed probability."""
-    from category_classification.models.linear import _softmax
-
-    pred = np.zeros(n, dtype=np.int64)
-    for idx, scores, temperature, columns in parts:
-        shifted = scores + bias * (columns == other)
-        probs = np.zeros((len(idx), n_labels))
-        np.add.at(probs.T, columns, _softmax(shifted / temperature).T)
-        pred[idx] = probs.argmax(axis=1)
-    return pred
-
-
 def main():
-    from bench.linear_cv import grouped_folds
     from category_classification.data.builder import FINE_COLUMN, SOURCE_COLUMN
     from category_classification.data.dataset_dir import label_names, load_dataset_dir
-    from category_classification.evaluation.metrics import open_set_metrics
+    from category_classification.models.linear import LinearConfig
+    from category_classification.training.open_set import choose_bias, grouped_folds, out_of_fold
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a dataset built with --other_label (train + validation used)")
@@ -99,17 +65,11 @@ def main():
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()
-        parts = out_of_fold(texts, y, sources, folds, labels, labels[other], overrides, bare, fine)
+        cfg = LinearConfig(other_label=labels[other], **overrides)
+        parts = out_of_fold(texts, y, folds, labels, cfg, sources, fine, bare)
         fit_s = (time.perf_counter() - t0) / args.folds
         for objective in ("min", "sum"):
-            best = None
-            for bias in np.round(np.arange(-1.0, 1.01, 0.05), 2):
-                m = open_set_metrics(y, decide(parts, len(y), len(labels), other, bias), labels, labels[other])
-                pair = (m["accepted_precision"], m["in_scope_recall"])
-                value = min(pair) if objective == "min" else sum(pair)
-                if best is None or value > best[0] + 1e-9:
-                    best = (value, bias, m)
-            _, bias, m = best
+            bias, m = choose_bias(parts, y, labels, other, objective)
             print(f"| {name} | {bias:+.2f} ({objective}) | {m['accepted_precision']:.4f} | "
                   f"{m['in_scope_recall']:.4f} | {m['target_macro_f1']:.4f} | {fit_s:.0f} |", flush=True)
 

@@ -34,11 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p.add_argument_group("model (LinearConfig)"), LinearConfig)
     p.add_argument("--refit", action="store_true",
                    help="after calibrating on validation, fit again on train + validation (final models)")
-    p.add_argument("--other_bias", default="auto",
-                   help="offset on the out-of-scope class's score: auto (chosen on validation) or a number")
+    p.add_argument("--other_bias", default="cv",
+                   help="offset on the out-of-scope class's score: cv (default: chosen by grouped "
+                        "cross-validation over train + validation, --other_bias_folds more fits), auto "
+                        "(chosen on the validation split alone: faster, noisier) or a number")
     p.add_argument("--other_bias_objective", choices=["min", "sum"], default="min",
-                   help="what --other_bias auto maximises: min (default) or sum of accepted precision and "
+                   help="what --other_bias cv/auto maximises: min (default) or sum of accepted precision and "
                         "in-scope recall")
+    p.add_argument("--other_bias_folds", type=int, default=5, help="folds of --other_bias cv (>= 2)")
     p.add_argument("--hierarchy", action="store_true",
                    help="GS1 levels: one model per lvl1/lvl2/lvl3 column, hierarchy-consistent decoding")
     add_eval_args(p)
@@ -83,11 +86,9 @@ def fine_categories(split, cfg: LinearConfig):
     return split[FINE_COLUMN]
 
 
-def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, int]:
-    """The training texts and `columns` (plus "sources" for source_categories, "fine" for fine_categories) of
-    `splits` (train, or train + validation to refit), and how many bare copies were added: with
-    cfg.breadcrumb_copies each offer whose text_bare differs from its text is added once more with the bare
-    text, its labels, source and fine category copied."""
+def split_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, list | None]:
+    """The texts and `columns` (plus "sources" for source_categories, "fine" for fine_categories) of
+    `splits`, and their bare texts when cfg.breadcrumb_copies asks for the copies (None otherwise)."""
     from category_classification.data.builder import TEXT_BARE_COLUMN
 
     texts = [t for s in splits for t in s["text"]]
@@ -97,23 +98,62 @@ def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict,
         if all(v is not None for v in found):
             cols[key] = [v for part in found for v in part]
     if not (cfg.breadcrumb_copies and all(TEXT_BARE_COLUMN in s.column_names for s in splits)):
+        return texts, cols, None
+    return texts, cols, [t for s in splits for t in s[TEXT_BARE_COLUMN]]
+
+
+def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, int]:
+    """The training texts and columns of `splits` (train, or train + validation to refit; split_rows), and
+    how many bare copies were added: each offer whose text_bare differs from its text is added once more
+    with the bare text, its labels, source and fine category copied."""
+    texts, cols, bare = split_rows(splits, cfg, columns)
+    if bare is None:
         return texts, cols, 0
-    return with_bare_copies(texts, [t for s in splits for t in s[TEXT_BARE_COLUMN]], cols)
+    return with_bare_copies(texts, bare, cols)
 
 
-def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str = "min") -> None:
-    """Temperature and, for an out-of-scope class, the offset on its score, from the validation split
-    (the temperature first: with Other sub-classes, decisions depend on it; then again with the offset)."""
+def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: int) -> tuple[float, dict]:
+    """(offset, open-set metrics at it over the out-of-fold offers): grouped `folds`-fold CV over `splits`
+    with the model's settings (training/open_set.py), title groups (the `cluster` column) kept whole."""
+    import numpy as np
+
+    from category_classification.training.open_set import choose_bias, grouped_folds, out_of_fold
+
+    texts, cols, bare = split_rows(splits, model.config, ("label", "cluster"))
+    y, groups = np.asarray(cols["label"]), np.asarray(cols["cluster"])
+    if folds < 2 or len(np.unique(groups)) < folds:
+        raise UserError(f"--other_bias cv needs --other_bias_folds >= 2 and at least that many title groups "
+                        f"(the data has {len(np.unique(groups))}); use --other_bias auto or a number")
+    parts = out_of_fold(texts, y, grouped_folds(y, groups, folds, model.config.seed), model.labels, model.config,
+                        cols.get("sources"), cols.get("fine"), bare)
+    return choose_bias(parts, y, model.labels, model.labels.index(model.config.other_label), objective)
+
+
+def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str = "min", train=None,
+              folds: int = 5) -> dict | None:
+    """Temperature from the validation split and, for an out-of-scope class, the offset on its score: by
+    grouped CV over train + validation ("cv"; the out-of-fold figures are returned), on validation ("auto"),
+    or given (the temperature first: with Other sub-classes, decisions depend on it; then again with the
+    offset)."""
     if val is not None:
         model.calibrate(val["text"], val["label"])
+    found = None
     if model.config.other_label:
-        if other_bias == "auto":
+        if other_bias == "cv":
+            bias, m = cv_other_bias(model, [s for s in (train, val) if s is not None], objective, folds)
+            model.other_bias = bias
+            found = {"other_bias": bias, "folds": folds, "accepted_precision": m["accepted_precision"],
+                     "in_scope_recall": m["in_scope_recall"], "target_macro_f1": m["target_macro_f1"]}
+            print(f"{model.config.other_label} offset {bias:+.2f} chosen by grouped {folds}-fold CV: out-of-fold "
+                  f"accepted precision {m['accepted_precision']:.4f}, in-scope recall {m['in_scope_recall']:.4f}")
+        elif other_bias == "auto":
             if val is not None:
                 model.choose_other_bias(val["text"], val["label"], objective)
         else:
             model.other_bias = float(other_bias)
     if val is not None:
         model.calibrate(val["text"], val["label"])
+    return found
 
 
 def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
@@ -208,6 +248,11 @@ def train_hierarchy(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     check_model_out(args.out, [args.data])
+    if args.other_bias not in ("cv", "auto"):
+        try:
+            float(args.other_bias)
+        except ValueError:
+            raise UserError(f"--other_bias must be cv, auto or a number, got {args.other_bias!r}") from None
     if args.hierarchy:
         return train_hierarchy(args)
     dsd = load_dataset_dir(args.data)
@@ -228,7 +273,7 @@ def main(argv=None) -> int:
     if model.class_subclasses:
         print(f"the target classes trained as {len(model.class_subclasses)} fine-category sub-classes "
               f"(>= {cfg.other_min_size} offers each) + their own columns (--class_split none: not)")
-    calibrate(model, val, args.other_bias, args.other_bias_objective)
+    bias_cv = calibrate(model, val, args.other_bias, args.other_bias_objective, train, args.other_bias_folds)
     metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
     if args.refit and val is not None:
         print(f"refitting on train + validation ({len(train) + len(val)} offers)")
@@ -243,6 +288,7 @@ def main(argv=None) -> int:
 
     extra = {"train_seconds": round(train_seconds, 2), "train_size": len(train), "refit": bool(args.refit),
              "breadcrumb_copies": copies, "temperature": model.temperature, "other_bias": model.other_bias,
+             **({"other_bias_cv": bias_cv} if bias_cv else {}),
              "classes_without_training_examples": model.classes_without_training_examples}
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
                breadcrumb_copies=copies,

@@ -85,8 +85,9 @@ def test_an_interrupted_fold_resumes_only_on_data_of_the_same_text(tmp_path, mon
 
 def test_open_set_cv_trains_fine_sub_classes_and_decides_by_summed_labels(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
-    from bench.linear_cv import grouped_folds
-    from bench.open_set_cv import CONFIGS, decide, out_of_fold
+    from bench.open_set_cv import CONFIGS
+    from category_classification.models.linear import LinearConfig
+    from category_classification.training.open_set import OTHER_BIAS_GRID, choose_bias, decide, grouped_folds, out_of_fold
     from tests.test_linear_model import SPLIT_LABELS, split_offers
 
     texts, labels, sources = split_offers(30)
@@ -94,13 +95,18 @@ def test_open_set_cv_trains_fine_sub_classes_and_decides_by_summed_labels(monkey
     y = np.asarray(labels)
     folds = grouped_folds(y, np.arange(len(y)), 3)
     default = CONFIGS["split by source, classes by fine category (the default)"]
-    parts = out_of_fold(texts, y, sources, folds, SPLIT_LABELS, "Other", {**default, "other_min_size": 5}, None, fine)
+    cfg = LinearConfig(other_label="Other", other_min_size=5, **default)
+    parts = out_of_fold(texts, y, folds, SPLIT_LABELS, cfg, sources, fine)
     for _, scores, _, columns in parts:
         assert scores.shape[1] == len(columns) > 5 and (columns == 0).sum() >= 2  # Automotive split by kind
     pred = decide(parts, len(y), len(SPLIT_LABELS), 2, 0.0)
     assert set(pred.tolist()) <= {0, 1, 2} and (pred == y).mean() > 0.9
-    plain = out_of_fold(texts, y, sources, folds, SPLIT_LABELS, "Other", {**CONFIGS["split by source, min 20"],
-                                                                        "other_min_size": 5}, None, fine)
+    bias, m = choose_bias(parts, y, SPLIT_LABELS, 2)
+    assert bias in OTHER_BIAS_GRID and min(m["accepted_precision"], m["in_scope_recall"]) > 0.9
+    # an easy toy: many offsets tie at the best value, and the tie goes to the one nearest 0
+    assert abs(bias) <= 0.05
+    plain_cfg = LinearConfig(other_label="Other", **{**CONFIGS["split by source, min 20"], "other_min_size": 5})
+    plain = out_of_fold(texts, y, folds, SPLIT_LABELS, plain_cfg, sources, fine)
     assert all((columns == 0).sum() == 1 for _, _, _, columns in plain)  # class_split none: one column
 
 

@@ -282,17 +282,22 @@ def test_other_weight_applies_to_every_other_sub_class():
     assert [weights[c] for c in (2, 3, 4)] == pytest.approx((balanced[2:] * 0.5).tolist())
 
 
-def test_train_script_splits_other_by_the_source_category_column(tmp_path):
+def write_split_dataset(path) -> None:
+    """An --other_label dataset of split_offers with its source_category column and build report."""
     feats = Features({"text": Value("string"), "label": ClassLabel(names=SPLIT_LABELS), "cluster": Value("int64"),
                       "source_category": Value("string")})
 
     def split(seed, n):
         texts, y, src = split_offers(n, seed)
-        return Dataset.from_dict({"text": texts, "label": y, "cluster": list(range(len(texts))),
+        return Dataset.from_dict({"text": texts, "label": y, "cluster": [seed * 1000 + i for i in range(len(texts))],
                                   "source_category": src}, features=feats)
 
-    DatasetDict({"train": split(0, 30), "validation": split(1, 10), "test": split(2, 8)}).save_to_disk(tmp_path / "d")
-    (tmp_path / "d" / "build_report.json").write_text(json.dumps({"other_label": "Other"}))
+    DatasetDict({"train": split(0, 30), "validation": split(1, 10), "test": split(2, 8)}).save_to_disk(path)
+    (path / "build_report.json").write_text(json.dumps({"other_label": "Other"}))
+
+
+def test_train_script_splits_other_by_the_source_category_column(tmp_path):
+    write_split_dataset(tmp_path / "d")
     out = tmp_path / "model"
     assert train_main(["--data", str(tmp_path / "d"), "--out", str(out), "--other_split", "source",
                        "--other_min_size", "10", "--refit"]) == 0
@@ -302,6 +307,27 @@ def test_train_script_splits_other_by_the_source_category_column(tmp_path):
     assert block["accepted_precision"] > 0.9 and block["in_scope_recall"] > 0.9
     assert train_main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "one"), "--other_split", "none"]) == 0
     assert json.loads((tmp_path / "one" / "category_model.json").read_text())["other_subclasses"] == []
+
+
+def test_train_script_chooses_the_other_offset_by_grouped_cv_and_refuses_bad_values(tmp_path, capsys):
+    from category_classification.core.cli import run
+    from category_classification.training.open_set import OTHER_BIAS_GRID
+
+    write_split_dataset(tmp_path / "d")
+    out = tmp_path / "model"
+    assert train_main(["--data", str(tmp_path / "d"), "--out", str(out), "--other_bias_folds", "3", "--refit"]) == 0
+    found = json.loads((out / "metrics.json").read_text())["other_bias_cv"]
+    info = json.loads((out / "category_model.json").read_text())
+    assert found["folds"] == 3 and found["other_bias"] == info["other_bias"] and info["other_bias"] in OTHER_BIAS_GRID
+    assert min(found["accepted_precision"], found["in_scope_recall"]) > 0.9
+    assert "chosen by grouped 3-fold CV" in capsys.readouterr().out
+    # auto and a number choose no CV; nonsense, too many folds and one fold are one-line user errors
+    assert train_main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "a"), "--other_bias", "auto"]) == 0
+    assert "other_bias_cv" not in json.loads((tmp_path / "a" / "metrics.json").read_text())
+    for bad in (["--other_bias", "high"], ["--other_bias_folds", "100000"], ["--other_bias_folds", "1"]):
+        assert run(train_main, ["--data", str(tmp_path / "d"), "--out", str(tmp_path / "bad"), *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
 
 
 def test_hierarchy_model_decodes_only_training_paths(tmp_path):

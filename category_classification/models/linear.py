@@ -25,6 +25,7 @@ WEIGHTS_FILE = "linear_weights.npz"  # plain arrays (weights, idf), no pickle
 VOCABULARY_FILE = "linear_vocabulary.json.gz"  # features "tfidf": each vectorizer's settings and terms
 PICKLE_FILE = "linear_model.joblib"  # written by older versions; refused (see tfidf_io.refuse_pickle)
 TFIDF_PARTS = ("word", "char")  # the FeatureUnion's vectorizers, in column order
+OTHER_BIAS_GRID = np.round(np.arange(-1.0, 1.01, 0.05), 2)  # the Other offsets tried (training/open_set.py too)
 ABSENT_SCORE = -1e4  # the score of a class no training offer has: never predicted, probability 0
 
 
@@ -276,7 +277,7 @@ class LinearTextClassifier:
         scores = self.column_scores(texts)
         is_other = self.column_labels == self._other_index()
         best, best_bias = -1.0, 0.0
-        for bias in np.round(np.arange(-1.0, 1.01, 0.05), 2):
+        for bias in OTHER_BIAS_GRID:
             shifted = scores.copy()
             shifted[:, is_other] += bias
             pred = self._merge(_softmax(shifted / self.temperature)).argmax(axis=1)
