@@ -1,9 +1,11 @@
 """Train the fast default classifier (n-gram features + linear SVM) on a built dataset.
 
     python category_classification/train_linear_baseline.py --data runs/mwpd6 --out runs/linear [--refit]
-Fits on `train`, calibrates probabilities on `validation`, evaluates both and `test`. With --refit the
-settings chosen on validation (temperature, the Other offset) are kept and the model is fitted again on
-train + validation, as challenge entrants did; validation figures then come from the train-only fit.
+Fits on `train`, calibrates probabilities on `validation`, evaluates both and `test`. With an Other class
+the offset on its score is chosen by grouped cross-validation over train + validation (--other_bias cv, 5
+more fits; auto: on validation alone). With --refit the temperature and the offset are kept and the model
+is fitted again on train + validation, as challenge entrants did; validation figures then come from the
+train-only fit.
 With --hierarchy (a dataset built with --label_level all) it trains one model per GS1 level and decodes
 the three levels together along the lvl1 > lvl2 > lvl3 paths seen in training (models/hierarchical.py).
 On a breadcrumb dataset (its `text_bare` column) every fit also learns each training offer's text without its
