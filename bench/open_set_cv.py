@@ -38,8 +38,8 @@ CONFIGS = {
 def main():
     from category_classification.data.builder import FINE_COLUMN, SOURCE_COLUMN
     from category_classification.data.dataset_dir import label_names, load_dataset_dir
-    from category_classification.models.linear import LinearConfig
-    from category_classification.training.open_set import choose_bias, grouped_folds, out_of_fold
+    from category_classification.models.linear import LinearConfig, choose_bias
+    from category_classification.training.open_set import grouped_folds, out_of_fold
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a dataset built with --other_label (train + validation used)")

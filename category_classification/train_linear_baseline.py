@@ -119,7 +119,8 @@ def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: in
     with the model's settings (training/open_set.py), title groups (the `cluster` column) kept whole."""
     import numpy as np
 
-    from category_classification.training.open_set import choose_bias, grouped_folds, out_of_fold
+    from category_classification.models.linear import choose_bias
+    from category_classification.training.open_set import grouped_folds, out_of_fold
 
     texts, cols, bare = split_rows(splits, model.config, ("label", "cluster"))
     y, groups = np.asarray(cols["label"]), np.asarray(cols["cluster"])

@@ -86,8 +86,8 @@ def test_an_interrupted_fold_resumes_only_on_data_of_the_same_text(tmp_path, mon
 def test_open_set_cv_trains_fine_sub_classes_and_decides_by_summed_labels(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     from bench.open_set_cv import CONFIGS
-    from category_classification.models.linear import LinearConfig
-    from category_classification.training.open_set import OTHER_BIAS_GRID, choose_bias, decide, grouped_folds, out_of_fold
+    from category_classification.models.linear import OTHER_BIAS_GRID, LinearConfig, choose_bias, decide
+    from category_classification.training.open_set import grouped_folds, out_of_fold
     from tests.test_linear_model import SPLIT_LABELS, split_offers
 
     texts, labels, sources = split_offers(30)

@@ -311,7 +311,7 @@ def test_train_script_splits_other_by_the_source_category_column(tmp_path):
 
 def test_train_script_chooses_the_other_offset_by_grouped_cv_and_refuses_bad_values(tmp_path, capsys):
     from category_classification.core.cli import run
-    from category_classification.training.open_set import OTHER_BIAS_GRID
+    from category_classification.models.linear import OTHER_BIAS_GRID
 
     write_split_dataset(tmp_path / "d")
     out = tmp_path / "model"

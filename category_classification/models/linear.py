@@ -25,7 +25,7 @@ WEIGHTS_FILE = "linear_weights.npz"  # plain arrays (weights, idf), no pickle
 VOCABULARY_FILE = "linear_vocabulary.json.gz"  # features "tfidf": each vectorizer's settings and terms
 PICKLE_FILE = "linear_model.joblib"  # written by older versions; refused (see tfidf_io.refuse_pickle)
 TFIDF_PARTS = ("word", "char")  # the FeatureUnion's vectorizers, in column order
-OTHER_BIAS_GRID = np.round(np.arange(-1.0, 1.01, 0.05), 2)  # the Other offsets tried (training/open_set.py too)
+OTHER_BIAS_GRID = np.round(np.arange(-1.0, 1.01, 0.05), 2)  # the Other offsets choose_bias tries
 ABSENT_SCORE = -1e4  # the score of a class no training offer has: never predicted, probability 0
 
 
@@ -271,23 +271,10 @@ class LinearTextClassifier:
         """The offset on the out-of-scope score(s) that maximises min(accepted precision, in-scope recall)
         on these (validation) offers ("sum": their sum): trading the two equally is what a crawl user
         needs. With Other sub-classes, decisions use the summed probabilities at the current temperature."""
-        from category_classification.evaluation.metrics import open_set_metrics
-
         self.other_bias = 0.0
-        scores = self.column_scores(texts)
-        is_other = self.column_labels == self._other_index()
-        best, best_bias = -1.0, 0.0
-        for bias in OTHER_BIAS_GRID:
-            shifted = scores.copy()
-            shifted[:, is_other] += bias
-            pred = self._merge(_softmax(shifted / self.temperature)).argmax(axis=1)
-            m = open_set_metrics(y, pred, self.labels, self.config.other_label)
-            pair = (m["accepted_precision"], m["in_scope_recall"])
-            value = sum(pair) if objective == "sum" else min(pair)
-            if value > best + 1e-9 or (abs(value - best) <= 1e-9 and abs(bias) < abs(best_bias)):
-                best, best_bias = value, float(bias)
-        self.other_bias = best_bias
-        return best_bias
+        part = (np.arange(len(texts)), self.column_scores(texts), self.temperature, self.column_labels)
+        self.other_bias, _ = choose_bias([part], y, self.labels, self._other_index(), objective)
+        return self.other_bias
 
     def calibrate(self, texts: Sequence[str], y: Sequence[int]) -> float:
         self.temperature = fit_temperature(self.column_scores(texts), y, self._merge)
@@ -323,6 +310,34 @@ class LinearTextClassifier:
         write_model_info(d, "linear", self.labels, temperature=self.temperature, weights=weights,
                          classes_without_training_examples=self.classes_without_training_examples, **info)
         return d
+
+
+def decide(parts, n: int, n_labels: int, other: int, bias: float) -> np.ndarray:
+    """Label per offer at this Other offset: the label with the highest summed probability. `parts`: (offer
+    index, column scores, temperature, column -> label index) per model, together covering offers 0..n-1
+    (one part: a validation split; several: the folds of training/open_set.out_of_fold)."""
+    pred = np.zeros(n, dtype=np.int64)
+    for idx, scores, temperature, columns in parts:
+        shifted = scores + bias * (columns == other)
+        probs = np.zeros((len(idx), n_labels))
+        np.add.at(probs.T, columns, _softmax(shifted / temperature).T)
+        pred[idx] = probs.argmax(axis=1)
+    return pred
+
+
+def choose_bias(parts, y: Sequence[int], labels: Sequence[str], other: int, objective: str = "min"):
+    """(offset, open-set metrics at it): the offset of OTHER_BIAS_GRID that maximises min(accepted
+    precision, in-scope recall) over the parts' offers ("sum": their sum); ties go to the one nearest 0."""
+    from category_classification.evaluation.metrics import open_set_metrics
+
+    best = None
+    for bias in OTHER_BIAS_GRID:
+        m = open_set_metrics(y, decide(parts, len(y), len(labels), other, bias), labels, labels[other])
+        pair = (m["accepted_precision"], m["in_scope_recall"])
+        value = sum(pair) if objective == "sum" else min(pair)
+        if best is None or value > best[0] + 1e-9 or (abs(value - best[0]) <= 1e-9 and abs(bias) < abs(best[1])):
+            best = (value, float(bias), m)
+    return best[1], best[2]
 
 
 def load_linear(model_dir) -> LinearTextClassifier:

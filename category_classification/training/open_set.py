@@ -3,16 +3,14 @@
 The offset trades accepted precision against in-scope recall in steps of a few offers; on the builder's
 985-offer validation split of MWPD it chose -0.10 where grouped 5-fold CV over all 9,862 labelled offers
 chose -0.05 (docs/benchmarks.md, open set). `train_linear_baseline.py --other_bias cv` and
-`bench/open_set_cv.py` both use these functions.
+`bench/open_set_cv.py` both use these functions; the offset itself is chosen by models/linear.choose_bias.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
 import numpy as np
 
-from category_classification.models.linear import OTHER_BIAS_GRID, LinearTextClassifier, _softmax, with_bare_copies
+from category_classification.models.linear import LinearTextClassifier, with_bare_copies
 
 
 def grouped_folds(y, groups, folds: int, seed: int = 0):
@@ -42,29 +40,3 @@ def out_of_fold(texts, y, folds, labels, cfg, sources=None, fine=None, bare=None
         model.calibrate(held, y[test_idx])
         parts.append((test_idx, model.column_scores(held), model.temperature, model.column_labels))
     return parts
-
-
-def decide(parts, n: int, n_labels: int, other: int, bias: float) -> np.ndarray:
-    """Label per offer at this Other offset: the label with the highest summed probability."""
-    pred = np.zeros(n, dtype=np.int64)
-    for idx, scores, temperature, columns in parts:
-        shifted = scores + bias * (columns == other)
-        probs = np.zeros((len(idx), n_labels))
-        np.add.at(probs.T, columns, _softmax(shifted / temperature).T)
-        pred[idx] = probs.argmax(axis=1)
-    return pred
-
-
-def choose_bias(parts, y: Sequence[int], labels: Sequence[str], other: int, objective: str = "min"):
-    """(offset, open-set metrics at it): the offset of OTHER_BIAS_GRID that maximises min(accepted
-    precision, in-scope recall) over the out-of-fold offers ("sum": their sum); ties go to the smaller one."""
-    from category_classification.evaluation.metrics import open_set_metrics
-
-    best = None
-    for bias in OTHER_BIAS_GRID:
-        m = open_set_metrics(y, decide(parts, len(y), len(labels), other, bias), labels, labels[other])
-        pair = (m["accepted_precision"], m["in_scope_recall"])
-        value = sum(pair) if objective == "sum" else min(pair)
-        if best is None or value > best[0] + 1e-9 or (abs(value - best[0]) <= 1e-9 and abs(bias) < abs(best[1])):
-            best = (value, float(bias), m)
-    return best[1], best[2]
