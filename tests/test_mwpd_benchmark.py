@@ -87,3 +87,14 @@ def test_transformer_kinds_share_one_fine_tune_per_task(tmp_path, monkeypatch):
     assert all(i["device"] == "cpu" and i["predict_offers_per_s"] > 0 and i["linear_seconds"] >= 0
                for i in info.values())
     assert ens["train_seconds"] >= sum(i["train_seconds"] for i in info.values())
+
+
+def test_merged_model_check_allows_bf16_rounding_only():
+    """On a GPU the LoRA update is folded into bf16 weights, which moved 2 of 1,438 offers (0.0014 macro-F1):
+    that must not fail the CV (it did), while an fp32 reload stays held to summation-order differences."""
+    from bench.lora_minilm import reload_agrees
+
+    assert reload_agrees(0.9312, 0.9326, "bf16")
+    assert not reload_agrees(0.9312, 0.9326, "fp32")
+    assert reload_agrees(0.9312, 0.9315, "fp32")
+    assert not reload_agrees(0.9312, 0.9412, "bf16")  # a broken merge still fails
