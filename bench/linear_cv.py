@@ -10,7 +10,11 @@ TF-IDF (word 1-2 + char_wb 2-5, sublinear tf) + LinearSVC(C=0.5, balanced), whic
 A class that only a test fold holds is scored as a miss (weighted F1 counts its support). --breadcrumb
 builds the texts as the dataset builder does for MWPD by default (with the shop's breadcrumb) and also scores
 each test fold without it ("bare": offers that arrive without one); --breadcrumb_copies also fits on the bare
-texts, as train_linear_baseline.py does by default (LinearConfig.breadcrumb_copies).
+texts, as train_linear_baseline.py does by default (LinearConfig.breadcrumb_copies). --fine (6 classes) gives
+the model each offer's GS1 level-3 class, so the target classes are trained as level-3 sub-classes
+(LinearConfig.class_split fine, the builder's fine_category column) unless a configuration says
+class_split none; each fold then fits on a grouped 90% of its training part and fits the temperature on the
+other 10%, as the trainer does with its validation split (the sub-classes' summed probabilities depend on it).
 """
 
 from __future__ import annotations
@@ -33,39 +37,53 @@ CONFIGS = {
     "hashed (the old default)": dict(features="hashed", char_min_df=2),
     "tfidf C=1, balanced": dict(C=1.0),
     "tfidf C=0.3, balanced": dict(C=0.3),
+    "default, class_split none": dict(class_split="none"),
 }
 
 
-def bundled_offers(label_level: str = "six", breadcrumb: bool = False):
-    """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups."""
-    from category_classification.data.mwpd import read_mwpd
+def bundled_offers(label_level: str = "six", breadcrumb: bool = False, fine: bool = False):
+    """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups
+    (and with `fine`, each offer's GS1 level-3 class, "" where it has none)."""
+    from category_classification.data.mwpd import iter_records
 
-    rows = []
+    recs = []
     for f in ("train.json.gz", "validation.json.gz"):
-        rows += list(read_mwpd(REPO / "data" / "mwpd" / f, label_level, breadcrumb=breadcrumb))
-    texts = [t for t, _, _ in rows]
-    names = sorted({l for _, l, _ in rows})
-    y = np.array([names.index(l) for _, l, _ in rows])
-    groups = np.array([g for _, _, g in rows])
+        recs += [r for r in iter_records(REPO / "data" / "mwpd" / f, breadcrumb=breadcrumb)
+                 if r.labels[label_level] is not None]
+    texts = [r.text for r in recs]
+    names = sorted({r.labels[label_level] for r in recs})
+    y = np.array([names.index(r.labels[label_level]) for r in recs])
+    groups = np.array([r.group for r in recs])
+    if fine:
+        return texts, names, y, groups, [r.labels["lvl3"] or "" for r in recs]
     return texts, names, y, groups
 
 
-def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False) -> dict:
+def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False, fine=None, groups=None) -> dict:
     """Per-fold figures of one configuration: macro/weighted F1 and accuracy on the test fold's texts, fit
     seconds and, with `bare` (the same offers without their breadcrumb), macro-F1 on those too. `copies`
-    fits on texts + the bare copies (LinearConfig.breadcrumb_copies, models/linear.with_bare_copies)."""
+    fits on texts + the bare copies (LinearConfig.breadcrumb_copies, models/linear.with_bare_copies). With
+    `fine` (each offer's fine category) and `groups`, a grouped 10% of each training part calibrates the
+    temperature and the rest is fitted, with the fine categories."""
     from category_classification.evaluation.metrics import label_scores
     from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
 
     out: dict = {"macro_f1": [], "weighted_f1": [], "accuracy": [], "seconds": [], "bare_macro_f1": []}
     for train_idx, test_idx in folds:
-        fit_texts, fit_y = [texts[i] for i in train_idx], list(y[train_idx])
+        calib_idx = None
+        if fine is not None:
+            inner_fit, inner_cal = grouped_folds(y[train_idx], groups[train_idx], 10)[0]
+            train_idx, calib_idx = train_idx[inner_fit], train_idx[inner_cal]
+        fit_texts, cols = [texts[i] for i in train_idx], {"y": list(y[train_idx])}
+        if fine is not None:
+            cols["fine"] = [fine[i] for i in train_idx]
         if copies:
-            fit_texts, cols, _ = with_bare_copies(fit_texts, [bare[i] for i in train_idx], {"y": fit_y})
-            fit_y = cols["y"]
+            fit_texts, cols, _ = with_bare_copies(fit_texts, [bare[i] for i in train_idx], cols)
         model = LinearTextClassifier(names, LinearConfig(**overrides))
         t = time.perf_counter()
-        model.fit(fit_texts, np.asarray(fit_y))
+        model.fit(fit_texts, np.asarray(cols["y"]), fine=cols.get("fine"))
+        if calib_idx is not None:
+            model.calibrate([texts[i] for i in calib_idx], y[calib_idx])
         out["seconds"].append(time.perf_counter() - t)
         truth = [names[i] for i in y[test_idx]]
         m = label_scores(truth, [names[i] for i in model.predict([texts[i] for i in test_idx])])
@@ -79,7 +97,7 @@ def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False) -> 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--label_level", default="six")
+    p.add_argument("--label_level", default="six", choices=("six", "lvl1", "lvl2", "lvl3"))
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only", nargs="*", help="run only configs whose name starts with one of these")
     p.add_argument("--breadcrumb", action="store_true", help="texts end with the shop's breadcrumb (CategoryText); "
@@ -87,11 +105,20 @@ def main():
     p.add_argument("--breadcrumb_copies", action="store_true",
                    help="with --breadcrumb: fit on each offer's text and, where it has a breadcrumb, its bare text "
                         "too (train_linear_baseline.py's default, --breadcrumb_copies)")
+    p.add_argument("--fine", action="store_true",
+                   help="6 classes: train each class as GS1 level-3 sub-classes (class_split fine), 90%% fit + "
+                        "10%% calibration per fold")
     args = p.parse_args()
     if args.breadcrumb_copies and not args.breadcrumb:
         p.error("--breadcrumb_copies goes with --breadcrumb")
+    if args.fine and args.label_level != "six":
+        p.error("--fine goes with --label_level six")
 
-    texts, names, y, groups = bundled_offers(args.label_level, args.breadcrumb)
+    fine = None
+    if args.fine:
+        texts, names, y, groups, fine = bundled_offers(args.label_level, args.breadcrumb, fine=True)
+    else:
+        texts, names, y, groups = bundled_offers(args.label_level, args.breadcrumb)
     bare = None
     if args.breadcrumb:
         bare, names_bare, y_bare, groups_bare = bundled_offers(args.label_level, False)
@@ -104,7 +131,7 @@ def main():
     for name, overrides in CONFIGS.items():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
-        r = cv_config(overrides, texts, bare, names, y, folds, args.breadcrumb_copies)
+        r = cv_config(overrides, texts, bare, names, y, folds, args.breadcrumb_copies, fine, groups)
         bare_col = "" if bare is None else f"{np.mean(r['bare_macro_f1']):>11.4f} ±{np.std(r['bare_macro_f1']):.4f}"
         print(f"{name:<40}{np.mean(r['macro_f1']):>9.4f} ±{np.std(r['macro_f1']):.4f}"
               f"{np.mean(r['weighted_f1']):>9.4f} ±{np.std(r['weighted_f1']):.4f}"

@@ -83,7 +83,7 @@ def fine_categories(split, cfg: LinearConfig):
     missing: datasets built before it existed, LSPC datasets)."""
     from category_classification.data.builder import FINE_COLUMN
 
-    if split is None or not cfg.other_label or cfg.class_split != "fine" or FINE_COLUMN not in split.column_names:
+    if split is None or cfg.class_split != "fine" or FINE_COLUMN not in split.column_names:
         return None
     return split[FINE_COLUMN]
 

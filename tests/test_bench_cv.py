@@ -139,3 +139,34 @@ def test_wdc_agreement_counts_against_the_category_field_and_survives_bad_lines(
     from category_classification.core.cli import UserError
     with pytest.raises(UserError):
         main(["--zip", str(tmp_path / "c.zip"), "--predictions", str(tmp_path / "none.jsonl")])
+
+
+def test_linear_cv_fine_reads_level_3_and_calibrates_on_a_held_out_part(monkeypatch):
+    """--fine: the bundled six-class offers come with their GS1 level-3 class (same order as the labels), and
+    each fold fits sub-classes on 90% of its training part, calibrates on the rest and scores the test fold."""
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.linear_cv import bundled_offers, cv_config, grouped_folds
+    from category_classification.models import linear
+
+    texts, names, y, groups, fine = bundled_offers("six", breadcrumb=False, fine=True)
+    assert len(texts) == len(fine) == 7185 and names[2] == "Books"
+    assert {f for f, label in zip(fine, y) if names[label] == "Books"} == {"Books"}
+    assert len({f for f, label in zip(fine, y) if names[label] == "Clothing"}) >= 9
+    pick = np.flatnonzero(np.isin(y, [0, 2]))[:400]  # Automotive and Books: a small, quick subset
+    sub = ([texts[i] for i in pick], y[pick], groups[pick], [fine[i] for i in pick])
+    calibrated, fitted = [], []
+    monkeypatch.setattr(linear.LinearTextClassifier, "calibrate",
+                        lambda self, t, yy: calibrated.append(len(t)) or setattr(self, "temperature", 0.2))
+    real_fit = linear.LinearTextClassifier.fit
+    monkeypatch.setattr(linear.LinearTextClassifier, "fit",
+                        lambda self, t, yy, sources=None, fine=None: fitted.append(fine is not None)
+                        or real_fit(self, t, yy, sources, fine))
+    folds = grouped_folds(sub[1], sub[2], 3)
+    r = cv_config({"other_min_size": 5}, sub[0], None, names, sub[1], folds, fine=sub[3], groups=sub[2])
+    assert len(r["macro_f1"]) == 3 and min(r["accuracy"]) > 0.8
+    assert fitted == [True] * 3 and len(calibrated) == 3
+    assert all(0.05 * (len(tr)) < c < 0.2 * len(tr) for c, (tr, _) in zip(calibrated, folds))
+    # without --fine: the whole training part is fitted, no calibration
+    calibrated.clear()
+    cv_config({}, sub[0], None, names, sub[1], folds)
+    assert calibrated == []

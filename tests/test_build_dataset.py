@@ -343,6 +343,22 @@ def test_mwpd_other_label_keeps_offers_outside_the_six(tmp_path):
     assert set(jewelry) == {"Jewellery", "Watches"}
 
 
+def test_mwpd_six_classes_carry_level_3_but_gs1_levels_do_not(tmp_path):
+    """A 6-class MWPD dataset without Other also gets fine_category (the trainer's level-3 sub-classes);
+    a GS1-level dataset does not (its classes are the levels themselves)."""
+    six, lvl1 = tmp_path / "six", tmp_path / "lvl1"
+    assert build_lspc_dataset.main(["--mwpd", str(MWPD / "validation.json.gz"), "--out", str(six), "--quiet"]) == 0
+    assert build_lspc_dataset.main(["--mwpd", str(MWPD / "validation.json.gz"), "--label_level", "lvl1",
+                                    "--out", str(lvl1), "--quiet"]) == 0
+    dsd = load_from_disk(str(six))
+    assert dsd["train"].column_names == ["text", "text_bare", "label", "cluster", "fine_category"]
+    names = dsd["train"].features["label"].names
+    pairs = {(names[y], f) for s in dsd for f, y in zip(col(dsd[s], "fine_category"), col(dsd[s], "label"))}
+    assert {f for n, f in pairs if n == "Jewelry"} == {"Jewellery", "Watches"}
+    assert {f for n, f in pairs if n == "Books"} == {"Books"} and "" not in {f for _, f in pairs}
+    assert "fine_category" not in load_from_disk(str(lvl1))["train"].column_names
+
+
 def test_mwpd_all_levels_layout_and_hierarchy(tmp_path):
     out = tmp_path / "gs1"
     test_file = tmp_path / "test.json"  # validation plus an lvl3 class no training offer has

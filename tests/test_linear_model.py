@@ -242,6 +242,31 @@ def test_target_classes_split_by_fine_category_and_summed_back(tmp_path):
         assert plain.class_subclasses == [] and plain.weights.shape[1] == 5
 
 
+def test_closed_model_splits_target_classes_too(tmp_path):
+    """No Other class (a 6-class MWPD dataset has fine_category too): the target classes are still trained as
+    fine sub-classes and summed back, sources never make Other columns, and the saved model reloads the same."""
+    texts, labels, sources = split_offers(30)
+    keep = [i for i, y in enumerate(labels) if y != 2]
+    texts, labels, sources = [texts[i] for i in keep], [labels[i] for i in keep], [sources[i] for i in keep]
+    fine = [("brakes" if t.startswith(("brake", "wiper", "tow")) else "engine") if y == 0 else "books"
+            for t, y in zip(texts, labels)]
+    closed = ["Automotive", "Books"]
+    model = LinearTextClassifier(closed, LinearConfig(other_min_size=5)).fit(texts, labels, sources, fine)
+    assert model.other_subclasses == [] and model.has_subclasses
+    assert [p for p in model.class_subclasses if p[0] == "Automotive"] == [["Automotive", "brakes"],
+                                                                          ["Automotive", "engine"]]
+    assert model.column_labels.tolist() == [0, 1] + [closed.index(p[0]) for p in model.class_subclasses]
+    val, val_y, _ = split_offers(8, seed=1)
+    val, val_y = [t for t, y in zip(val, val_y) if y != 2], [y for y in val_y if y != 2]
+    model.calibrate(val, val_y)
+    probs = model.predict_proba(val)
+    assert probs.shape == (len(val), 2) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+    assert (model.predict(val) == probs.argmax(axis=1)).all() and (probs.argmax(axis=1) == np.asarray(val_y)).mean() > 0.9
+    model.save(tmp_path / "m")
+    again = load_linear(tmp_path / "m")
+    assert again.class_subclasses == model.class_subclasses and np.allclose(again.predict_proba(val), probs, atol=1e-6)
+
+
 def test_a_model_whose_info_and_weights_disagree_is_refused(tmp_path):
     from category_classification.core.cli import UserError
 

@@ -166,8 +166,8 @@ def hierarchy(records) -> dict:
 
 
 def read_mwpd_files(args, config, tmp):
-    """Pass 1 of the builder for MWPD: one shard per file, rows labelled, `source` = GS1 level 1 (and with an
-    Other class, FINE_COLUMN = GS1 level 3)."""
+    """Pass 1 of the builder for MWPD: one shard per file, rows labelled, `source` = GS1 level 1 (and for the
+    6 classes or with an Other class, FINE_COLUMN = GS1 level 3)."""
     import numpy as np
 
     from category_classification.data.builder import FINE_COLUMN, TEXT_BARE_COLUMN, LabelPlan, Shard, ShardWriter
@@ -188,19 +188,21 @@ def read_mwpd_files(args, config, tmp):
         plan.levels = {lv: sorted({r.labels[lv] for r in records}) for lv in GS1_LEVELS}
         plan.parents = hierarchy(records)
     index = {n: i for i, n in enumerate(plan.names)}
+    # the target classes' sub-classes (LinearConfig.class_split): coarse classes only, not GS1 levels
+    fine = bool(args.other_label) or args.label_level == "six"
     shards = []
     for i, (path, is_test, kept, counts) in enumerate(files):
         categories = sorted({rec.category for rec, _ in kept})
         code = {c: k for k, c in enumerate(categories)}
         writer = ShardWriter(tmp / f"mwpd-{i}.arrow", levels=tuple(plan.levels), bare_text=config.breadcrumb,
-                             fine_category=bool(args.other_label))
+                             fine_category=fine)
         columns = {"text": [rec.text for rec, _ in kept],
                    "label": np.array([index[lab] for _, lab in kept], dtype=np.int64),
                    "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
                    "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}
         if config.breadcrumb:
             columns[TEXT_BARE_COLUMN] = [rec.bare_text for rec, _ in kept]
-        if args.other_label:  # GS1 level 3 ("" where the offer has none): sub-classes for the trainer
+        if fine:  # GS1 level 3 ("" where the offer has none): sub-classes for the trainer
             columns[FINE_COLUMN] = [rec.labels["lvl3"] or "" for rec, _ in kept]
         for lv, names in plan.levels.items():
             pos = {n: k for k, n in enumerate(names)}
