@@ -37,7 +37,7 @@ TRANSFORMER_MODELS = ("minilm_lora", "linear+minilm_lora")
 MODELS = DEFAULT_MODELS + TRANSFORMER_MODELS
 DESCRIPTION = {
     "reference": "scikit-learn TF-IDF word 1-2 + char_wb 2-5, LinearSVC(C=0.5, balanced), per level",
-    "linear": "the fast default (models/linear.py), one model per level",
+    "linear": "the fast default (models/linear.py), one model per level; 6 classes as GS1 level-3 sub-classes",
     "hier_linear": "per-level linear models, decoded along the GS1 paths seen in training",
     "fielded_linear": "per-field TF-IDF (offer text, breadcrumb, URL words), GS1 path decoding (models/fielded.py)",
     "linear_breadcrumb": "the fast default, text + the shop's breadcrumb (CategoryText)",
@@ -115,9 +115,30 @@ def run_flat(kind: str, train: list[dict], test: list[dict]) -> dict:
         pred[lv] = [labels[i] for i in model.predict([o["text"] for o in test])]
     six_train = [o for o in train if o["six"]]
     labels = sorted({o["six"] for o in six_train})
-    model = _flat_model(kind, labels).fit([o["text"] for o in six_train], [labels.index(o["six"]) for o in six_train])
+    if kind == "reference":
+        model = _flat_model(kind, labels).fit([o["text"] for o in six_train], [labels.index(o["six"]) for o in six_train])
+    else:
+        model = six_class_linear(six_train, labels)
     pred["six"] = [labels[i] for i in model.predict([o["text"] for o in test if o["six"]])]
     return pred
+
+
+def six_class_linear(offers: list[dict], labels: list[str]):
+    """The linear trainer's 6-class default: each class learnt as its GS1 level-3 sub-classes
+    (LinearConfig.class_split), the temperature that their summed probabilities depend on fitted on a
+    grouped 10% of `offers`, then refit on all of them with it (train_linear_baseline.py --refit)."""
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier
+
+    def fit(part):
+        return LinearTextClassifier(labels, LinearConfig()).fit(
+            [o["text"] for o in part], [labels.index(o["six"]) for o in part], fine=[o["lvl3"] for o in part])
+
+    fit_part, calib = _split(offers)
+    model = fit(fit_part)
+    model.calibrate([o["text"] for o in calib], [labels.index(o["six"]) for o in calib])
+    final = fit(offers)
+    final.temperature = model.temperature
+    return final
 
 
 def run_hier(train: list[dict], calib: list[dict], test: list[dict], refit: bool) -> dict:

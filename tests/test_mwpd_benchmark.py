@@ -3,6 +3,7 @@
 import gzip
 import json
 
+import numpy as np
 import pytest
 
 from bench import mwpd_benchmark
@@ -98,3 +99,16 @@ def test_merged_model_check_allows_bf16_rounding_only():
     assert not reload_agrees(0.9312, 0.9326, "fp32")
     assert reload_agrees(0.9312, 0.9315, "fp32")
     assert not reload_agrees(0.9312, 0.9412, "bf16")  # a broken merge still fails
+
+
+def test_the_linear_kind_learns_six_classes_as_level_3_sub_classes():
+    """The benchmark's `linear` 6-class model is the trainer's default: level-3 sub-classes summed back, the
+    temperature they depend on fitted on a held-out 10%, then refit on all offers."""
+    offers = [o for o in mwpd_benchmark.read_offers(mwpd_benchmark.MWPD / "validation.json.gz") if o["six"]]
+    labels = sorted({o["six"] for o in offers})
+    model = mwpd_benchmark.six_class_linear(offers, labels)
+    clothing = [fine for label, fine in model.class_subclasses if label == "Clothing"]
+    assert len(clothing) >= 3 and all(f.startswith("67") for f in clothing)  # GS1 level-3 codes of Clothing
+    assert model.temperature != 1.0  # calibrated, not the untouched default
+    probs = model.predict_proba([o["text"] for o in offers[:50]])
+    assert probs.shape == (50, 6) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
