@@ -11,6 +11,9 @@ checkpoint and calibrates the linear model. Each fold writes OUT/foldK/{data,lin
 a fold whose LoRA run finished is reused, so an interrupted run resumes. The table goes to OUT/cv.json.
 With --breadcrumb every text ends with the shop's breadcrumb (the builder's MWPD default, as in
 bench/linear_cv.py --breadcrumb): same offers, same folds, both models fit and are scored on that text.
+With --fine the fold data also holds each offer's GS1 level-3 class (fine_category, as the builder writes it for
+MWPD 6-class datasets), so the linear model learns its level-3 sub-classes (LinearConfig.class_split); without
+it the linear model has one column per class.
 Flags this script does not know go to bench/lora_minilm.py (e.g. --seed, --epochs, --cpu_threads).
 """
 
@@ -31,20 +34,23 @@ MODELS = ("reference", "linear", "lora", "ensemble")
 VAL_FOLDS = 10  # the validation split inside each fold's training part: 1 of 10 grouped folds
 
 
-def write_fold_data(out: Path, texts, names, y, groups, train_idx, test_idx, seed: int) -> None:
-    """A DatasetDict like build_lspc_dataset.py writes: test = the held-out fold, validation carved from the rest."""
+def write_fold_data(out: Path, texts, names, y, groups, train_idx, test_idx, seed: int, fine=None) -> None:
+    """A DatasetDict like build_lspc_dataset.py writes: test = the held-out fold, validation carved from the rest
+    (with `fine`, each offer's fine category in the builder's fine_category column)."""
     from datasets import Dataset, DatasetDict
 
-    from category_classification.data.builder import features_for
+    from category_classification.data.builder import FINE_COLUMN, features_for
 
     inner_train, inner_val = grouped_folds(y[train_idx], groups[train_idx], VAL_FOLDS, seed)[0]
     parts = {"train": train_idx[inner_train], "validation": train_idx[inner_val], "test": test_idx}
-    features = features_for(names)
-    DatasetDict({
-        split: Dataset.from_dict({"text": [texts[i] for i in idx], "label": y[idx].tolist(),
-                                  "cluster": groups[idx].tolist()}, features=features)
-        for split, idx in parts.items()
-    }).save_to_disk(str(out))
+    features = features_for(names, fine_category=fine is not None)
+
+    def columns(idx):
+        cols = {"text": [texts[i] for i in idx], "label": y[idx].tolist(), "cluster": groups[idx].tolist()}
+        return cols if fine is None else {**cols, FINE_COLUMN: [fine[i] for i in idx]}
+
+    DatasetDict({split: Dataset.from_dict(columns(idx), features=features)
+                 for split, idx in parts.items()}).save_to_disk(str(out))
 
 
 def reference_scores(data: Path) -> dict:
@@ -66,7 +72,7 @@ def reference_scores(data: Path) -> dict:
     return scores
 
 
-def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False) -> dict:
+def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False, fine: bool = False) -> dict:
     from bench import lora_minilm
     from category_classification import train_linear_baseline
 
@@ -88,11 +94,12 @@ def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False) -> 
     row["lora_threads"] = bench["threads"]
     row["lora_args"] = list(lora_argv)
     row["breadcrumb"] = breadcrumb
+    row["fine"] = fine
     (fold_dir / "fold.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
 
 
-def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False) -> dict:
+def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False, fine: bool = False) -> dict:
     """A finished fold's figures, refused when they were made with other bench/lora_minilm.py flags or text."""
     from category_classification.core.cli import UserError
 
@@ -103,21 +110,31 @@ def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False) ->
     if row.get("breadcrumb", False) != breadcrumb:
         raise UserError(f"{done} was run {'with' if row.get('breadcrumb') else 'without'} --breadcrumb: "
                         f"use another --out or remove that fold")
+    if row.get("fine", False) != fine:
+        raise UserError(f"{done} was run {'with' if row.get('fine') else 'without'} --fine: "
+                        f"use another --out or remove that fold")
     return row
 
 
-def check_fold_text(fold_dir: Path, breadcrumb: bool) -> None:
-    """An interrupted fold resumes on its data only when that data has the text this run asks for."""
+def check_fold_text(fold_dir: Path, breadcrumb: bool, fine: bool = False) -> None:
+    """An interrupted fold resumes on its data only when that data has the text (and the fine categories)
+    this run asks for."""
     from category_classification.core.cli import UserError
 
     marker = fold_dir / "text.json"
-    if (fold_dir / "data").exists() and not marker.is_file() and breadcrumb:
-        raise UserError(f"{fold_dir} holds data written without --breadcrumb: use another --out or remove it")
-    if marker.is_file() and json.loads(marker.read_text(encoding="utf-8"))["breadcrumb"] != breadcrumb:
-        raise UserError(f"{fold_dir} holds data written {'without' if breadcrumb else 'with'} --breadcrumb: "
-                        f"use another --out or remove it")
+    if (fold_dir / "data").exists() and not marker.is_file() and (breadcrumb or fine):
+        raise UserError(f"{fold_dir} holds data written without --breadcrumb or --fine: use another --out or "
+                        "remove it")
+    if marker.is_file():
+        seen = json.loads(marker.read_text(encoding="utf-8"))
+        if seen["breadcrumb"] != breadcrumb:
+            raise UserError(f"{fold_dir} holds data written {'without' if breadcrumb else 'with'} --breadcrumb: "
+                            f"use another --out or remove it")
+        if seen.get("fine", False) != fine:
+            raise UserError(f"{fold_dir} holds data written {'without' if fine else 'with'} --fine: "
+                            f"use another --out or remove it")
     fold_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"breadcrumb": breadcrumb}) + "\n", encoding="utf-8")
+    marker.write_text(json.dumps({"breadcrumb": breadcrumb, "fine": fine}) + "\n", encoding="utf-8")
 
 
 def summarize(rows: dict[int, dict]) -> dict:
@@ -142,9 +159,16 @@ def main(argv=None):
                    help="run only these fold numbers (0-based); the summary covers every finished fold")
     p.add_argument("--breadcrumb", action="store_true",
                    help="texts end with the shop's breadcrumb (the builder's MWPD default)")
+    p.add_argument("--fine", action="store_true",
+                   help="the fold data holds each offer's GS1 level-3 class, so the linear model learns level-3 "
+                        "sub-classes (its default on builder-made MWPD 6-class datasets)")
     args, lora_argv = p.parse_known_args(argv)
     out = Path(args.out)
-    texts, names, y, groups = bundled_offers("six", breadcrumb=args.breadcrumb)
+    fine = None
+    if args.fine:
+        texts, names, y, groups, fine = bundled_offers("six", breadcrumb=args.breadcrumb, fine=True)
+    else:
+        texts, names, y, groups = bundled_offers("six", breadcrumb=args.breadcrumb)
     folds = grouped_folds(y, groups, args.folds)
     print(f"{len(texts):,} offers, {len(names)} classes, {args.folds} grouped folds -> {out}", flush=True)
     rows = {}
@@ -152,21 +176,21 @@ def main(argv=None):
         fold_dir = out / f"fold{k}"
         done = fold_dir / "fold.json"
         if done.is_file():
-            rows[k] = finished_fold(done, lora_argv, args.breadcrumb)
+            rows[k] = finished_fold(done, lora_argv, args.breadcrumb, args.fine)
             print(f"fold {k}: reused {done}", flush=True)
             continue
         if args.folds_to_run is not None and k not in args.folds_to_run:
             continue
-        check_fold_text(fold_dir, args.breadcrumb)
+        check_fold_text(fold_dir, args.breadcrumb, args.fine)
         if not (fold_dir / "data" / "dataset_dict.json").is_file():
-            write_fold_data(fold_dir / "data", texts, names, y, groups, train_idx, test_idx, seed=k)
+            write_fold_data(fold_dir / "data", texts, names, y, groups, train_idx, test_idx, seed=k, fine=fine)
         print(f"fold {k}: {len(train_idx):,} train+validation / {len(test_idx):,} test offers", flush=True)
-        rows[k] = run_fold(fold_dir, lora_argv, args.breadcrumb)
+        rows[k] = run_fold(fold_dir, lora_argv, args.breadcrumb, args.fine)
     if not rows:
         print("no finished fold yet")
         return 1
     summary = {"folds": args.folds, "finished_folds": sorted(rows), "lora_args": lora_argv,
-               "breadcrumb": args.breadcrumb, "per_fold": rows, "summary": summarize(rows)}
+               "breadcrumb": args.breadcrumb, "fine": args.fine, "per_fold": rows, "summary": summarize(rows)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\n{'model':<12}" + "".join(f"{'fold ' + str(k):>9}" for k in sorted(rows))

@@ -170,3 +170,43 @@ def test_linear_cv_fine_reads_level_3_and_calibrates_on_a_held_out_part(monkeypa
     calibrated.clear()
     cv_config({}, sub[0], None, names, sub[1], folds)
     assert calibrated == []
+
+
+def test_lora_cv_fine_fold_data_and_flags_are_not_mixed(tmp_path, monkeypatch):
+    """--fine writes each offer's level-3 class into the fold data (the linear model then splits its classes);
+    a fold or fold data made with the other setting is refused, not silently reused."""
+    import json
+
+    import pytest
+
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.lora_cv import check_fold_text, finished_fold, grouped_folds, write_fold_data
+    from category_classification.core.cli import UserError
+    from category_classification.data.dataset_dir import load_dataset_dir
+
+    rng = np.random.default_rng(1)
+    n = 300
+    y = rng.choice(3, size=n, p=[0.6, 0.3, 0.1])
+    groups = rng.integers(0, 120, size=n) * 10 + y
+    texts = [f"offer {i}" for i in range(n)]
+    fine = [f"kind{y[i]}-{i % 2}" for i in range(n)]
+    train_idx, test_idx = grouped_folds(y, groups, 5)[0]
+    write_fold_data(tmp_path / "d", texts, ["A", "B", "C"], y, groups, train_idx, test_idx, seed=0, fine=fine)
+    dsd = load_dataset_dir(tmp_path / "d")
+    for split in ("train", "validation", "test"):
+        part = dsd[split]
+        assert [fine[int(t.split()[1])] for t in part["text"]] == part["fine_category"]
+    write_fold_data(tmp_path / "plain", texts, ["A", "B", "C"], y, groups, train_idx, test_idx, seed=0)
+    assert "fine_category" not in load_dataset_dir(tmp_path / "plain")["train"].column_names
+
+    done = tmp_path / "fold.json"
+    done.write_text(json.dumps({"lora_args": [], "lora_train_seconds": 1.0}))  # made before --fine existed
+    assert finished_fold(done, [])["lora_train_seconds"] == 1.0
+    with pytest.raises(UserError, match="without --fine"):
+        finished_fold(done, [], fine=True)
+    fold = tmp_path / "fold0"
+    check_fold_text(fold, breadcrumb=False, fine=True)
+    (fold / "data").mkdir()
+    check_fold_text(fold, breadcrumb=False, fine=True)
+    with pytest.raises(UserError, match="with --fine"):
+        check_fold_text(fold, breadcrumb=False, fine=False)

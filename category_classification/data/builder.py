@@ -84,8 +84,8 @@ SOURCE_COLUMN = "source_category"  # --other_label datasets: the category each o
 # Breadcrumb datasets: each offer's text without the shop's breadcrumb (= `text` when it has none), so a
 # trainer can also learn from offers as they arrive without one (LinearConfig.breadcrumb_copies).
 TEXT_BARE_COLUMN = "text_bare"
-# MWPD --other_label datasets: each offer's GS1 level-3 class, so a trainer can learn every target class as
-# sub-classes (Clothing is dozens of product kinds; docs/benchmarks.md, "Offers outside the six classes").
+# MWPD 6-class and --other_label datasets: each offer's GS1 level-3 class, so a trainer can learn every target
+# class as sub-classes (Clothing is nine product kinds; docs/benchmarks.md, "Offers outside the six classes").
 FINE_COLUMN = "fine_category"
 STRING_COLUMNS = ("text", TEXT_BARE_COLUMN, FINE_COLUMN)
 
