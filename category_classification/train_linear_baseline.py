@@ -272,10 +272,10 @@ def main(argv=None) -> int:
         print(f"also trained on {copies} texts without their breadcrumb (--no_breadcrumb_copies: not)")
     if model.other_subclasses:
         print(f"{cfg.other_label} trained as {len(model.other_subclasses)} source-category sub-classes "
-              f"(>= {cfg.other_min_size} offers each) + the rest pooled")
+              f"(>= {cfg.other_min_size} training rows each) + the rest pooled")
     if model.class_subclasses:
         print(f"the target classes trained as {len(model.class_subclasses)} fine-category sub-classes "
-              f"(>= {cfg.other_min_size} offers each) + their own columns (--class_split none: not)")
+              f"(>= {cfg.other_min_size} training rows each) + their own columns (--class_split none: not)")
     bias_cv = calibrate(model, val, args.other_bias, args.other_bias_objective, train, args.other_bias_folds)
     metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
     if args.refit and val is not None:

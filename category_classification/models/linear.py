@@ -59,7 +59,8 @@ class LinearConfig:
     other_split: str = option("source", "source: one Other sub-class per source category (the dataset's "
                                         "source_category column), summed back at prediction; none: one class",
                               choices=("source", "none"))
-    other_min_size: int = option(20, "training offers a source category needs to be its own Other sub-class")
+    other_min_size: int = option(20, "training rows a source (or fine) category needs to be its own sub-class; "
+                                      "bare breadcrumb copies count as rows")
     # "fine": each target class is trained as sub-classes, one per fine category (the dataset's
     # fine_category column: GS1 level 3 on MWPD 6-class datasets) holding at least other_min_size training
     # offers, the rest in the class's own column; summed back like Other's. A target class is many kinds of
