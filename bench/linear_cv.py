@@ -41,9 +41,9 @@ CONFIGS = {
 }
 
 
-def bundled_offers(label_level: str = "six", breadcrumb: bool = False, fine: bool = False):
-    """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups
-    (and with `fine`, each offer's GS1 level-3 class, "" where it has none)."""
+def bundled_offers(label_level: str = "six", breadcrumb: bool = False):
+    """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups and
+    each offer's GS1 level-3 class ("" where it has none: the fine category of LinearConfig.class_split)."""
     from category_classification.data.mwpd import iter_records
 
     recs = []
@@ -54,9 +54,7 @@ def bundled_offers(label_level: str = "six", breadcrumb: bool = False, fine: boo
     names = sorted({r.labels[label_level] for r in recs})
     y = np.array([names.index(r.labels[label_level]) for r in recs])
     groups = np.array([r.group for r in recs])
-    if fine:
-        return texts, names, y, groups, [r.labels["lvl3"] or "" for r in recs]
-    return texts, names, y, groups
+    return texts, names, y, groups, [r.labels["lvl3"] or "" for r in recs]
 
 
 def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False, fine=None, groups=None) -> dict:
@@ -114,14 +112,11 @@ def main():
     if args.fine and args.label_level != "six":
         p.error("--fine goes with --label_level six")
 
-    fine = None
-    if args.fine:
-        texts, names, y, groups, fine = bundled_offers(args.label_level, args.breadcrumb, fine=True)
-    else:
-        texts, names, y, groups = bundled_offers(args.label_level, args.breadcrumb)
+    texts, names, y, groups, fine = bundled_offers(args.label_level, args.breadcrumb)
+    fine = fine if args.fine else None
     bare = None
     if args.breadcrumb:
-        bare, names_bare, y_bare, groups_bare = bundled_offers(args.label_level, False)
+        bare, names_bare, y_bare, groups_bare, _ = bundled_offers(args.label_level, False)
         assert names_bare == names and (y_bare == y).all() and (groups_bare == groups).all()  # the same offers
     print(f"{len(texts):,} offers, {len(names)} classes, {len(set(groups.tolist())):,} title groups, "
           f"{args.folds} grouped folds" + (", fit with the bare copies" if args.breadcrumb_copies else ""))
@@ -130,6 +125,8 @@ def main():
           + (f"{'bare macro_f1':>18}" if bare is not None else ""))
     for name, overrides in CONFIGS.items():
         if args.only and not any(name.startswith(o) for o in args.only):
+            continue
+        if fine is None and overrides.get("class_split") == "none":  # the default itself without --fine
             continue
         r = cv_config(overrides, texts, bare, names, y, folds, args.breadcrumb_copies, fine, groups)
         bare_col = "" if bare is None else f"{np.mean(r['bare_macro_f1']):>11.4f} ±{np.std(r['bare_macro_f1']):.4f}"

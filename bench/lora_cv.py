@@ -164,11 +164,8 @@ def main(argv=None):
                         "sub-classes (its default on builder-made MWPD 6-class datasets)")
     args, lora_argv = p.parse_known_args(argv)
     out = Path(args.out)
-    fine = None
-    if args.fine:
-        texts, names, y, groups, fine = bundled_offers("six", breadcrumb=args.breadcrumb, fine=True)
-    else:
-        texts, names, y, groups = bundled_offers("six", breadcrumb=args.breadcrumb)
+    texts, names, y, groups, fine = bundled_offers("six", breadcrumb=args.breadcrumb)
+    fine = fine if args.fine else None
     folds = grouped_folds(y, groups, args.folds)
     print(f"{len(texts):,} offers, {len(names)} classes, {args.folds} grouped folds -> {out}", flush=True)
     rows = {}

@@ -148,7 +148,7 @@ def test_linear_cv_fine_reads_level_3_and_calibrates_on_a_held_out_part(monkeypa
     from bench.linear_cv import bundled_offers, cv_config, grouped_folds
     from category_classification.models import linear
 
-    texts, names, y, groups, fine = bundled_offers("six", breadcrumb=False, fine=True)
+    texts, names, y, groups, fine = bundled_offers("six", breadcrumb=False)
     assert len(texts) == len(fine) == 7185 and names[2] == "Books"
     assert {f for f, label in zip(fine, y) if names[label] == "Books"} == {"Books"}
     assert len({f for f, label in zip(fine, y) if names[label] == "Clothing"}) >= 9
