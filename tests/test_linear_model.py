@@ -265,6 +265,16 @@ def test_closed_model_splits_target_classes_too(tmp_path):
     model.save(tmp_path / "m")
     again = load_linear(tmp_path / "m")
     assert again.class_subclasses == model.class_subclasses and np.allclose(again.predict_proba(val), probs, atol=1e-6)
+    # a tampered info file (a sub-class dropped, or the list removed) no longer matches the weights: refused
+    from category_classification.core.cli import UserError
+
+    info_file = tmp_path / "m" / "category_model.json"
+    info = json.loads(info_file.read_text())
+    for bad in ({**info, "class_subclasses": info["class_subclasses"][:-1]},
+                {k: v for k, v in info.items() if k != "class_subclasses"}):
+        info_file.write_text(json.dumps(bad))
+        with pytest.raises(UserError):
+            load_linear(tmp_path / "m")
 
 
 def test_a_model_whose_info_and_weights_disagree_is_refused(tmp_path):
