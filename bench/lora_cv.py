@@ -13,7 +13,8 @@ With --breadcrumb every text ends with the shop's breadcrumb (the builder's MWPD
 bench/linear_cv.py --breadcrumb): same offers, same folds, both models fit and are scored on that text.
 With --fine the fold data also holds each offer's GS1 level-3 class (fine_category, as the builder writes it for
 MWPD 6-class datasets), so the linear model learns its level-3 sub-classes (LinearConfig.class_split); without
-it the linear model has one column per class.
+it the linear model has one column per class. With --embed_model (minilm: the packaged all-MiniLM-L6-v2) the
+linear model also reads that encoder's frozen sentence embeddings (train_linear_baseline.py --embed_model).
 Flags this script does not know go to bench/lora_minilm.py (e.g. --seed, --epochs, --cpu_threads).
 """
 
@@ -72,13 +73,15 @@ def reference_scores(data: Path) -> dict:
     return scores
 
 
-def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False, fine: bool = False) -> dict:
+def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False, fine: bool = False,
+             embed_model: str | None = None) -> dict:
     from bench import lora_minilm
     from category_classification import train_linear_baseline
 
     data, linear, lora = fold_dir / "data", fold_dir / "linear", fold_dir / "lora"
     t0 = time.perf_counter()
-    if train_linear_baseline.main(["--data", str(data), "--out", str(linear)]):
+    embed = ["--embed_model", embed_model] if embed_model else []
+    if train_linear_baseline.main(["--data", str(data), "--out", str(linear), *embed]):
         raise RuntimeError(f"linear training failed in {fold_dir}")
     linear_seconds = time.perf_counter() - t0
     if lora_minilm.main(["--data", str(data), "--out", str(lora), "--ensemble_with", str(linear), *lora_argv]):
@@ -95,11 +98,13 @@ def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False, fin
     row["lora_args"] = list(lora_argv)
     row["breadcrumb"] = breadcrumb
     row["fine"] = fine
+    row["embed_model"] = embed_model
     (fold_dir / "fold.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
     return row
 
 
-def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False, fine: bool = False) -> dict:
+def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False, fine: bool = False,
+                  embed_model: str | None = None) -> dict:
     """A finished fold's figures, refused when they were made with other bench/lora_minilm.py flags or text."""
     from category_classification.core.cli import UserError
 
@@ -112,6 +117,9 @@ def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False, fi
                         f"use another --out or remove that fold")
     if row.get("fine", False) != fine:
         raise UserError(f"{done} was run {'with' if row.get('fine') else 'without'} --fine: "
+                        f"use another --out or remove that fold")
+    if row.get("embed_model") != embed_model:
+        raise UserError(f"{done} was run with --embed_model {row.get('embed_model')}, not {embed_model}: "
                         f"use another --out or remove that fold")
     return row
 
@@ -162,7 +170,14 @@ def main(argv=None):
     p.add_argument("--fine", action="store_true",
                    help="the fold data holds each offer's GS1 level-3 class, so the linear model learns level-3 "
                         "sub-classes (its default on builder-made MWPD 6-class datasets)")
+    p.add_argument("--embed_model", default=None,
+                   help="the linear model also reads this encoder's sentence embeddings (minilm: the packaged "
+                        "all-MiniLM-L6-v2; or a folder)")
     args, lora_argv = p.parse_known_args(argv)
+    if args.embed_model == "minilm":
+        from bench.lora_minilm import minilm_dir
+
+        args.embed_model = str(minilm_dir())
     out = Path(args.out)
     texts, names, y, groups, fine = bundled_offers("six", breadcrumb=args.breadcrumb)
     fine = fine if args.fine else None
@@ -173,7 +188,7 @@ def main(argv=None):
         fold_dir = out / f"fold{k}"
         done = fold_dir / "fold.json"
         if done.is_file():
-            rows[k] = finished_fold(done, lora_argv, args.breadcrumb, args.fine)
+            rows[k] = finished_fold(done, lora_argv, args.breadcrumb, args.fine, args.embed_model)
             print(f"fold {k}: reused {done}", flush=True)
             continue
         if args.folds_to_run is not None and k not in args.folds_to_run:
@@ -182,12 +197,12 @@ def main(argv=None):
         if not (fold_dir / "data" / "dataset_dict.json").is_file():
             write_fold_data(fold_dir / "data", texts, names, y, groups, train_idx, test_idx, seed=k, fine=fine)
         print(f"fold {k}: {len(train_idx):,} train+validation / {len(test_idx):,} test offers", flush=True)
-        rows[k] = run_fold(fold_dir, lora_argv, args.breadcrumb, args.fine)
+        rows[k] = run_fold(fold_dir, lora_argv, args.breadcrumb, args.fine, args.embed_model)
     if not rows:
         print("no finished fold yet")
         return 1
     summary = {"folds": args.folds, "finished_folds": sorted(rows), "lora_args": lora_argv,
-               "breadcrumb": args.breadcrumb, "fine": args.fine, "per_fold": rows, "summary": summarize(rows)}
+               "breadcrumb": args.breadcrumb, "fine": args.fine, "embed_model": args.embed_model, "per_fold": rows, "summary": summarize(rows)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     print(f"\n{'model':<12}" + "".join(f"{'fold ' + str(k):>9}" for k in sorted(rows))

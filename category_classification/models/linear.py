@@ -78,6 +78,16 @@ class LinearConfig:
     breadcrumb_copies: bool = option(True, "also train on each training offer's text without its breadcrumb "
                                            "(the dataset's text_bare column, where it differs from text), so "
                                            "offers without one score as well; calibration and metrics use text")
+    # Frozen sentence embeddings appended to the n-grams (models/sentence_embedding.py): grouped 5-fold CV on
+    # the 7,185 MWPD six-class offers, plain TF-IDF + LinearSVC 0.924 -> 0.944 macro-F1 with all-MiniLM-L6-v2
+    # (higher in every fold), at about 60 offers/s on 2 CPU cores instead of 1,600: an option for a
+    # catalog, not the default for a whole crawl (docs/benchmarks.md, "Sentence embeddings").
+    embed_model: str | None = option(None, "a sentence-embedding encoder (local folder or hub id, e.g. "
+                                           "sentence-transformers/all-MiniLM-L6-v2) whose mean-pooled vectors "
+                                           "of each text are appended to the n-gram features; the model folder "
+                                           "keeps a copy")
+    embed_weight: float = option(1.0, "scale of the unit-length embedding against the n-gram features")
+    embed_max_length: int = option(128, "tokens of each text the embedding encoder reads")
 
     def __post_init__(self):
         if self.class_weight == "none":  # the flag's spelling of "no weighting"
@@ -154,6 +164,7 @@ class LinearTextClassifier:
         self.other_subclasses: list[str] = []  # source categories trained as their own Other column
         self.class_subclasses: list[list[str]] = []  # [target label, fine category]: a column of that label
         self.classes_without_training_examples: list[str] = []
+        self.embedder = None  # models/sentence_embedding.SentenceEmbedder with config.embed_model
 
     def _other_index(self) -> int | None:
         other = self.config.other_label
@@ -208,13 +219,20 @@ class LinearTextClassifier:
         from sklearn.svm import LinearSVC
 
         cfg = self.config
-        y = np.asarray(y)
+        texts, y = list(texts), np.asarray(y)
         seen = set(np.unique(y).tolist())
         self.classes_without_training_examples = [name for i, name in enumerate(self.labels) if i not in seen]
         cols = self.training_columns(y, sources, fine)
         present = np.unique(cols)
         self.vectorizer = _vectorizer(cfg)
         x = self.vectorizer.fit_transform(list(texts))
+        if cfg.embed_model:
+            import scipy.sparse as sp
+
+            from category_classification.models.sentence_embedding import load_embedder
+
+            self.embedder = load_embedder(cfg.embed_model, cfg.embed_max_length)
+            x = sp.hstack([x, sp.csr_matrix(cfg.embed_weight * self.embedder.encode(list(texts)))], format="csr")
         if len(present) == 1:  # nothing to separate: the one class always wins
             coef, intercept = np.zeros((1, x.shape[1])), np.zeros(1)
         else:
@@ -245,8 +263,14 @@ class LinearTextClassifier:
 
     def column_scores(self, texts: Sequence[str]) -> np.ndarray:
         """SVM scores per column (labels, then Other sub-classes), the Other offset added."""
-        x = self.vectorizer.transform(list(texts))
-        scores = np.asarray(x @ self.weights) + self.intercept
+        texts = list(texts)
+        x = self.vectorizer.transform(texts)
+        if self.embedder is None:
+            scores = np.asarray(x @ self.weights) + self.intercept
+        else:  # the n-gram rows, then the embedding's dense rows
+            n_gram = self.weights.shape[0] - self.embedder.dim
+            scores = (np.asarray(x @ self.weights[:n_gram]) + self.intercept
+                      + (self.config.embed_weight * self.embedder.encode(texts)) @ self.weights[n_gram:])
         other = self._other_index()
         if self.other_bias and other is not None:
             scores[:, self.column_labels == other] += self.other_bias
@@ -305,6 +329,11 @@ class LinearTextClassifier:
             info = {"vocabulary": VOCABULARY_FILE, **info}
         np.savez_compressed(d / WEIGHTS_FILE, **arrays)
         weights = WEIGHTS_FILE
+        if self.embedder is not None:
+            from category_classification.models.sentence_embedding import EMBEDDER_DIR
+
+            self.embedder.save(d / EMBEDDER_DIR)
+            info = {"embedder": EMBEDDER_DIR, **info}
         if self.config.other_label:
             info = {"other_label": self.config.other_label, "other_bias": self.other_bias,
                     "other_subclasses": self.other_subclasses, **info}
@@ -381,4 +410,17 @@ def load_linear(model_dir) -> LinearTextClassifier:
         raise UserError(f"{d}: {WEIGHTS_FILE} has {model.weights.shape[1]} score columns, the model info names "
                         f"{len(model.column_labels)}")
     model.classes_without_training_examples = list(info.get("classes_without_training_examples", []))
+    if cfg.embed_model or info.get("embedder"):
+        from category_classification.models.sentence_embedding import EMBEDDER_DIR, load_embedder
+
+        folder = info.get("embedder")
+        if not cfg.embed_model or folder != EMBEDDER_DIR or not (d / folder / "config.json").is_file():
+            raise UserError(f"{d}: a linear model with sentence embeddings needs embed_model in "
+                            f"{CONFIG_FILE} and its encoder's folder (\"embedder\" in the model info); "
+                            "retrain it")
+        model.embedder = load_embedder(d / folder, cfg.embed_max_length, memo=False)
+    expected = model.vectorizer.transform([""]).shape[1] + (model.embedder.dim if model.embedder else 0)
+    if model.weights.shape[0] != expected:
+        raise UserError(f"{d}: {WEIGHTS_FILE} has {model.weights.shape[0]} feature rows, its features make "
+                        f"{expected}; retrain the model")
     return model

@@ -40,7 +40,8 @@ _PREDICTORS = "category_classification.inference.predictors"
 _HF_WEIGHTS = "{path=.}/model.safetensors|{path=.}/model.safetensors.index.json|{path=.}/pytorch_model.bin"
 
 KINDS: dict[str, ModelKind] = {
-    "linear": ModelKind(f"{_PREDICTORS}:LinearPredictor", ("linear_config.json", "{weights}", "{vocabulary}")),
+    "linear": ModelKind(f"{_PREDICTORS}:LinearPredictor", ("linear_config.json", "{weights}", "{vocabulary}",
+                                                            "{embedder}/config.json")),
     "encoder": ModelKind(f"{_PREDICTORS}:EncoderPredictor",
                          ("{config=encoder_config.json}", "{weights=model.safetensors}",
                           "{tokenizer=.}/tokenizer.json", "{tokenizer=.}/tokenizer_config.json"), onnx_export=True),

@@ -1,0 +1,94 @@
+"""Frozen sentence embeddings (mean-pooled, L2-normalised token vectors of a pretrained encoder) as extra
+features for the linear model (LinearConfig.embed_model).
+
+The encoder is never trained here; its vectors carry what n-grams miss (a word never seen in training
+that means a seen one). One loaded encoder per (folder, max_length) is shared in a process; in training it
+remembers the texts it encoded, so cross-validation folds, the three GS1 levels and a refit encode each text
+once. A loaded model's encoder remembers nothing: a service's memory does not grow with what it is sent.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from category_classification.core.cli import UserError
+
+MEMO_LIMIT = 200_000  # texts remembered per encoder (384 floats each: about 300 MB), then no more are added
+EMBEDDER_DIR = "embedder"  # the copy a saved linear model keeps, so its folder runs offline anywhere
+
+
+class SentenceEmbedder:
+    """`encode(texts)` -> (n, dim) float32 unit vectors; `save(folder)` writes the encoder and its tokenizer."""
+
+    def __init__(self, name_or_path, max_length: int = 128, batch_size: int = 64, memo_limit: int = MEMO_LIMIT):
+        import torch
+        from transformers import AutoModel
+
+        from category_classification.models.tokenization import load_tokenizer
+
+        if max_length < 1:
+            raise UserError(f"--embed_max_length must be at least 1, got {max_length}")
+        self.name = str(name_or_path)
+        self.max_length, self.batch_size, self.memo_limit = int(max_length), int(batch_size), int(memo_limit)
+        self.tokenizer = load_tokenizer(self.name)
+        try:
+            self.model = AutoModel.from_pretrained(self.name, dtype=torch.float32).eval()
+        except Exception as exc:  # not on disk and no hub access, no weights, a damaged file
+            if not (isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith("safetensors")):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"cannot load embedding model {self.name!r}: {first}") from None
+        self._memo: dict[str, np.ndarray] = {}
+        try:  # a model whose forward pass gives no token vectors (an encoder-decoder, a head-only config)
+            self.dim = int(self._vectors(["a product"]).shape[1])
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise UserError(f"{self.name!r} does not give token vectors to embed with: {first}") from None
+
+    def _vectors(self, batch: list[str]) -> np.ndarray:
+        import torch
+
+        enc = self.tokenizer(batch, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # an empty text: its special tokens
+        return torch.nn.functional.normalize(mean, dim=-1).numpy()
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = [str(t) for t in texts]
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        todo = sorted({t for t in texts if t not in self._memo}, key=len)  # similar lengths pad little
+        fresh = {}
+        for start in range(0, len(todo), self.batch_size):
+            batch = todo[start:start + self.batch_size]
+            fresh.update(zip(batch, self._vectors(batch)))
+        for i, t in enumerate(texts):
+            out[i] = self._memo[t] if t in self._memo else fresh[t]
+        room = self.memo_limit - len(self._memo)
+        if room > 0:
+            self._memo.update(list(fresh.items())[:room])
+        return out
+
+    def save(self, folder) -> Path:
+        folder = Path(folder)
+        self.model.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        return folder
+
+
+@functools.lru_cache(maxsize=4)
+def _shared(name: str, max_length: int, memo: bool) -> SentenceEmbedder:
+    return SentenceEmbedder(name, max_length, memo_limit=MEMO_LIMIT if memo else 0)
+
+
+def load_embedder(name_or_path, max_length: int = 128, memo: bool = True) -> SentenceEmbedder:
+    """The process's encoder for this folder (or hub id) and length: loaded once, its memo (when `memo`)
+    shared."""
+    p = Path(str(name_or_path)).expanduser()
+    name = str(p.resolve()) if p.exists() else str(name_or_path)
+    return _shared(name, int(max_length), bool(memo))

