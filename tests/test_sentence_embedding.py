@@ -43,7 +43,7 @@ def test_missing_encoder_is_one_line_user_error(tmp_path):
 
 def test_fit_save_load_predict_with_embeddings(tmp_path, tiny_encoder):
     texts, y = toy_offers(20)
-    model = LinearTextClassifier(LABELS, LinearConfig(embed_model=str(tiny_encoder), embed_max_length=32))
+    model = LinearTextClassifier(LABELS, LinearConfig(embed_model=str(tiny_encoder), embed_seq_len=32))
     model.fit(texts, y)
     plain = LinearTextClassifier(LABELS, LinearConfig()).fit(texts, y)
     assert model.weights.shape[0] == plain.weights.shape[0] + model.embedder.dim  # n-gram rows, then the vector
@@ -65,7 +65,7 @@ def test_train_script_and_predictor_with_embed_model(tmp_path, tiny_encoder):
     data = _toy_dataset(tmp_path)
     out = tmp_path / "model"
     assert train_main(["--data", str(data), "--out", str(out), "--embed_model", str(tiny_encoder),
-                       "--embed_max_length", "32", "--refit"]) == 0
+                       "--embed_seq_len", "32", "--refit"]) == 0
     assert json.loads((out / "linear_config.json").read_text())["embed_model"] == str(tiny_encoder)
     assert json.loads((out / "metrics.json").read_text())["test"]["macro_f1"] > 0.9
     pred = load_predictor(out).predict(["leather boots sneakers canvas", "spark plug oil filter"])
@@ -75,7 +75,7 @@ def test_train_script_and_predictor_with_embed_model(tmp_path, tiny_encoder):
 @pytest.mark.parametrize("tamper", ["no_folder", "outside", "info_without_config", "too_few_rows"])
 def test_damaged_or_hostile_embedding_models_are_refused(tmp_path, tiny_encoder, tamper):
     texts, y = toy_offers(10)
-    model = LinearTextClassifier(LABELS, LinearConfig(embed_model=str(tiny_encoder), embed_max_length=32))
+    model = LinearTextClassifier(LABELS, LinearConfig(embed_model=str(tiny_encoder), embed_seq_len=32))
     d = model.fit(texts, y).save(tmp_path / "m")
     info_path = d / "category_model.json"
     info = json.loads(info_path.read_text())
@@ -109,3 +109,20 @@ def test_a_model_without_token_vectors_is_refused_in_one_line(tmp_path, tiny_enc
             shutil.copy(tiny_encoder / name, tmp_path / "t5" / name)
     with pytest.raises(UserError, match="token vectors"):
         SentenceEmbedder(tmp_path / "t5")
+
+
+@pytest.mark.parametrize("flags", [["--embed_weight", "nan"], ["--embed_weight", "0"], ["--embed_seq_len", "0"],
+                                   ["--embed_model", "/no/such/encoder"]])
+def test_bad_embedding_flags_are_one_line_exit_2(tmp_path, tiny_encoder, capsys, flags):
+    from category_classification.core.cli import run
+    from category_classification.train_linear_baseline import main as train_main
+
+    data = _toy_dataset(tmp_path)
+    capsys.readouterr()  # the dataset's own progress lines
+    argv = ["--data", str(data), "--out", str(tmp_path / "m")]
+    if "--embed_model" not in flags:
+        argv += ["--embed_model", str(tiny_encoder)]
+    assert run(train_main, argv + flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("embed" in err[0] or "cannot load" in err[0]), err
+    assert not (tmp_path / "m" / "category_model.json").exists()

@@ -87,12 +87,14 @@ class LinearConfig:
                                            "of each text are appended to the n-gram features; the model folder "
                                            "keeps a copy")
     embed_weight: float = option(1.0, "scale of the unit-length embedding against the n-gram features")
-    embed_max_length: int = option(128, "tokens of each text the embedding encoder reads")
+    embed_seq_len: int = option(128, "tokens of each text the embedding encoder reads")
 
     def __post_init__(self):
         if self.class_weight == "none":  # the flag's spelling of "no weighting"
             self.class_weight = None
         self.word_ngrams, self.char_ngrams = tuple(self.word_ngrams), tuple(self.char_ngrams)
+        if self.embed_model and not (np.isfinite(self.embed_weight) and self.embed_weight > 0):
+            raise UserError(f"--embed_weight must be a positive number, got {self.embed_weight}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "LinearConfig":
@@ -231,7 +233,7 @@ class LinearTextClassifier:
 
             from category_classification.models.sentence_embedding import load_embedder
 
-            self.embedder = load_embedder(cfg.embed_model, cfg.embed_max_length)
+            self.embedder = load_embedder(cfg.embed_model, cfg.embed_seq_len)
             x = sp.hstack([x, sp.csr_matrix(cfg.embed_weight * self.embedder.encode(list(texts)))], format="csr")
         if len(present) == 1:  # nothing to separate: the one class always wins
             coef, intercept = np.zeros((1, x.shape[1])), np.zeros(1)
@@ -418,7 +420,7 @@ def load_linear(model_dir) -> LinearTextClassifier:
             raise UserError(f"{d}: a linear model with sentence embeddings needs embed_model in "
                             f"{CONFIG_FILE} and its encoder's folder (\"embedder\" in the model info); "
                             "retrain it")
-        model.embedder = load_embedder(d / folder, cfg.embed_max_length, memo=False)
+        model.embedder = load_embedder(d / folder, cfg.embed_seq_len, memo=False)
     expected = model.vectorizer.transform([""]).shape[1] + (model.embedder.dim if model.embedder else 0)
     if model.weights.shape[0] != expected:
         raise UserError(f"{d}: {WEIGHTS_FILE} has {model.weights.shape[0]} feature rows, its features make "

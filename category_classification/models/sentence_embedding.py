@@ -31,7 +31,7 @@ class SentenceEmbedder:
         from category_classification.models.tokenization import load_tokenizer
 
         if max_length < 1:
-            raise UserError(f"--embed_max_length must be at least 1, got {max_length}")
+            raise UserError(f"--embed_seq_len must be at least 1, got {max_length}")
         self.name = str(name_or_path)
         self.max_length, self.batch_size, self.memo_limit = int(max_length), int(batch_size), int(memo_limit)
         self.tokenizer = load_tokenizer(self.name)
