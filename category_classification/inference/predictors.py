@@ -31,6 +31,14 @@ class LinearPredictor(Predictor):
         self.model = load_linear(model_dir)
         self.labels = list(self.model.labels)
 
+    @classmethod
+    def from_dir(cls, model_dir, info, *, batch_size=64, device="cpu", precision=None, threads=None):
+        if threads:  # the sentence-embedding encoder (embed_model) runs in torch; n-grams need no threads
+            import torch
+
+            torch.set_num_threads(int(threads))
+        return cls(model_dir, info, batch_size)
+
     def predict_proba(self, texts):
         texts = list(texts)
         out = np.zeros((len(texts), len(self.labels)), dtype=np.float32)

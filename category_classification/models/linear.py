@@ -79,9 +79,10 @@ class LinearConfig:
                                            "(the dataset's text_bare column, where it differs from text), so "
                                            "offers without one score as well; calibration and metrics use text")
     # Frozen sentence embeddings appended to the n-grams (models/sentence_embedding.py): grouped 5-fold CV on
-    # the 7,185 MWPD six-class offers, plain TF-IDF + LinearSVC 0.924 -> 0.944 macro-F1 with all-MiniLM-L6-v2
-    # (higher in every fold), at about 60 offers/s on 2 CPU cores instead of 1,600: an option for a
-    # catalog, not the default for a whole crawl (docs/benchmarks.md, "Sentence embeddings").
+    # the 7,185 MWPD six-class offers, the MWPD default (breadcrumb, bare copies, level-3 sub-classes) 0.9329
+    # -> 0.9470 macro-F1 with all-MiniLM-L6-v2; but every offer then goes through the encoder (tens of offers
+    # per second per CPU core instead of thousands): an option for a catalog, not the default for a whole
+    # crawl (docs/benchmarks.md, "Sentence embeddings").
     embed_model: str | None = option(None, "a sentence-embedding encoder (local folder or hub id, e.g. "
                                            "sentence-transformers/all-MiniLM-L6-v2) whose mean-pooled vectors "
                                            "of each text are appended to the n-gram features; the model folder "
