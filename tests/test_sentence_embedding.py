@@ -72,7 +72,8 @@ def test_train_script_and_predictor_with_embed_model(tmp_path, tiny_encoder):
     assert [p["label"] for p in pred] == ["Shoes", "Automotive"]
 
 
-@pytest.mark.parametrize("tamper", ["no_folder", "outside", "info_without_config", "too_few_rows"])
+@pytest.mark.parametrize("tamper", ["no_folder", "outside", "info_without_config", "too_few_rows",
+                                    "pickled_weights"])
 def test_damaged_or_hostile_embedding_models_are_refused(tmp_path, tiny_encoder, tamper):
     texts, y = toy_offers(10)
     model = LinearTextClassifier(LABELS, LinearConfig(embed_model=str(tiny_encoder), embed_seq_len=32))
@@ -84,6 +85,9 @@ def test_damaged_or_hostile_embedding_models_are_refused(tmp_path, tiny_encoder,
     elif tamper == "outside":  # an info pointing at a folder elsewhere is not followed
         info["embedder"] = str(tiny_encoder)
         info_path.write_text(json.dumps(info))
+    elif tamper == "pickled_weights":  # a weights pickle in place of the safetensors copy is not read
+        (d / EMBEDDER_DIR / "model.safetensors").unlink()
+        (d / EMBEDDER_DIR / "pytorch_model.bin").write_bytes(b"not read")
     elif tamper == "info_without_config":
         cfg = json.loads((d / "linear_config.json").read_text())
         (d / "linear_config.json").write_text(json.dumps({**cfg, "embed_model": None}))

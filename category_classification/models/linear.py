@@ -421,7 +421,7 @@ def load_linear(model_dir) -> LinearTextClassifier:
             raise UserError(f"{d}: a linear model with sentence embeddings needs embed_model in "
                             f"{CONFIG_FILE} and its encoder's folder (\"embedder\" in the model info); "
                             "retrain it")
-        model.embedder = load_embedder(d / folder, cfg.embed_seq_len, memo=False)
+        model.embedder = load_embedder(d / folder, cfg.embed_seq_len, saved_copy=True)
     expected = model.vectorizer.transform([""]).shape[1] + (model.embedder.dim if model.embedder else 0)
     if model.weights.shape[0] != expected:
         raise UserError(f"{d}: {WEIGHTS_FILE} has {model.weights.shape[0]} feature rows, its features make "

@@ -24,7 +24,8 @@ EMBEDDER_DIR = "embedder"  # the copy a saved linear model keeps, so its folder 
 class SentenceEmbedder:
     """`encode(texts)` -> (n, dim) float32 unit vectors; `save(folder)` writes the encoder and its tokenizer."""
 
-    def __init__(self, name_or_path, max_length: int = 128, batch_size: int = 64, memo_limit: int = MEMO_LIMIT):
+    def __init__(self, name_or_path, max_length: int = 128, batch_size: int = 64, memo_limit: int = MEMO_LIMIT,
+                 safetensors_only: bool = False):
         import torch
         from transformers import AutoModel
 
@@ -36,7 +37,9 @@ class SentenceEmbedder:
         self.max_length, self.batch_size, self.memo_limit = int(max_length), int(batch_size), int(memo_limit)
         self.tokenizer = load_tokenizer(self.name)
         try:
-            self.model = AutoModel.from_pretrained(self.name, dtype=torch.float32).eval()
+            # a saved model's copy is read as safetensors only: never a pickled weights file put beside it
+            extra = {"use_safetensors": True} if safetensors_only else {}
+            self.model = AutoModel.from_pretrained(self.name, dtype=torch.float32, **extra).eval()
         except Exception as exc:  # not on disk and no hub access, no weights, a damaged file
             if not (isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith("safetensors")):
                 raise
@@ -82,13 +85,14 @@ class SentenceEmbedder:
 
 
 @functools.lru_cache(maxsize=4)
-def _shared(name: str, max_length: int, memo: bool) -> SentenceEmbedder:
-    return SentenceEmbedder(name, max_length, memo_limit=MEMO_LIMIT if memo else 0)
+def _shared(name: str, max_length: int, saved_copy: bool) -> SentenceEmbedder:
+    return SentenceEmbedder(name, max_length, memo_limit=0 if saved_copy else MEMO_LIMIT,
+                            safetensors_only=saved_copy)
 
 
-def load_embedder(name_or_path, max_length: int = 128, memo: bool = True) -> SentenceEmbedder:
-    """The process's encoder for this folder (or hub id) and length: loaded once, its memo (when `memo`)
-    shared."""
+def load_embedder(name_or_path, max_length: int = 128, saved_copy: bool = False) -> SentenceEmbedder:
+    """The process's encoder for this folder (or hub id) and length, loaded once. For training it remembers
+    what it encoded; a model folder's copy (`saved_copy`) remembers nothing and is read from safetensors."""
     p = Path(str(name_or_path)).expanduser()
     name = str(p.resolve()) if p.exists() else str(name_or_path)
-    return _shared(name, int(max_length), bool(memo))
+    return _shared(name, int(max_length), bool(saved_copy))
