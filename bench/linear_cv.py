@@ -109,14 +109,10 @@ def main():
     p.add_argument("--fine", action="store_true",
                    help="6 classes: train each class as GS1 level-3 sub-classes (class_split fine), 90%% fit + "
                         "10%% calibration per fold")
-    p.add_argument("--embed_model", default=None,
-                   help="append this encoder's sentence embeddings to the features (minilm: the packaged "
-                        "all-MiniLM-L6-v2; or a folder)")
-    args = p.parse_args()
-    if args.embed_model == "minilm":
-        from bench.lora_minilm import minilm_dir
+    from bench.lora_minilm import add_embed_model_arg
 
-        args.embed_model = str(minilm_dir())
+    add_embed_model_arg(p, "append this encoder's sentence embeddings to the features")
+    args = p.parse_args()
     if args.breadcrumb_copies and not args.breadcrumb:
         p.error("--breadcrumb_copies goes with --breadcrumb")
     if args.fine and args.label_level != "six":

@@ -170,14 +170,10 @@ def main(argv=None):
     p.add_argument("--fine", action="store_true",
                    help="the fold data holds each offer's GS1 level-3 class, so the linear model learns level-3 "
                         "sub-classes (its default on builder-made MWPD 6-class datasets)")
-    p.add_argument("--embed_model", default=None,
-                   help="the linear model also reads this encoder's sentence embeddings (minilm: the packaged "
-                        "all-MiniLM-L6-v2; or a folder)")
-    args, lora_argv = p.parse_known_args(argv)
-    if args.embed_model == "minilm":
-        from bench.lora_minilm import minilm_dir
+    from bench.lora_minilm import add_embed_model_arg
 
-        args.embed_model = str(minilm_dir())
+    add_embed_model_arg(p, "the linear model also reads this encoder's sentence embeddings")
+    args, lora_argv = p.parse_known_args(argv)
     out = Path(args.out)
     texts, names, y, groups, fine = bundled_offers("six", breadcrumb=args.breadcrumb)
     fine = fine if args.fine else None

@@ -45,6 +45,12 @@ def minilm_dir() -> Path:
     return path
 
 
+def add_embed_model_arg(parser, what: str) -> None:
+    """The bench scripts' --embed_model: "minilm" is the packaged all-MiniLM-L6-v2 folder, anything else as given."""
+    parser.add_argument("--embed_model", default=None, type=lambda v: str(minilm_dir()) if v == "minilm" else v,
+                        help=f"{what} (LinearConfig.embed_model; minilm: the packaged all-MiniLM-L6-v2, or a folder)")
+
+
 def main(argv=None):
     from category_classification.evaluation.metrics import eval_options
     from category_classification.models.lora import LoraTrainConfig, config_from_args
