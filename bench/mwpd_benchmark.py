@@ -35,7 +35,7 @@ DEFAULT_MODELS = ("reference", "linear", "hier_linear", "linear_breadcrumb", "hi
                   "fielded_linear")
 TRANSFORMER_MODELS = ("minilm_lora", "linear+minilm_lora")
 # The linear default with all-MiniLM-L6-v2's frozen sentence embeddings appended (LinearConfig.embed_model):
-# no fine-tuning, but every offer goes through MiniLM once (about 60 offers/s on 2 CPU cores).
+# no fine-tuning, but every offer goes through MiniLM (25 offers/s on one CPU core in bench/compare.py).
 EMBEDDING_MODELS = ("linear_minilm", "linear_minilm_breadcrumb")
 MODELS = DEFAULT_MODELS + EMBEDDING_MODELS + TRANSFORMER_MODELS
 DESCRIPTION = {

@@ -48,15 +48,15 @@ def inference_dtype(device):
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def load_model(name_or_path, dtype=None, **kwargs):
-    """AutoModelForSequenceClassification from a folder (or a cached hub name); `kwargs` go to
-    from_pretrained (num_labels, id2label, quantization_config, attn_implementation, ...)."""
-    from transformers import AutoModelForSequenceClassification
+def load_model(name_or_path, dtype=None, base: bool = False, **kwargs):
+    """AutoModelForSequenceClassification (`base`: AutoModel, the encoder without a head) from a folder (or a
+    cached hub name); `kwargs` go to from_pretrained (num_labels, id2label, quantization_config, ...)."""
+    from transformers import AutoModel, AutoModelForSequenceClassification
 
     if dtype is not None:  # None: the library's default
         kwargs["dtype"] = dtype
     try:
-        return AutoModelForSequenceClassification.from_pretrained(str(name_or_path), **kwargs)
+        return (AutoModel if base else AutoModelForSequenceClassification).from_pretrained(str(name_or_path), **kwargs)
     except Exception as exc:
         # not on disk and no hub access, no weights in the folder, or a damaged config or weights file
         if not (isinstance(exc, OSError) or type(exc).__module__.startswith("safetensors")):

@@ -228,14 +228,14 @@ class LinearTextClassifier:
         cols = self.training_columns(y, sources, fine)
         present = np.unique(cols)
         self.vectorizer = _vectorizer(cfg)
-        x = self.vectorizer.fit_transform(list(texts))
+        x = self.vectorizer.fit_transform(texts)
         if cfg.embed_model:
             import scipy.sparse as sp
 
             from category_classification.models.sentence_embedding import load_embedder
 
             self.embedder = load_embedder(cfg.embed_model, cfg.embed_seq_len)
-            x = sp.hstack([x, sp.csr_matrix(cfg.embed_weight * self.embedder.encode(list(texts)))], format="csr")
+            x = sp.hstack([x, sp.csr_matrix(cfg.embed_weight * self.embedder.encode(texts))], format="csr")
         if len(present) == 1:  # nothing to separate: the one class always wins
             coef, intercept = np.zeros((1, x.shape[1])), np.zeros(1)
         else:

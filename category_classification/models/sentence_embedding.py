@@ -27,8 +27,8 @@ class SentenceEmbedder:
     def __init__(self, name_or_path, max_length: int = 128, batch_size: int = 64, memo_limit: int = MEMO_LIMIT,
                  safetensors_only: bool = False):
         import torch
-        from transformers import AutoModel
 
+        from category_classification.models.hf import load_model
         from category_classification.models.tokenization import load_tokenizer
 
         if max_length < 1:
@@ -36,15 +36,9 @@ class SentenceEmbedder:
         self.name = str(name_or_path)
         self.max_length, self.batch_size, self.memo_limit = int(max_length), int(batch_size), int(memo_limit)
         self.tokenizer = load_tokenizer(self.name)
-        try:
-            # a saved model's copy is read as safetensors only: never a pickled weights file put beside it
-            extra = {"use_safetensors": True} if safetensors_only else {}
-            self.model = AutoModel.from_pretrained(self.name, dtype=torch.float32, **extra).eval()
-        except Exception as exc:  # not on disk and no hub access, no weights, a damaged file
-            if not (isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith("safetensors")):
-                raise
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"cannot load embedding model {self.name!r}: {first}") from None
+        # a saved model's copy is read as safetensors only: never a pickled weights file put beside it
+        extra = {"use_safetensors": True} if safetensors_only else {}
+        self.model = load_model(self.name, dtype=torch.float32, base=True, **extra).eval()
         self._memo: dict[str, np.ndarray] = {}
         try:  # a model whose forward pass gives no token vectors (an encoder-decoder, a head-only config)
             self.dim = int(self._vectors(["a product"]).shape[1])
