@@ -52,7 +52,9 @@ def load_model(name_or_path, dtype=None, base: bool = False, **kwargs):
     """AutoModelForSequenceClassification (`base`: AutoModel, the encoder without a head) from a folder (or a
     cached hub name); `kwargs` go to from_pretrained (num_labels, id2label, quantization_config, ...)."""
     from transformers import AutoModel, AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a weights-loading bar per load: noise in a service's or a job's log
     if dtype is not None:  # None: the library's default
         kwargs["dtype"] = dtype
     try:
