@@ -12,10 +12,9 @@ In Python: `from category_classification.predict import load_predictor`, then
 """
 
 import argparse
-import json
 import sys
 
-from category_classification.core.cli import UserError, run
+from category_classification.core.cli import UserError, check_threads, run
 from category_classification.inference.predictors import Predictor, choose_threshold, load_predictor  # noqa: F401 (API)
 
 
@@ -50,12 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from category_classification.core.artifacts import text_settings
-    from category_classification.inference.batch import (check_output_path, count_lines, open_records,
-                                                          predict_stream, predicted_rows)
+    from category_classification.inference.batch import (_output_line, check_output_path, count_lines,
+                                                          open_records, predict_stream, predicted_rows)
     from category_classification.inference.sharding import current_shard
 
     if args.batch_size < 1 or args.top_k < 1:
         raise UserError("--batch_size and --top_k must be at least 1")
+    check_threads(args.threads)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError("--threshold is a probability between 0 and 1")
     if args.out is None and args.text is None:
@@ -83,7 +83,7 @@ def main(argv=None):
     if args.out is None:  # --text without --out: print the predictions
         for rows in predicted_rows(predictor, records, top_k=args.top_k, threshold=args.threshold):
             for row in rows:
-                print(json.dumps(row, ensure_ascii=False))
+                print(_output_line(row), end="")
         return 0
     total = shard.size if shard else count_lines(args.input) if args.input else (len(args.text) if args.text else None)
     summary = predict_stream(predictor, records, args.out, batch_size=args.batch_size, top_k=args.top_k,

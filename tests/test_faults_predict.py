@@ -270,7 +270,7 @@ def test_resume_never_adopts_an_output_it_did_not_leave_as_partial(linear, tmp_p
     src = tmp_path / "in.txt"
     src.write_text("gold ring\ndiaper stroller\nnovel hardcover\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    out.write_text('{"line": 1, "label": "from another run"}\n', encoding="utf-8")  # an older, unrelated output
+    out.write_text('{"line": 1, "label": "from another run", "score": 0.9}\n', encoding="utf-8")  # an older output
     assert _predict(linear, "--input", src, "--out", out, "--resume") == 0
     assert [r["label"] for r in _rows(out)] == ["Jewelry", "Baby", "Books"]
     assert "nothing to resume" in capsys.readouterr().err

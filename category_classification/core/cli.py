@@ -6,6 +6,7 @@ a bad flag value) and lets every other exception propagate, since those are our 
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -43,7 +44,18 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout piped into a reader that stopped (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return 141
     return int(code or 0)
+
+
+def check_threads(threads) -> None:
+    """--threads: None (the library's default) or 1 .. 4x this machine's cores (far more starts as many OS
+    threads as asked, which can crash the process)."""
+    most = 4 * (os.cpu_count() or 1)
+    if threads is not None and not 1 <= threads <= most:
+        raise UserError(f"--threads must be between 1 and {most} on this machine, got {threads}")
 
 
 def add_eval_args(parser) -> None:

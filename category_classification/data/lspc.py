@@ -32,12 +32,15 @@ except ImportError:  # pragma: no cover - orjson is a dependency
 
 # Reasons an offer line is skipped, in the order they are checked.
 SKIP_REASONS = (
-    "empty_line", "invalid_utf8", "malformed_json", "not_an_object", "missing_cluster_id",
+    "line_too_long", "empty_line", "invalid_utf8", "malformed_json", "not_an_object", "missing_cluster_id",
     "bad_cluster_id", "not_in_map", "no_category", "outside_categories", "missing_title", "corrupt_member",
 )
 NOT_IN_MAP = "(not in map)"  # source category of an offer whose cluster the map lacks
 NO_CATEGORY_NAME = "(no category)"  # ... and of an offer without a `category` field
 _NO_CATEGORY = {"", "not found", "null", "none"}
+# A line longer than this is skipped (reported as line_too_long) without being held whole; real offers are
+# under 100 kB, and a 10 MB line once took 1.6 GB to predict.
+MAX_LINE_BYTES = 4 << 20
 # Most of the corpus is outside the map; its cluster id is read from the raw bytes and, when the map
 # lacks it, the line is dropped without a JSON parse. Lines the pattern misses take the full path.
 # Both patterns are matched where bytes.find puts the key (twice as fast as a regex search).
@@ -142,10 +145,13 @@ def list_members(zip_path) -> list[str]:
     try:
         with zipfile.ZipFile(zip_path) as zf:
             names = [i.filename for i in zf.infolist() if i.filename.endswith(".json.gz") and not i.is_dir()]
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, OSError) as exc:
         raise UserError(f"not a readable zip file: {zip_path} ({exc})") from None
     if not names:
         raise UserError(f"no *.json.gz members in {zip_path}")
+    twice = sorted(n for n, k in Counter(names).items() if k > 1)
+    if twice:  # members are read by name: one of two namesakes would be read twice, the other never
+        raise UserError(f"{zip_path} holds more than one member named {twice[0]!r}; repack it with unique names")
     return sorted(names)
 
 
@@ -154,38 +160,64 @@ def _strip_literal(value: str) -> str:
     return m.group(1) if m else value
 
 
+class _Overlong(bytes):
+    """The stand-in a member's line longer than MAX_LINE_BYTES becomes (empty bytes of their own type)."""
+
+
+OVERLONG_LINE = _Overlong()
+
+
 def _gunzip_lines(raw, counts: Counter, chunk_size: int = 1 << 20):
     """Lines of a gzip stream (several concatenated gzip members allowed), counted as `lines_read`. On
     damage the lines read before it are kept, the incomplete last line is dropped and the member is
-    counted as corrupt."""
+    counted as corrupt. Output is inflated a chunk at a time, so a line over MAX_LINE_BYTES (a gzip bomb
+    compresses 600 MB of one line into 600 kB) is never held whole: it comes back as OVERLONG_LINE."""
     decomp, fed = _zlib.decompressobj(wbits=47), False  # 47 = 32 + 15: gzip header, full window
-    tail = b""
+    tail, overlong = b"", False  # overlong: inside a line already over the limit, dropping its bytes
     while chunk := raw.read(chunk_size):
-        while chunk:
-            data, fed = decomp.decompress(chunk), True
-            chunk = b""
+        more = True
+        while more:
+            data, fed = decomp.decompress(chunk, chunk_size), True
+            chunk = decomp.unconsumed_tail
+            # a full output buffer may leave output inside the inflater although the input is all taken
+            more = bool(chunk) or len(data) == chunk_size
             if decomp.eof:  # end of one gzip member; the rest of the chunk starts the next one
                 chunk = decomp.unused_data
-                decomp, fed = _zlib.decompressobj(wbits=47), False
-            if data:
-                lines = (tail + data).split(b"\n")
-                tail = lines.pop()
-                counts["lines_read"] += len(lines)  # counted per chunk: a per-line count costs 5% of a build
-                yield from lines
+                decomp, fed, more = _zlib.decompressobj(wbits=47), False, bool(decomp.unused_data)
+            if not data:
+                continue
+            if overlong:
+                cut = data.find(b"\n")
+                if cut < 0:
+                    continue
+                data, overlong = data[cut + 1:], False
+                counts["lines_read"] += 1
+                yield OVERLONG_LINE
+            if len(tail) + len(data) > MAX_LINE_BYTES and data.find(b"\n") < 0:
+                tail, overlong = b"", True  # not even joined: the line is already too long
+                continue
+            lines = (tail + data).split(b"\n")
+            tail = lines.pop()
+            if len(tail) > MAX_LINE_BYTES:
+                tail, overlong = b"", True
+            counts["lines_read"] += len(lines)  # counted per chunk: a per-line count costs 5% of a build
+            for line in lines:
+                yield line if len(line) <= MAX_LINE_BYTES else OVERLONG_LINE
     if fed:  # the stream ended inside a gzip member: truncated
         counts["corrupt_member"] += 1
         return
-    if tail:
+    if tail or overlong:
         counts["lines_read"] += 1
-        yield tail
+        yield OVERLONG_LINE if overlong else tail
 
 
 def iter_member_lines(zip_path, member: str, counts: Counter):
-    """Raw lines of one gzipped member; a corrupt or truncated member ends the stream and is counted."""
+    """Raw lines of one gzipped member; a corrupt, truncated, encrypted or unreadable (a compression method
+    Python lacks) member ends the stream and is counted."""
     try:
         with zipfile.ZipFile(zip_path) as zf, zf.open(member) as raw:
             yield from _gunzip_lines(raw, counts)
-    except (zlib.error, _zlib.error, zipfile.BadZipFile, EOFError, OSError):
+    except (zlib.error, _zlib.error, zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError):
         counts["corrupt_member"] += 1
 
 
@@ -194,6 +226,9 @@ def parse_json_object(raw: bytes, counts: Counter) -> dict | None:
 
     A UTF-8 byte-order mark is dropped; a line orjson refuses only for a lone surrogate escape ("\ud800",
     which real crawls hold) is read by the standard library, and text.clean later makes it U+FFFD."""
+    if raw is OVERLONG_LINE:
+        counts["line_too_long"] += 1
+        return None
     if raw[:3] == b"\xef\xbb\xbf":
         raw = raw[3:]
     if not raw.strip():
@@ -358,7 +393,7 @@ def _read_by_field(lines, rows: MemberRows, batch_lines: int):
         c = category_at(raw, j) if j >= 0 else None
         # no usable pattern, a second "category" key (keyValuePairs) or an escaped value: full parse
         if m is None or (j >= 0 and (c is None or raw.find(_CATEGORY_KEY, j + 10) >= 0)):
-            if not raw.strip():
+            if not raw.strip() and raw is not OVERLONG_LINE:
                 counts["empty_line"] += 1
                 continue
             obj = parse_json_object(raw, counts)
@@ -415,7 +450,7 @@ def _read_by_map(lines, rows: MemberRows, batch_lines: int):
                 flush()
                 if rows.texts:
                     yield rows.take()
-        elif not raw.strip():
+        elif not raw.strip() and raw is not OVERLONG_LINE:
             counts["empty_line"] += 1
         else:  # the fast pattern missed this line: parse it and look its cluster up alone
             obj = parse_json_object(raw, counts)

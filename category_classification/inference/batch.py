@@ -9,9 +9,11 @@ complete; `--resume` keeps the complete lines of OUT.partial and continues after
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from category_classification.core.cli import UserError
+from category_classification.data.lspc import MAX_LINE_BYTES  # noqa: F401 (one limit for files and zips)
 from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, encodable, model_text, offer_text,
                                                text_problem)
 
@@ -30,9 +33,8 @@ TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order 
 TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
 DESCRIPTION_FIELDS = ("description", "Description")
 BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")  # read only for models trained with the breadcrumb
-# A line longer than this is reported and skipped without being held whole (a 10 MB line once took 1.6 GB);
-# shorter ones are cut to MAX_TEXT_CHARS by the text rule.
-MAX_LINE_BYTES = 4 << 20
+# A line (a CSV record) longer than MAX_LINE_BYTES is reported and skipped without being held whole (a
+# 10 MB line once took 1.6 GB); shorter ones are cut to MAX_TEXT_CHARS by the text rule.
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
 
@@ -122,37 +124,110 @@ def read_jsonl(path: Path, text_field: str | None = None,
         yield Record(ref, text, reason)
 
 
+def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(first line number, cells, problem) of each record of a CSV file. A record ends at a newline outside
+    quotes (an odd count of '"' so far means inside; doubled quotes count twice) and is parsed strictly.
+    A stray quote costs its own line only: a record whose quote never closes, or that spans lines and does
+    not parse, is reported at its first line and reading starts again on the next one. A record over
+    MAX_LINE_BYTES is read past (its quotes counted, its bytes dropped) and reported, never held whole."""
+    with open(path, "rb") as fh:
+        n = 0
+        while True:
+            raw = fh.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            n += 1
+            after_first = fh.tell()
+            if n == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+            quotes, size, lines, parts = raw.count(b'"'), len(raw), 1, [raw]
+            if not raw.endswith(b"\n") and len(raw) > MAX_LINE_BYTES:  # one physical line over the limit
+                quotes, size = _skip_rest_of_line(fh, quotes, size)
+                after_first = fh.tell()
+            while quotes % 2:
+                more = fh.readline(MAX_LINE_BYTES + 1)
+                if not more:
+                    break
+                lines += 1
+                quotes += more.count(b'"')
+                size += len(more)
+                if len(more) > MAX_LINE_BYTES and not more.endswith(b"\n"):
+                    quotes, size = _skip_rest_of_line(fh, quotes, size)
+                if size <= MAX_LINE_BYTES:
+                    parts.append(more)
+            first = n
+            if quotes % 2:  # the quote never closes: this line alone is bad
+                fh.seek(after_first)
+                yield first, None, "bad CSV (a quote that never closes)"
+                continue
+            n += lines - 1
+            if size > MAX_LINE_BYTES:
+                yield first, None, f"record longer than {MAX_LINE_BYTES >> 20} MB"
+                continue
+            try:
+                yield first, _csv_fields(b"".join(parts), delimiter), None
+            except csv.Error as exc:
+                if lines > 1:  # a stray quote closed by a later record's: only the first line is bad
+                    fh.seek(after_first)
+                    n = first
+                yield first, None, f"bad CSV ({exc})"
+
+
+def _skip_rest_of_line(fh, quotes: int, size: int) -> tuple[int, int]:
+    """Read past the rest of an over-long physical line, counting its quotes and bytes."""
+    while True:
+        block = fh.readline(1 << 20)
+        quotes, size = quotes + block.count(b'"'), size + len(block)
+        if not block or block.endswith(b"\n"):
+            return quotes, size
+
+
+def _csv_fields(record: bytes, delimiter: str) -> list[str]:
+    text = record.decode("utf-8", errors="surrogateescape")  # bad bytes stay visible as lone surrogates
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    if len(rows) > 1:
+        raise csv.Error("not one CSV record")
+    return rows[0] if rows else []
+
+
 def read_csv(path: Path, text_field: str | None = None,
              max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = False) -> Iterator[Record]:
-    # utf-8-sig drops a byte-order mark; surrogateescape keeps bad bytes visible as lone surrogates
-    with open(path, "r", encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        fields = (text_field,) if text_field else TEXT_FIELDS
-        column = next((f for f in fields if f in header), None)
-        if column is None:
-            raise UserError(f"{path}: no {' / '.join(fields)} column in the CSV header ({', '.join(header)})")
-        description = next((d for d in DESCRIPTION_FIELDS if d in header), None) if column in TITLE_FIELDS else None
-        crumb_column = next((c for c in BREADCRUMB_FIELDS if c in header), None) if column in TITLE_FIELDS and breadcrumb else None
-        while True:
-            try:
-                row = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                yield Record({"line": reader.line_num}, reason=f"bad CSV ({exc})")
-                continue
-            ref = {"line": reader.line_num}
-            if row.get("id") is not None:
-                ref["id"] = row["id"]
-            value = row.get(column)
-            if value is None:
-                yield Record(ref, reason="too few columns")
-            elif encodable(value) != value:
-                yield Record(ref, reason="invalid UTF-8")
-            else:
-                text = _csv_text(value, row, description, crumb_column, max_description_chars)
-                yield Record(ref, text)
+    """The records of a CSV (or, by its suffix, tab-separated) file with a header row. The header is read
+    now, so a file without a text column is refused before any work; the records as they are iterated."""
+    delimiter = "\t" if Path(path).suffix.lower() == ".tsv" else ","
+    records = _csv_records(path, delimiter)
+    header = next(records, (0, None, None))[1] or []
+    fields = (text_field,) if text_field else TEXT_FIELDS
+    column = next((f for f in fields if f in header), None)
+    if column is None:
+        shown = ", ".join(encodable(h) for h in header[:20]) or "empty or unreadable"
+        raise UserError(f"{path}: no {' / '.join(fields)} column in the header row ({shown})")
+    at = {name: i for i, name in reversed(list(enumerate(header)))}  # a repeated name: its first column
+    description = next((d for d in DESCRIPTION_FIELDS if d in at), None) if column in TITLE_FIELDS else None
+    crumb_column = next((c for c in BREADCRUMB_FIELDS if c in at), None) if column in TITLE_FIELDS and breadcrumb else None
+    return _csv_rows(records, at, column, description, crumb_column, max_description_chars)
+
+
+def _csv_rows(records, at: dict, column: str, description, crumb_column,
+              max_description_chars: int) -> Iterator[Record]:
+    for line, cells, problem in records:
+        ref = {"line": line}
+        if cells is None:
+            yield Record(ref, reason=problem)
+            continue
+        if not any(c.strip() for c in cells):
+            yield Record(ref, reason="empty line")
+            continue
+        row = {name: cells[i] for name, i in at.items() if i < len(cells)}
+        if row.get("id") is not None:
+            ref["id"] = encodable(row["id"])
+        value = row.get(column)
+        if value is None:
+            yield Record(ref, reason="too few columns")
+        elif encodable(value) != value:
+            yield Record(ref, reason="invalid UTF-8")
+        else:
+            yield Record(ref, _csv_text(value, row, description, crumb_column, max_description_chars))
 
 
 def _csv_text(title: str, row: dict, description: str | None, crumb_column: str | None,
@@ -192,7 +267,10 @@ def open_records(input_path=None, texts=None, zip_path=None, text_field: str | N
         p = Path(zip_path)
         if not p.is_file():
             raise UserError(f"zip not found: {p}")
-        return read_lspc_zip(p, max_description_chars, members=members)
+        from category_classification.data.lspc import list_members
+
+        # the member list now: a file that is not a zip, or holds no members, is refused before any work
+        return read_lspc_zip(p, max_description_chars, members=list_members(p) if members is None else members)
     p = Path(input_path)
     if not p.is_file():
         raise UserError(f"input file not found: {p}")
@@ -203,7 +281,7 @@ def open_records(input_path=None, texts=None, zip_path=None, text_field: str | N
         return read_jsonl(p, text_field, max_description_chars, breadcrumb)
     if suffix in (".csv", ".tsv"):
         return read_csv(p, text_field, max_description_chars, breadcrumb)
-    raise UserError(f"{p}: unsupported input type {suffix!r} (use .txt, .jsonl or .csv)")
+    raise UserError(f"{p}: unsupported input type {suffix!r} (use .txt, .jsonl, .csv or .tsv)")
 
 
 def partial_path(out_path) -> Path:
@@ -219,13 +297,29 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _written_by_us(path: Path) -> bool:
-    """True for an empty file or one whose first line is a prediction line of ours (a dict with `label`)."""
+    """True for an empty file or one whose first line is an output line of ours: where the record came from
+    (`line` or `member`), `label`, and `score` or `error`. A labelled dataset has `label` too, so that
+    alone is not enough; anything else is the user's."""
     try:
+        if path.stat().st_size == 0:
+            return True
         with open(path, "rb") as fh:
             first = fh.readline(1 << 20)
-        return not first.strip() or (isinstance(obj := json.loads(first), dict) and "label" in obj)
-    except (OSError, ValueError):
+        obj = json.loads(first)
+    except (OSError, ValueError, RecursionError):
         return False
+    return (isinstance(obj, dict) and "label" in obj and ("line" in obj or "member" in obj)
+            and ("score" in obj or "error" in obj))
+
+
+def _existing_dir(path: Path) -> Path:
+    """The nearest folder of `path` that exists (where a missing --out folder would be created)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if not path.is_dir():
+        raise UserError(f"cannot write --out under {path}: it is a file, not a folder")
+    return path
 
 
 def check_output_path(out_path, sources: Iterable, overwrite: bool = False) -> None:
@@ -237,12 +331,17 @@ def check_output_path(out_path, sources: Iterable, overwrite: bool = False) -> N
     for src in sources:
         if src is not None and (_same_file(out, Path(src)) or _same_file(partial_path(out), Path(src))):
             raise UserError(f"--out {out} is the input {src}: writing it would destroy the input; choose another --out")
+    for path, what in ((out, "--out"), (partial_path(out), "the unfinished output")):
+        if path.exists() and not path.is_file():  # a device, a pipe, a folder: renaming over it destroys it
+            raise UserError(f"{what} {path} exists and is not a regular file; choose another --out")
     if out.is_file() and not overwrite and not _written_by_us(out):
         raise UserError(f"--out {out} exists and is not a predictions file of predict.py; "
                         f"choose another --out, or pass --overwrite to replace it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out.parent):  # the one reliable test of writability (root ignores modes)
+    if partial_path(out).is_file() and not _written_by_us(partial_path(out)):
+        raise UserError(f"{partial_path(out)} (where this run would write until it is done) exists and is not "
+                        f"an unfinished output of predict.py; move it away or choose another --out")
+    try:  # folders are created when the run writes, not here: a refused run leaves none behind
+        with tempfile.TemporaryFile(dir=_existing_dir(out.parent)):  # the one reliable test (root ignores modes)
             pass
     except OSError as exc:
         raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
@@ -348,9 +447,24 @@ def _predict_texts(predictor, texts: list[str], top_k: int, threshold) -> list[d
         return results
 
 
+def _safe_value(v, depth: int = 0):
+    """An input value (an id) as output JSON can hold it: a lone surrogate replaced, a number JSON has no
+    literal for (1e999 reads as inf) as its text, so strict JSON parsers can read every output line."""
+    if isinstance(v, str):
+        return encodable(v)
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, (list, dict)):
+        if depth > 100:  # a deeply nested id: its text, cut
+            return encodable(json.dumps(v, default=str)[:200])
+        if isinstance(v, list):
+            return [_safe_value(x, depth + 1) for x in v]
+        return {encodable(str(k)): _safe_value(x, depth + 1) for k, x in v.items()}
+    return v
+
+
 def _safe_ref(ref: dict) -> dict:
-    # ids come from the input: a lone surrogate in one must not make the output line unwritable
-    return {k: encodable(v) if isinstance(v, str) else v for k, v in ref.items()}
+    return {k: _safe_value(v) for k, v in ref.items()}
 
 
 def chunks(items: Iterable, size: int, member_of=lambda rec: rec.ref.get("member")) -> Iterator[list]:
@@ -395,16 +509,51 @@ def _resume_point(partial: Path, chunk_size: int) -> int:
     may be a kill's cut write, so it is redone and every batch stays the one an uninterrupted run makes."""
     if not completed_lines(partial):
         return 0
-    with open(partial, "rb") as fh:
-        sizes = [len(c) for c in chunks((json.loads(line) for line in fh), chunk_size, lambda row: row.get("member"))]
+    sizes = [len(c) for c in chunks(_output_rows(partial), chunk_size, lambda row: row.get("member"))]
     return sum(sizes) - (sizes[-1] if sizes[-1] < chunk_size else 0)
+
+
+def _output_rows(partial: Path) -> Iterator[dict]:
+    """The rows of an earlier run's OUT.partial; a line that is not one of ours stops the resume."""
+    with open(partial, "rb") as fh:
+        for n, line in enumerate(fh, 1):
+            try:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
+                row = None
+            if not isinstance(row, dict) or "label" not in row:
+                raise UserError(f"{partial} line {n} is not an output line of predict.py, so the run cannot "
+                                f"resume from it; move the file away and start again without --resume")
+            yield row
 
 
 def _recount(partial: Path, summary: Summary) -> None:
     """Count the rows a killed run already wrote, so a resumed run's summary covers the whole output."""
-    with open(partial, "rb") as fh:
-        for line in fh:
-            summary.count(json.loads(line))
+    for row in _output_rows(partial):
+        summary.count(row)
+
+
+@contextlib.contextmanager
+def _writing(path: Path):
+    """A failed write (a full disk, a file system gone read-only) as one line; what was written stays for
+    --resume."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}; fix that (free space, permissions), "
+                        f"then run again with --resume to continue where it stopped") from None
+
+
+def _output_line(row: dict) -> str:
+    """One output line; a row JSON cannot hold (a model's NaN score) becomes that record's error line, so
+    every line stays strict JSON."""
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError:
+        keep = {k: row[k] for k in ("member", "line", "id") if k in row}
+        row.clear()
+        row.update(keep, error="the model gave a score that is not a number", label=None)
+        return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: int = 64, top_k: int = 1,
@@ -437,19 +586,23 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=skip, unit="line", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     rows_it = predicted_rows(predictor, islice(records, skip, None), top_k, threshold, keep_text, chunk_size)
-    with open(partial, "ab" if skip else "wb") as out:
+    with _writing(partial), open(partial, "ab" if skip else "wb") as out:
         for rows in rows_it:
+            lines = "".join(_output_line(r) for r in rows)
             for row in rows:
                 summary.count(row)
                 if "error" in row and sum(summary.skipped.values()) <= MAX_REPORTED:
                     where = " ".join(f"{k} {v}" for k, v in row.items() if k in ("member", "line"))
                     log(f"skipped {where}: {row['error']}" + (" (further ones only counted)"
                         if sum(summary.skipped.values()) == MAX_REPORTED else ""))
-            out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8"))
-            out.flush()
+            with _writing(partial):
+                out.write(lines.encode("utf-8"))
+                out.flush()
             bar.update(len(rows))
-        os.fsync(out.fileno())
-    os.replace(partial, out_path)
+        with _writing(partial):
+            os.fsync(out.fileno())
+    with _writing(out_path):
+        os.replace(partial, out_path)
     bar.close()
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -33,11 +33,12 @@ class LinearPredictor(Predictor):
 
     @classmethod
     def from_dir(cls, model_dir, info, *, batch_size=64, device="cpu", precision=None, threads=None):
-        if threads:  # the sentence-embedding encoder (embed_model) runs in torch; n-grams need no threads
+        predictor = cls(model_dir, info, batch_size)
+        if threads and predictor.model.embedder is not None:  # the encoder runs in torch; n-grams need none
             import torch
 
             torch.set_num_threads(int(threads))
-        return cls(model_dir, info, batch_size)
+        return predictor
 
     def predict_proba(self, texts):
         texts = list(texts)

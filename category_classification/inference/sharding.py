@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -90,6 +91,27 @@ def shard_dir(out) -> Path:
     return out.with_name(out.name + ".shards")
 
 
+_OURS = re.compile(r"(manifest\.json|\.manifest\.json\.tmp\d+|part-\d{5}-of-\d{5}\.jsonl(\.partial)?)")
+
+
+def foreign_files(folder: Path) -> list[str]:
+    """Entries of a shards folder that a sharded run did not write (a user's notes, a folder of theirs)."""
+    if not folder.is_dir():
+        return [folder.name] if folder.exists() else []
+    return sorted(e.name for e in folder.iterdir() if not (e.is_file() and _OURS.fullmatch(e.name)))
+
+
+def remove_shard_dir(out) -> None:
+    """Delete the shards folder of --out: only the files a sharded run writes, then the folder if empty."""
+    folder = shard_dir(out)
+    if foreign_files(folder):
+        raise UserError(f"{folder} holds files a sharded run did not write ({', '.join(foreign_files(folder)[:3])}); "
+                        "move them away or choose another --out")
+    for e in folder.iterdir():
+        e.unlink()
+    folder.rmdir()
+
+
 def part_path(out, rank: int, world_size: int) -> Path:
     return shard_dir(out) / f"part-{rank:05d}-of-{world_size:05d}.jsonl"
 
@@ -137,7 +159,7 @@ def join_parts(out, world_size: int) -> Path:
             with open(p, "rb") as src:
                 shutil.copyfileobj(src, dst, 1 << 20)
     os.replace(tmp, out)
-    shutil.rmtree(shard_dir(out))
+    remove_shard_dir(out)
     return out
 
 
@@ -176,6 +198,10 @@ class Shard:
         `open_source(members=None)` opens the input afresh. A zip (`zip_path`) is shared by its members, and
         each rank opens only its own; any other input is read once to count the records and once to predict.
         """
+        foreign = foreign_files(shard_dir(self.out))
+        if foreign:  # checked by every rank before any work; nothing of the user's is ever deleted
+            raise UserError(f"{shard_dir(self.out)} holds files a sharded run did not write ({', '.join(foreign[:3])}); "
+                            "move them away or choose another --out")
         if resume and not shard_dir(self.out).exists() and self.out.exists():
             raise UserError(f"{self.out} exists without {shard_dir(self.out)}: it was finished earlier or written "
                             "by a single process (resume that one without torchrun)")
@@ -193,7 +219,7 @@ class Shard:
         _barrier()  # every rank has checked the folder before rank 0 changes it
         if self.rank == 0:
             if not resume and shard_dir(self.out).exists():
-                shutil.rmtree(shard_dir(self.out))
+                remove_shard_dir(self.out)
             if not (shard_dir(self.out) / MANIFEST).is_file():
                 write_manifest(self.out, self.world_size, total, unit)
         _barrier()

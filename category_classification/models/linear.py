@@ -96,14 +96,43 @@ class LinearConfig:
         self.word_ngrams, self.char_ngrams = tuple(self.word_ngrams), tuple(self.char_ngrams)
         if self.embed_model and not (np.isfinite(self.embed_weight) and self.embed_weight > 0):
             raise UserError(f"--embed_weight must be a positive number, got {self.embed_weight}")
+        self._check()
+
+    def _check(self) -> None:
+        """Settings the model cannot work with, from flags or a damaged linear_config.json, as one line."""
+        def whole(v, lo, hi):
+            return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+        for name in ("word_ngrams", "char_ngrams"):
+            lo_hi = getattr(self, name)
+            if not (len(lo_hi) == 2 and all(whole(v, 1, 20) for v in lo_hi) and lo_hi[0] <= lo_hi[1]):
+                raise UserError(f"--{name} must be two whole numbers MIN <= MAX between 1 and 20, got {lo_hi}")
+        for name, lo, hi in (("hash_bits", 8, 26), ("char_min_df", 1, 10**9), ("max_iter", 1, 10**9),
+                             ("other_min_size", 0, 10**9), ("embed_seq_len", 1, 10**6)):
+            if not whole(getattr(self, name), lo, hi):
+                raise UserError(f"--{name} must be a whole number between {lo} and {hi}, got {getattr(self, name)!r}")
+        for name in ("C", "other_weight"):
+            v = getattr(self, name)
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) and v > 0):
+                raise UserError(f"--{name} must be a positive number, got {v!r}")
+        for name, choices in (("features", ("tfidf", "hashed")), ("class_weight", ("balanced", None)),
+                              ("other_split", ("source", "none")), ("class_split", ("fine", "none"))):
+            if getattr(self, name) not in choices:
+                raise UserError(f"--{name} must be one of {choices}, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "LinearConfig":
+        """A saved config (linear_config.json); a damaged one is a UserError, never a wrong model."""
+        if not isinstance(d, dict):
+            raise UserError(f"{CONFIG_FILE} must hold a JSON object, got {type(d).__name__}")
         d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        for key in ("word_ngrams", "char_ngrams"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
+        try:
+            for key in ("word_ngrams", "char_ngrams"):
+                if key in d:
+                    d[key] = tuple(d[key])
+            return cls(**d)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{CONFIG_FILE} is damaged: {exc}") from None
 
 
 def with_bare_copies(texts: Sequence[str], bare: Sequence[str], columns: dict) -> tuple[list, dict, int]:
@@ -399,8 +428,14 @@ def load_linear(model_dir) -> LinearTextClassifier:
         model.weights = np.zeros((int(w["num_features"]), w["weights"].shape[1]), dtype=np.float32)
         model.weights[w["rows"]] = w["weights"]
         model.intercept = w["intercept"]
-    model.temperature = float(info.get("temperature", 1.0))
-    model.other_bias = float(info.get("other_bias", 0.0))
+    try:
+        model.temperature = float(info.get("temperature", 1.0))
+        model.other_bias = float(info.get("other_bias", 0.0))
+    except (TypeError, ValueError):
+        model.temperature = model.other_bias = float("nan")
+    if not (np.isfinite(model.temperature) and model.temperature > 0 and np.isfinite(model.other_bias)):
+        raise UserError(f"{d}: the model info's temperature must be a positive number and other_bias a number "
+                        f"(got {info.get('temperature')!r}, {info.get('other_bias')!r}); retrain the model")
     model.other_subclasses = list(info.get("other_subclasses", []))
     pairs = info.get("class_subclasses", [])
     if not isinstance(pairs, list) or any(

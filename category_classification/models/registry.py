@@ -124,6 +124,9 @@ def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precisi
     model; an ensemble directory loads each member; `precision` ("fp32"/"int8") applies to ONNX models only.
     A missing or damaged file is a one-line UserError naming the folder and the file.
     """
+    from category_classification.core.cli import check_threads
+
+    check_threads(threads)
     kind, info = check_folder(model_dir)
     with damaged_files_are_user_errors(model_dir, kind, info):
         return kind.predictor_class().from_dir(Path(model_dir), info, batch_size=batch_size, device=device,
