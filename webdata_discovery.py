@@ -16,7 +16,7 @@ import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from category_classification.core.cli import run
+from category_classification.core.cli import UserError, run
 
 PER_MEMBER_TOP = 2000  # each member sends its most frequent brands per language; totals are approximate
 
@@ -137,7 +137,14 @@ def build_parser():
 def main(argv=None) -> int:
     from category_classification.data.lspc import list_members, load_category_map
 
+    from category_classification.core.artifacts import check_file_out, json_file_with_keys, write_text_atomic
+
     args = build_parser().parse_args(argv)
+    if args.workers < 1 or args.limit < 0 or args.keep < 0:
+        raise UserError("--workers must be at least 1, --limit and --keep at least 0")
+    if args.out:  # checked before the corpus is read: a bad --out costs nothing
+        check_file_out(args.out, [args.zip, args.map], lambda p: json_file_with_keys(p, ("counts", "languages")),
+                       "profile of webdata_discovery.py")
     members = list_members(args.zip)
     cmap = load_category_map(args.map) if args.map else None
     per_member = -(-args.limit // len(members)) if args.limit else None
@@ -154,8 +161,8 @@ def main(argv=None) -> int:
     profile = merge([r for r, _ in results], args.keep)
     print_profile(profile, dict(counts))
     if args.out:
-        Path(args.out).write_text(json.dumps({"counts": dict(counts), "languages": profile},
-                                             indent=2, ensure_ascii=False) + "\n")
+        write_text_atomic(args.out, json.dumps({"counts": dict(counts), "languages": profile},
+                                               indent=2, ensure_ascii=False) + "\n")
         print(f"\nwrote {args.out}")
     return 0
 

@@ -72,8 +72,16 @@ def check_args(args) -> None:
         raise UserError("--keep_unmapped needs --other_label (unmapped offers have no class of their own)")
     if args.keep_unmapped and args.mwpd:
         raise UserError("--keep_unmapped is for --zip (every MWPD offer has a GS1 class)")
-    if args.full_split_name in ("train", "validation", "test"):
-        raise UserError("--full_split_name must differ from train/validation/test")
+    import re
+
+    from category_classification.data.build_dir import OWN_FILES
+
+    name = args.full_split_name
+    if name in ("train", "validation", "test") or name in OWN_FILES or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise UserError(f"--full_split_name must be a plain name (letters, digits, _ . -; not a path) other than "
+                        f"train/validation/test, got {name!r}")
+    if args.limit_members < 0 or args.max_description_chars < 0:
+        raise UserError("--limit_members and --max_description_chars must be at least 0")
     if not (0 <= args.val_size < 1 and 0 <= args.test_size < 1 and args.val_size + args.test_size < 1):
         raise UserError("--val_size and --test_size must be in [0, 1) and sum below 1")
 

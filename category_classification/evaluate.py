@@ -85,6 +85,9 @@ def main(argv=None):
         v = getattr(args, name)
         if v is not None and not 0.0 < v <= 1.0:
             raise UserError(f"--{name} is a share between 0 and 1")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
+    check_outputs(args)  # before the model loads: a bad --out or --save_preds costs nothing
     dsd = load_dataset_dir(args.data)
     split = get_split(dsd, args.split)
     data_labels = label_names(dsd)
@@ -121,13 +124,52 @@ def main(argv=None):
                                  {args.split: m}, data_labels, extra=extra)
         print(f"results written to {args.out}")
     if args.save_preds:
-        with open(args.save_preds, "w", encoding="utf-8") as fh:
-            for i, (y, p, row) in enumerate(zip(split["label"], preds, probs)):
-                rec = {"label": int(y), "pred": int(p), "score": float(row.max())}
-                if level_preds:
-                    rec["levels"] = {lv: names[i] for lv, names in level_preds.items()}
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        from category_classification.core.artifacts import write_text_atomic
+
+        lines = []
+        for i, (y, p, row) in enumerate(zip(split["label"], preds, probs)):
+            rec = {"label": int(y), "pred": int(p), "score": float(row.max())}
+            if level_preds:
+                rec["levels"] = {lv: names[i] for lv, names in level_preds.items()}
+            lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
+        write_text_atomic(args.save_preds, "".join(lines))
     return 0
+
+
+EVAL_FILES = ("metrics.json", "results_category.txt")  # with confusion_matrix*.png and open_set_*.png
+
+
+def _our_eval_file(name: str) -> bool:
+    return name in EVAL_FILES or (name.endswith(".png") and name.startswith(("confusion_matrix", "open_set_")))
+
+
+def check_outputs(args) -> None:
+    """--out (a folder of evaluation results) and --save_preds (a JSONL file) may not be, or lie inside,
+    the model or the dataset (a trainer's metrics.json is the model's record), nor hold a user's files."""
+    from pathlib import Path
+
+    from category_classification.core.artifacts import check_file_out
+
+    def _first_line_keys(path) -> bool:
+        try:
+            with open(path, "rb") as fh:
+                obj = json.loads(fh.readline(1 << 20))
+        except (OSError, ValueError, RecursionError):
+            return False
+        return isinstance(obj, dict) and {"label", "pred", "score"} <= set(obj)
+
+    protected = [Path(args.model).resolve(), Path(args.data).resolve()]
+    for flag, path in (("--out", args.out), ("--save_preds", args.save_preds)):
+        if path and any(p == Path(path).resolve() or p in Path(path).resolve().parents for p in protected):
+            raise UserError(f"{flag} {path} is or lies inside the model or the dataset; name a place of its own")
+    if args.save_preds:
+        check_file_out(args.save_preds, [args.model, args.data], _first_line_keys, "predictions file of evaluate.py")
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file; results go into a folder: name a new one")
+        if out.is_dir() and any(not _our_eval_file(e.name) for e in out.iterdir()):
+            raise UserError(f"--out {out} holds files evaluate.py did not write; name a new or empty folder")
 
 
 def cli() -> int:

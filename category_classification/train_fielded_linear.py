@@ -10,7 +10,7 @@ the toolkit's 6 classes instead (offers of other classes are left out).
 
 import argparse
 import json
-import shutil
+import os
 import sys
 import time
 from collections import Counter
@@ -44,18 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
 def read_offers(path, levels, counts: Counter, codes: bool = False) -> list[tuple[str, dict]]:
     """(model text, {level: label name}) per usable offer; bad lines, blank texts and unlabelled offers are
     counted in `counts` and skipped. `codes`: GS1 level labels as written in the file ("67000000_Clothing")."""
-    import gzip
+    from category_classification.data.mwpd import file_lines
 
-    path = require_file(path, "MWPD file")
     out = []
-    try:
-        with open(path, "rb") as fh:
-            gz = fh.read(2) == b"\x1f\x8b"
-        with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
-            raws = fh.read().splitlines()
-    except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read MWPD file {path}: {exc}") from None
-    for raw in raws:
+    for raw in file_lines(path, counts):
         offer = parse_json_object(raw, counts) if raw.strip() else None
         if offer is None:
             continue
@@ -102,15 +94,18 @@ def fit(offers, levels, cfg: FieldedConfig) -> FieldedLinear:
 
 
 def save_atomically(model: FieldedLinear, out, metrics: dict, **info) -> None:
-    """Write the folder beside `out` and rename it into place, so a crash never leaves half a model."""
+    """Write the model into a folder inside `out`, then move each file into place by a rename
+    (training/loop.publish_dir): a crash never leaves half a model, and files of `out` that are not the
+    model's (a user's notes) are never touched."""
+    from category_classification.models.encoder_io import remove_stale_stages
+    from category_classification.training.loop import publish_dir
+
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save(tmp, **info)
-    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    remove_stale_stages(out, ".save-")
+    stage = out / f".save-{os.getpid()}"
+    model.save(stage, **info)
+    (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    publish_dir(stage, out)
 
 
 def fit_calibrate_refit(train, calib, levels, cfg: FieldedConfig) -> tuple[FieldedLinear, dict]:

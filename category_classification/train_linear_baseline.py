@@ -14,6 +14,7 @@ breadcrumb, so offers that arrive without one score as well (--no_breadcrumb_cop
 
 import argparse
 import json
+import math
 import sys
 import time
 import dataclasses
@@ -253,9 +254,11 @@ def main(argv=None) -> int:
     check_model_out(args.out, [args.data])
     if args.other_bias not in ("cv", "auto"):
         try:
-            float(args.other_bias)
+            finite = math.isfinite(float(args.other_bias))
         except ValueError:
-            raise UserError(f"--other_bias must be cv, auto or a number, got {args.other_bias!r}") from None
+            finite = False
+        if not finite:
+            raise UserError(f"--other_bias must be cv, auto or a finite number, got {args.other_bias!r}")
     if args.hierarchy:
         return train_hierarchy(args)
     dsd = load_dataset_dir(args.data)

@@ -143,10 +143,14 @@ def test_stale_temp_folders_only_ours_are_removed(tmp_path):
     ours = tmp_path / ".build-ds-abc123"
     (ours / PREVIOUS).mkdir(parents=True)
     (ours / PREVIOUS / "dataset_dict.json").write_text('{"splits": []}')
-    (ours / MARKER).write_text(json.dumps({"pid": dead_pid()}))
+    (ours / MARKER).write_text(json.dumps({"pid": dead_pid(), "out": str(out)}))
+    # a killed build into ds-v2 (its name starts like ds's temp folders): its old dataset is not ours to move
+    sibling = tmp_path / ".build-ds-v2-abc"
+    (sibling / PREVIOUS).mkdir(parents=True)
+    (sibling / MARKER).write_text(json.dumps({"pid": dead_pid(), "out": str(tmp_path / "ds-v2")}))
     running = tmp_path / ".build-ds-live"
     running.mkdir()
-    (running / MARKER).write_text(json.dumps({"pid": 1}))  # a live process: a build running now
+    (running / MARKER).write_text(json.dumps({"pid": 1, "out": str(out)}))  # a live process: a build running now
     foreign = tmp_path / ".build-ds-user"
     foreign.mkdir()  # no marker: not recognisably ours
     other = tmp_path / ".build-other-x"
@@ -154,7 +158,7 @@ def test_stale_temp_folders_only_ours_are_removed(tmp_path):
     (other / MARKER).write_text(json.dumps({"pid": dead_pid()}))
     assert clean_stale(out) == [ours.name]
     assert (out / "dataset_dict.json").is_file()  # the old dataset, moved aside mid-swap, is back
-    assert running.is_dir() and foreign.is_dir() and other.is_dir()
+    assert running.is_dir() and foreign.is_dir() and other.is_dir() and (sibling / PREVIOUS).is_dir()
 
 
 def test_map_with_a_byte_order_mark_keeps_its_first_row(tmp_path):

@@ -7,6 +7,7 @@ so any output directory can be used for prediction, evaluation and serving witho
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -123,3 +124,56 @@ def text_settings(info_or_dir) -> dict:
     and LSPC ones, were trained on title + description)."""
     info = _info_of(info_or_dir)
     return {"max_description_chars": description_chars(info), "breadcrumb": info.get("breadcrumb") is True}
+
+
+def check_file_out(out, inputs=(), ours=lambda path: False, what: str = "output") -> Path:
+    """Refuse, before any work, a single-file --out that would lose something: a folder or special file,
+    an input (by any spelling), or an existing file `ours(path)` does not recognise as an earlier output
+    of the same tool; or one that cannot be written. Nothing is created here."""
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and not out.is_file():
+        raise UserError(f"--out {out} exists and is not a regular file; name a file for the {what}")
+    for src in inputs:
+        if src is None:
+            continue
+        src = Path(src)
+        if (out.exists() and src.exists() and os.path.samefile(out, src)) or out.resolve() == src.resolve():
+            raise UserError(f"--out {out} is the input {src}: writing it would destroy the input")
+    if out.is_file() and out.stat().st_size and not ours(out):
+        raise UserError(f"--out {out} exists and is not an earlier {what}; name a new file")
+    probe = out.absolute().parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        if not probe.is_dir():
+            raise NotADirectoryError(f"{probe} is a file")
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write `text` beside `path` and rename it into place: readers see the old file or the new one whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def json_file_with_keys(path, keys) -> bool:
+    """True when `path` holds a JSON object with every one of `keys` (how a tool knows its own output)."""
+    try:
+        obj = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in keys)

@@ -71,9 +71,12 @@ def clean_stale(out: Path) -> list[str]:
     removed = []
     for tmp in out.parent.glob(f".build-{out.name}-*"):
         try:
-            pid = json.loads((tmp / MARKER).read_text(encoding="utf-8")).get("pid")
+            marker = json.loads((tmp / MARKER).read_text(encoding="utf-8"))
+            pid, owner = marker.get("pid"), marker.get("out")
         except (OSError, ValueError, AttributeError):
             continue  # not recognisably ours: leave it
+        if not isinstance(owner, str) or os.path.abspath(owner) != os.path.abspath(out):
+            continue  # a build into another --out whose name starts like this one (ds and ds-v2)
         if _alive(pid) and int(pid) != os.getpid():
             continue  # a build running now
         if not out.exists() and (tmp / PREVIOUS).is_dir():
@@ -99,7 +102,7 @@ class BuildDir:
             self.tmp = Path(tempfile.mkdtemp(prefix=f".build-{self.out.name}-", dir=self.out.parent))
         except OSError as exc:
             raise UserError(f"cannot write beside --out {self.out}: {exc.strerror or exc}") from None
-        (self.tmp / MARKER).write_text(json.dumps({"pid": os.getpid(), "out": str(self.out)}) + "\n")
+        (self.tmp / MARKER).write_text(json.dumps({"pid": os.getpid(), "out": os.path.abspath(self.out)}) + "\n")
         self.dataset = self.tmp / "dataset"
         return self
 

@@ -399,7 +399,9 @@ def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, 
     if config.full:
         splits[config.full_split_name] = concatenate_datasets([splits[n] for n in SPLIT_NAMES])
     dsd = DatasetDict(splits)
-    dsd.save_to_disk(str(dest))
+    # an empty split (--allow_empty_splits) is saved as one empty shard: with the library's default of
+    # none, datasets 5.2 cannot load the dataset back
+    dsd.save_to_disk(str(dest), num_shards={n: 1 for n, d in splits.items() if d.num_rows == 0} or None)
     empty = [n for n, c in zip(plan.names, np.bincount(labels[keep], minlength=len(plan.names))) if c == 0]
     if empty:  # a class the user asked for that no offer has: trainers must cope, the user should know
         print(f"WARNING: no offer for class(es) {', '.join(empty)}", file=sys.stderr, flush=True)

@@ -52,8 +52,19 @@ _CATEGORY_KEY = b'"category"'
 
 
 def _cluster_match(raw: bytes):
+    """The fast path's cluster id match, or None where the line needs a full parse: no key, or a second
+    "cluster_id" key (a nested object's) that makes the first one found possibly not the offer's own."""
     i = raw.find(_CLUSTER_KEY)
-    return _CLUSTER_RE.match(raw, i) if i >= 0 else None
+    if i < 0 or raw.find(_CLUSTER_KEY, i + len(_CLUSTER_KEY)) >= 0:
+        return None
+    return _CLUSTER_RE.match(raw, i)
+
+
+def _whole_object(raw: bytes) -> bool:
+    """A cheap sign that a line is one whole JSON object (a cut line is the usual damage): it may vote for
+    its cluster's category without a full parse."""
+    body = raw.strip()
+    return body[:1] == b"{" and body[-1:] == b"}"
 _LITERAL = re.compile(r'^"(.*)"(@[A-Za-z-]+)?$', re.S)  # N-Triples style "value"@en in some crawls
 
 
@@ -114,8 +125,10 @@ def load_category_map(path) -> CategoryMap:
                 parts = line.split("\t")
                 cid = parse_cluster_id(parts[0]) if len(parts) == 2 else None
                 category = parts[1].strip() if len(parts) == 2 else ""
-                if cid is None or not category:
-                    report["header_rows" if lineno == 1 and len(parts) == 2 else "bad_map_row"] += 1
+                # the names the reader gives offers without a category are not categories a map can name
+                reserved = category in (NOT_IN_MAP, NO_CATEGORY_NAME) or category.lower() in _NO_CATEGORY
+                if cid is None or not category or reserved:
+                    report["header_rows" if lineno == 1 and len(parts) == 2 and not reserved else "bad_map_row"] += 1
                     continue
                 if pairs.setdefault(cid, category) != category:
                     report["conflicting_map_row"] += 1  # first row wins
@@ -385,14 +398,16 @@ def count_pairs(cids: np.ndarray, codes: np.ndarray, votes: np.ndarray) -> tuple
 
 def _read_by_field(lines, rows: MemberRows, batch_lines: int):
     """Field mode: cluster id and category read from the raw bytes; only kept offers are parsed."""
-    counts, cluster_at, category_at = rows.counts, _CLUSTER_RE.match, _CATEGORY_RE.match
+    counts, category_at = rows.counts, _CATEGORY_RE.match
     vote_cid, vote_code, keep_code, by_bytes = rows.vote_cid, rows.vote_code, rows.keep_code, rows.by_bytes
     for raw in lines:
-        i, j = raw.find(_CLUSTER_KEY), raw.find(_CATEGORY_KEY)
-        m = cluster_at(raw, i) if i >= 0 else None
+        j = raw.find(_CATEGORY_KEY)
+        m = _cluster_match(raw)
         c = category_at(raw, j) if j >= 0 else None
-        # no usable pattern, a second "category" key (keyValuePairs) or an escaped value: full parse
-        if m is None or (j >= 0 and (c is None or raw.find(_CATEGORY_KEY, j + 10) >= 0)):
+        # no usable pattern, a second "category" key (keyValuePairs) or an escaped value, or a line that is
+        # not one whole object (a cut line must not vote for its cluster's category): full parse
+        if (m is None or (j >= 0 and (c is None or raw.find(_CATEGORY_KEY, j + 10) >= 0))
+                or not _whole_object(raw)):
             if not raw.strip() and raw is not OVERLONG_LINE:
                 counts["empty_line"] += 1
                 continue

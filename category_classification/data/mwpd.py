@@ -7,8 +7,9 @@ model text ends with the shop's breadcrumb (`CategoryText`), by text.offer_text'
 
 from __future__ import annotations
 
-import gzip
 import json
+import sys
+import zlib
 from collections import Counter
 
 from category_classification.core.cli import UserError, require_file
@@ -48,24 +49,44 @@ def gs1_label(offer: dict, level: str) -> str | None:
     return (name or code).strip()
 
 
-def _open_lines(path):
-    with open(path, "rb") as fh:
-        gz = fh.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gz else open(path, "rb")
+def file_lines(path, counts: Counter | None = None) -> list[bytes]:
+    """The raw lines of an MWPD file (JSON lines, plain or gzip; one JSON array works too). A damaged or
+    cut gzip file keeps the lines read before the damage and is counted as `corrupt_file`; a line over
+    lspc.MAX_LINE_BYTES comes back as lspc.OVERLONG_LINE (parse_json_object counts it)."""
+    from category_classification.data.lspc import _gunzip_lines, _zlib
 
-
-def _file_lines(path) -> list[bytes]:
     path = require_file(path, "MWPD file")
+    counts = Counter() if counts is None else counts
     try:
-        with _open_lines(path) as fh:
-            data = fh.read()
-    except (OSError, EOFError) as exc:
-        raise UserError(f"cannot read MWPD file {path}: {exc}") from None
+        with open(path, "rb") as fh:
+            gz = fh.read(2) == b"\x1f\x8b"
+            fh.seek(0)
+            if gz:
+                inner: Counter = Counter()  # the lines are counted by the caller
+                lines = []
+                try:
+                    lines.extend(_gunzip_lines(fh, inner))
+                except (zlib.error, _zlib.error, EOFError) as exc:
+                    inner["corrupt_member"] += 1
+                    print(f"WARNING: {path}: damaged gzip data ({exc}); kept the {len(lines):,} lines before it",
+                          file=sys.stderr, flush=True)
+                if inner["corrupt_member"]:
+                    counts["corrupt_file"] += 1
+                data = None
+            else:
+                data = fh.read()
+                lines = None
+    except OSError as exc:
+        raise UserError(f"cannot read MWPD file {path}: {exc.strerror or exc}") from None
+    if data is None:
+        if not lines or lines[0].lstrip()[:1] != b"[":
+            return lines
+        data = b"\n".join(lines)
     stripped = data.lstrip()
     if stripped[:1] == b"[":  # one JSON array instead of JSON lines
         try:
             return [json.dumps(o).encode() for o in json.loads(stripped)]
-        except ValueError:
+        except (ValueError, RecursionError):
             pass  # fall back to line by line, so the bad lines are counted
     return data.splitlines()
 
@@ -80,7 +101,7 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
     from category_classification.data.records import OfferRecord
 
     counts = Counter() if counts is None else counts
-    for n, raw in enumerate(_file_lines(path), 1):
+    for n, raw in enumerate(file_lines(path, counts), 1):
         counts["lines_read"] += 1
         offer = parse_json_object(raw, counts)
         if offer is None:

@@ -193,7 +193,9 @@ def write_results(out_dir, model_name: str, config: Mapping, split_metrics: Mapp
                "config": dict(config), **{k: dict(v) for k, v in split_metrics.items()}}
     if extra:
         payload.update(extra)
-    (out / "metrics.json").write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    from category_classification.core.artifacts import write_text_atomic
+
+    write_text_atomic(out / "metrics.json", json.dumps(payload, indent=2, default=str) + "\n")
 
     for split, m in split_metrics.items():
         plot_confusion_matrix(m["confusion_matrix"], label_names, out / f"confusion_matrix_{split}.png",

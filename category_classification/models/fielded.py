@@ -82,10 +82,24 @@ class FieldedConfig:
     def __post_init__(self):
         if self.class_weight == "none":  # the flag's spelling of "no weighting"
             self.class_weight = None
+        for name in ("C", "category_weight", "url_weight", "prune_below"):
+            v = getattr(self, name)
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+            if not ok or v < 0 or (name == "C" and v == 0):
+                raise UserError(f"--{name} must be a {'positive' if name == 'C' else 'non-negative'} number, got {v!r}")
+        for name, lo, hi in (("max_iter", 1, 10**9), ("seed", 0, 2**32 - 1)):
+            v = getattr(self, name)
+            if not (isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi):
+                raise UserError(f"--{name} must be a whole number between {lo} and {hi}, got {v!r}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "FieldedConfig":
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        if not isinstance(d, dict):
+            raise UserError(f"the fielded model's config must be a JSON object, got {type(d).__name__}")
+        try:
+            return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        except TypeError as exc:
+            raise UserError(f"the fielded model's config is damaged: {exc}") from None
 
 
 class FieldedVectorizer:
@@ -149,6 +163,9 @@ class FieldedLinear:
 
         cfg = self.config
         for lv in self.levels:
+            if len(self.level_labels[lv]) < 2:
+                raise UserError(f"{lv}: the training offers hold {len(self.level_labels[lv])} class(es); a "
+                                "classifier needs at least two")
             missing = sorted(set(range(len(self.level_labels[lv]))) - set(np.unique(y[lv]).tolist()))
             if missing:  # score columns must line up with labels
                 names = ", ".join(self.level_labels[lv][i] for i in missing[:10])

@@ -73,7 +73,15 @@ class HierarchicalLinear:
         return level_marginals(post, self.paths, LEVELS.index(level), len(self.level_labels[level]))
 
     def save(self, model_dir, **info) -> Path:
-        d = Path(model_dir)
+        """Staged inside `model_dir` and moved into place file by file, as LinearTextClassifier.save."""
+        import os
+
+        from category_classification.models.encoder_io import remove_stale_stages
+        from category_classification.training.loop import publish_dir
+
+        out = Path(model_dir)
+        remove_stale_stages(out, ".save-")
+        d = out / f".save-{os.getpid()}"
         d.mkdir(parents=True, exist_ok=True)
         level_files = []  # each level's arrays and vocabulary, so the registry checks them too
         for lv in LEVELS:
@@ -85,7 +93,7 @@ class HierarchicalLinear:
         write_model_info(d, KIND, self.level_labels["lvl1"], levels=list(LEVELS), mode=self.mode,
                          level_labels=self.level_labels, config=asdict(self.config), level_files=level_files,
                          **info)
-        return d
+        return publish_dir(d, out)
 
 
 def load_hierarchical(model_dir) -> HierarchicalLinear:

@@ -108,7 +108,7 @@ class LinearConfig:
             if not (len(lo_hi) == 2 and all(whole(v, 1, 20) for v in lo_hi) and lo_hi[0] <= lo_hi[1]):
                 raise UserError(f"--{name} must be two whole numbers MIN <= MAX between 1 and 20, got {lo_hi}")
         for name, lo, hi in (("hash_bits", 8, 26), ("char_min_df", 1, 10**9), ("max_iter", 1, 10**9),
-                             ("other_min_size", 0, 10**9), ("embed_seq_len", 1, 10**6)):
+                             ("other_min_size", 0, 10**9), ("embed_seq_len", 1, 10**6), ("seed", 0, 2**32 - 1)):
             if not whole(getattr(self, name), lo, hi):
                 raise UserError(f"--{name} must be a whole number between {lo} and {hi}, got {getattr(self, name)!r}")
         for name in ("C", "other_weight"):
@@ -344,8 +344,22 @@ class LinearTextClassifier:
         return self.decision_scores(texts).argmax(axis=1)
 
     def save(self, model_dir, **info) -> Path:
-        d = Path(model_dir)
+        """Write the model into a folder inside `model_dir`, then move each file into place by a rename
+        (training/loop.publish_dir): a run killed while saving leaves the previous model whole, and files
+        of `model_dir` that are not the model's are left alone."""
+        import os
+
+        from category_classification.models.encoder_io import remove_stale_stages
+        from category_classification.training.loop import publish_dir
+
+        out = Path(model_dir)
+        remove_stale_stages(out, ".save-")
+        d = out / f".save-{os.getpid()}"
         d.mkdir(parents=True, exist_ok=True)
+        self._write(d, **info)
+        return publish_dir(d, out)
+
+    def _write(self, d: Path, **info) -> None:
         (d / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
         # Most hashed columns never occur in training: store the weights sparse (tfidf ones all do: no loss).
         nz = np.flatnonzero(np.any(self.weights != 0, axis=1))
@@ -373,7 +387,6 @@ class LinearTextClassifier:
             info = {"class_subclasses": self.class_subclasses, **info}
         write_model_info(d, "linear", self.labels, temperature=self.temperature, weights=weights,
                          classes_without_training_examples=self.classes_without_training_examples, **info)
-        return d
 
 
 def decide(parts, n: int, n_labels: int, other: int, bias: float) -> np.ndarray:
