@@ -6,16 +6,19 @@
 POST /predict {"titles": [...], "top_k": k, "threshold": t?} (models that predict GS1 levels add "levels" to
 each prediction, as predict.py does); GET /health; GET /model. Requests that
 arrive within --max_wait_ms of each other run as one model batch of up to --max_batch titles; a blank title
-gets {"error": ..., "label": null}, and a request the model fails on fails alone (docs/reliability.md).
+(or one that is not a string, or is over --max_chars) gets {"error": ..., "label": null} in its place, and a
+request the model fails on fails alone (docs/reliability.md).
 """
 
 import argparse
 import asyncio
+import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -39,7 +42,8 @@ class ServiceLimits:
 
 
 class PredictRequest(BaseModel):
-    titles: list[str] = Field(description="offer titles (title + description works too)")
+    # Any item type: a title that is not a string gets its own error in its place, never the whole request's
+    titles: list[Any] = Field(description="offer titles (title + description works too)")
     top_k: int = Field(1, ge=1, le=1000, description="labels with probabilities to return per title")
     threshold: float | None = Field(None, ge=0.0, le=1.0, description="below it the label is null")
 
@@ -132,10 +136,11 @@ class BodyLimit:
     refused as soon as they pass the limit.
     """
 
-    def __init__(self, app, max_bytes: int, hint: str = ""):
+    def __init__(self, app, max_bytes: int, hint: str = "", body_timeout_s: float = 30.0):
         self.app = app
         self.max_bytes = int(max_bytes)
         self.hint = hint
+        self.body_timeout_s = float(body_timeout_s)  # a body that stalls this long gets 408, its socket freed
 
     def _error(self, size: str) -> HTTPException:
         return HTTPException(status_code=413, detail=f"request body of {size} bytes is over the limit of "
@@ -152,7 +157,10 @@ class BodyLimit:
 
         async def counted_receive():
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+            except asyncio.TimeoutError:
+                raise HTTPException(status_code=408, detail=f"no request body for {self.body_timeout_s:.0f} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -161,6 +169,15 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def title_problem(title, max_chars: int) -> str | None:
+    """Why one title of a request cannot be classified, or None."""
+    if not isinstance(title, str):
+        return "title is not a string"
+    if len(title) > max_chars:
+        return f"title has {len(title)} characters; the limit is {max_chars} per title"
+    return text_problem(title)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -172,7 +189,8 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits: ServiceLimits | None = None,
-               threshold: float | None = None, model_info: dict | None = None) -> FastAPI:
+               threshold: float | None = None, model_info: dict | None = None,
+               body_timeout_s: float = 30.0) -> FastAPI:
     """The FastAPI app around a loaded predictor (see predictors.load_predictor)."""
     limits = limits or ServiceLimits()
     # predictor.scores: the same model output predictor.predict formats, so the service returns what predict.py
@@ -189,7 +207,7 @@ def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits:
     app = FastAPI(title="offer category classifier", lifespan=lifespan)
     app.state.batcher = batcher
 
-    app.add_middleware(BodyLimit, max_bytes=limits.body_bytes(), hint=(
+    app.add_middleware(BodyLimit, max_bytes=limits.body_bytes(), body_timeout_s=body_timeout_s, hint=(
         f"at most {limits.max_items} titles of {limits.max_chars} characters"))
 
     @app.exception_handler(RequestValidationError)
@@ -212,14 +230,10 @@ def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits:
         if len(req.titles) > limits.max_items:
             return JSONResponse(status_code=413, content={
                 "detail": f"{len(req.titles)} titles in one request; the limit is {limits.max_items}"})
-        too_long = [i for i, t in enumerate(req.titles) if len(t) > limits.max_chars]
-        if too_long:
-            return JSONResponse(status_code=413, content={
-                "detail": f"title {too_long[0]} has {len(req.titles[too_long[0]])} characters; "
-                          f"the limit is {limits.max_chars} per title"})
-        # The one text rule of data/text.py: a blank title gets its own error, a lone surrogate or a control
-        # character is cleaned, so no title can fail the batch it shares with other requests.
-        problems = [text_problem(t) for t in req.titles]
+        # The one text rule of data/text.py: a blank title, one that is not a string or one over --max_chars
+        # gets its own error in its place; a lone surrogate or a control character is cleaned, so no title
+        # can fail its request or the batch it shares with other requests.
+        problems = [title_problem(t, limits.max_chars) for t in req.titles]
         texts = [model_text(t) for t, bad in zip(req.titles, problems) if not bad]
         try:
             scores = await batcher.submit(texts) if texts else None
@@ -249,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps (torch models)")
     p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="ONNX directories only")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
-    p.add_argument("--log_level", default="warning")
+    p.add_argument("--body_timeout_s", type=float, default=30.0,
+                   help="a request whose body stalls this long gets 408 and its connection is freed")
+    p.add_argument("--log_level", default="warning", choices=("critical", "error", "warning", "info", "debug", "trace"))
     return p
 
 
@@ -261,16 +277,41 @@ def main(argv=None):
 
     if args.max_batch < 1 or args.max_items < 1 or args.max_chars < 1:
         raise UserError("--max_batch, --max_items and --max_chars must be at least 1")
+    if not 0 <= args.max_wait_ms <= 10_000:  # nan and inf fail this too; an endless wait hangs every request
+        raise UserError(f"--max_wait_ms must be between 0 and 10000, got {args.max_wait_ms}")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise UserError(f"--threshold is a probability between 0 and 1, got {args.threshold}")
+    if not 0 < args.body_timeout_s <= 3600:
+        raise UserError(f"--body_timeout_s must be between 0 and 3600 seconds, got {args.body_timeout_s}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535, got {args.port}")
+    sock = bind(args.host, args.port)  # before the model loads: a taken port or a wrong host costs nothing
     predictor = load_predictor(args.model, device=args.device, batch_size=args.max_batch,
                                precision=args.precision, threads=args.threads)
     predictor.scores(["warm-up title"])  # first call allocates; keep it out of the first request
     app = create_app(predictor, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                      limits=ServiceLimits(args.max_items, args.max_chars), threshold=args.threshold,
-                     model_info={"training": training_figures(args.model)})
+                     model_info={"training": training_figures(args.model)}, body_timeout_s=args.body_timeout_s)
+    host, port = sock.getsockname()[:2]
     print(f"serving {args.model} ({predictor.describe()['kind']}, {predictor.runtime}) on "
-          f"http://{args.host}:{args.port}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+          f"http://{host}:{port}", file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=10)
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound now: a port in use or an address this machine lacks is one line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(2048)
+    except (OSError, OverflowError) as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {getattr(exc, 'strerror', None) or exc}") from None
+    return sock
 
 
 def cli() -> int:

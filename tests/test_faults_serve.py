@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from category_classification.core.cli import run
 from category_classification.inference.predictors import Predictor, load_predictor
 from category_classification.serve import MicroBatcher, create_app
 from predict_fixtures import LABELS, make_linear
@@ -24,22 +25,23 @@ def client(tmp_path_factory):
         yield c
 
 
-@pytest.mark.parametrize("body,status", [
-    (b'{"titles": ["\\ud800"]}', 200),  # a lone surrogate escape, as crawled JSON holds
-    (b'{"titles": ["gold ring \\udfff"]}', 200),
-    ('{"titles": ["gold \ud800 ring"]}'.encode("utf-8", "surrogatepass"), 200),  # the same as raw bytes
-    (b'{"titles": ["gold \xff\xfe ring"]}', 400),  # not UTF-8
-    (b'{"titles": ["x' + b"y" * (1 << 20) + b'"]}', 413),  # 1 MB
-    (b'{"titles": [null]}', 422),
-    (b'{"titles": [["gold ring"]]}', 422),
-    (b'{"titles": {"a": 1}}', 422),
-    (b'{"titles": [' + b"[" * 5000 + b"]" * 5000 + b"]}", 400),  # nested past the parser's depth
+@pytest.mark.parametrize("body,status,error", [
+    (b'{"titles": ["\\ud800"]}', 200, None),  # a lone surrogate escape, as crawled JSON holds
+    (b'{"titles": ["gold ring \\udfff"]}', 200, None),
+    ('{"titles": ["gold \ud800 ring"]}'.encode("utf-8", "surrogatepass"), 200, None),  # the same as raw bytes
+    (b'{"titles": ["gold \xff\xfe ring"]}', 400, None),  # not UTF-8
+    (b'{"titles": ["x' + b"y" * (1 << 20) + b'"]}', 200, "limit is 2000"),  # 1 MB: that title's own error
+    (b'{"titles": [null]}', 200, "not a string"),
+    (b'{"titles": [["gold ring"]]}', 200, "not a string"),
+    (b'{"titles": {"a": 1}}', 422, None),
+    (b'{"titles": [' + b"[" * 5000 + b"]" * 5000 + b"]}", 400, None),  # nested past the parser's depth
 ])
-def test_poison_requests_get_their_own_answer_and_the_service_goes_on(client, body, status):
+def test_poison_requests_get_their_own_answer_and_the_service_goes_on(client, body, status, error):
     r = client.post("/predict", content=body, headers=JSON)
     assert r.status_code == status, r.text
     if status == 200:
-        assert r.json()["predictions"][0]["label"] in LABELS
+        first = r.json()["predictions"][0]
+        assert (error in first["error"] and first["label"] is None) if error else first["label"] in LABELS
     good = client.post("/predict", json={"titles": ["gold silver ring pendant"]})
     assert good.status_code == 200 and good.json()["predictions"][0]["label"] == "Jewelry"
     assert client.get("/health").json()["status"] == "ok"
@@ -111,3 +113,82 @@ def test_eight_clients_one_sending_poison(tmp_path):
         assert all(all(r) for r in results[1:])
         assert c.get("/health").json()["status"] == "ok"
         assert "model failed on this request" in c.post("/predict", json={"titles": ["boom"]}).json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def linear_dir(tmp_path_factory):
+    return make_linear(tmp_path_factory.mktemp("serve_cli") / "linear")
+
+
+@pytest.mark.parametrize("flags,words", [(["--threshold", "nan"], "--threshold"), (["--threshold", "5"], "--threshold"),
+                                         (["--max_wait_ms", "inf"], "--max_wait_ms"), (["--port", "99999"], "--port"),
+                                         (["--host", "999.1.1.1"], "cannot listen"), (["--body_timeout_s", "0"], "--body_timeout_s")])
+def test_impossible_service_flags_are_one_line(linear_dir, capsys, flags, words):
+    from category_classification import serve
+
+    assert run(serve.main, ["--model", str(linear_dir), *flags]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x]
+    assert len(err) == 1 and err[0].startswith("error: ") and words in err[0], err
+
+
+def test_a_port_in_use_is_one_line(linear_dir, capsys):
+    import socket
+
+    from category_classification import serve
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        assert run(serve.main, ["--model", str(linear_dir), "--port", str(taken.getsockname()[1])]) == 2
+    finally:
+        taken.close()
+    assert "cannot listen" in capsys.readouterr().err
+
+
+def test_a_stalled_body_gets_408_and_a_nan_metric_never_breaks_model(linear_dir, tmp_path):
+    import json as _json
+    import os
+    import re
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    model = tmp_path / "m"
+    shutil.copytree(linear_dir, model)
+    (model / "metrics.json").write_text('{"validation": {"macro_f1": NaN, "accuracy": 0.9}}', encoding="utf-8")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "category_classification.serve", "--model", str(model),
+                             "--port", "0", "--body_timeout_s", "1"], stderr=subprocess.PIPE, text=True,
+                            cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        line = proc.stderr.readline()
+        port = int(re.search(r":(\d+)\s*$", line).group(1))
+        assert port > 0, line
+        for _ in range(100):  # until uvicorn answers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{\"titles\": [")
+        answer = stalled.recv(4096).decode()
+        stalled.close()
+        assert answer.startswith("HTTP/1.1 408"), answer
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        conn.sendall(b"GET /model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        got = b""
+        while chunk := conn.recv(65536):
+            got += chunk
+        conn.close()
+        head, body = got.decode().split("\r\n\r\n", 1)
+        assert head.startswith("HTTP/1.1 200"), head
+        assert _json.loads(body)["training"]["validation"]["macro_f1"] is None
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -249,7 +249,19 @@ def training_figures(model_dir) -> dict:
         if key in m:
             out["train_seconds"] = m[key]
             break
-    return out
+    return _json_safe(out)
+
+
+def _json_safe(obj):
+    """Figures as strict JSON holds them: a NaN or infinite value (a damaged or hand-edited metrics.json)
+    becomes null, a value that is not a plain number or string is dropped."""
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items() if isinstance(v, (dict, str, int, float, type(None)))}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def model_size_bytes(paths) -> int:
