@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
-    check_model_out(args.out, [*args.models, args.data])
+    check_model_out(args.out, [*args.models, args.data], kinds=("ensemble",))
     from category_classification.inference.ensemble import write_ensemble
     from category_classification.inference.predictors import load_predictor
 

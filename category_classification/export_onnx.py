@@ -31,18 +31,24 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
-    check_model_out(args.out, [args.model, args.check_data])
-    from category_classification.inference.onnx_export import export_onnx, parity, write_parity
+    if not 14 <= args.opset <= 21:  # what torch's exporter writes and onnxruntime runs
+        raise UserError(f"--opset must be between 14 and 21, got {args.opset}")
+    if args.batch_size < 1 or args.check_limit < 0:
+        raise UserError("--batch_size must be at least 1 and --check_limit at least 0")
+    check_model_out(args.out, [args.model, args.check_data], kinds=("onnx",))
+    from category_classification.inference.onnx_export import export_staged, parity, write_parity
     from category_classification.inference.predictors import load_predictor
 
-    info = export_onnx(args.model, args.out, quantize=args.quantize, opset=args.opset)
-    print(f"{args.out}: kind onnx from {info['source_kind']}, files {info['files']}")
-    if args.check_data:
+    split = None
+    if args.check_data:  # read before the export: a wrong dataset or split costs nothing
         from category_classification.data.dataset_dir import get_split, load_dataset_dir
 
         split = get_split(load_dataset_dir(args.check_data), args.check_split)
         if args.check_limit:
             split = split.select(range(min(args.check_limit, len(split))))
+    info = export_staged(args.model, args.out, quantize=args.quantize, opset=args.opset)
+    print(f"{args.out}: kind onnx from {info['source_kind']}, files {info['files']}")
+    if split is not None:
         torch_pred = load_predictor(args.model, batch_size=args.batch_size)
         onnx_preds = {p: load_predictor(args.out, batch_size=args.batch_size, precision=p) for p in info["files"]}
         report = parity(torch_pred, onnx_preds, split["text"], split["label"])

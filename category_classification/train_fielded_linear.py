@@ -142,7 +142,7 @@ def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    check_model_out(args.out, [args.data, args.validation])
+    check_model_out(args.out, [args.data, args.validation], kinds=("fielded_linear",))
     levels = LEVEL_SETS[args.label_level]
     cfg = dataclass_from_args(FieldedConfig, args)
     if args.refit and not args.validation:

@@ -251,7 +251,7 @@ def train_hierarchy(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    check_model_out(args.out, [args.data])
+    check_model_out(args.out, [args.data], kinds=("linear", "hierarchical_linear"))
     if args.other_bias not in ("cv", "auto"):
         try:
             finite = math.isfinite(float(args.other_bias))

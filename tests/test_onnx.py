@@ -88,3 +88,57 @@ def test_export_script_with_parity_check(tmp_path, capsys):
     linear_like.mkdir()
     (linear_like / "category_model.json").write_text(json.dumps({"kind": "linear", "labels": LABELS}))
     assert run(export_script.main, ["--model", str(linear_like), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_export_never_replaces_another_model_and_leaves_no_stale_files(tmp_path, capsys):
+    from predict_fixtures import make_linear
+
+    enc, bert = make_encoder(tmp_path / "enc", seed=2), make_hf(tmp_path / "bert")
+    victim = make_linear(tmp_path / "victim_linear")
+    before = (victim / "category_model.json").read_bytes()
+    assert run(export_script.main, ["--model", str(enc), "--out", str(victim)]) == 2
+    assert "holds a linear model" in capsys.readouterr().err
+    assert (victim / "category_model.json").read_bytes() == before and not (victim / "model.onnx").exists()
+    # an earlier export of another model, with int8 and a parity report: re-exported without int8, nothing
+    # of the old export stays behind to describe a model that is no longer there; a user's file stays
+    data = make_dataset(tmp_path / "data")
+    out = tmp_path / "y"
+    assert run(export_script.main, ["--model", str(enc), "--out", str(out), "--quantize", "int8",
+                                    "--check_data", str(data)]) == 0
+    (out / "notes.md").write_text("mine", encoding="utf-8")
+    assert run(export_script.main, ["--model", str(bert), "--out", str(out)]) == 0
+    assert not (out / "model.int8.onnx").exists() and not (out / "parity.json").exists()
+    assert read_model_info(out)["source_dir"] == str(bert) and (out / "notes.md").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if ".save-" in p.name]
+
+
+def test_export_killed_midway_leaves_the_earlier_export_whole(tmp_path, monkeypatch):
+    import category_classification.inference.onnx_export as onnx_export
+
+    enc, bert = make_encoder(tmp_path / "enc", seed=3), make_hf(tmp_path / "bert")
+    out = tmp_path / "y"
+    assert run(export_script.main, ["--model", str(bert), "--out", str(out), "--quantize", "int8"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    class Killed(BaseException):
+        pass
+
+    def die(*_a, **_k):
+        raise Killed()
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", die)
+    with pytest.raises(Killed):
+        export_script.main(["--model", str(enc), "--out", str(out), "--quantize", "int8"])
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("flags,words", [(["--opset", "5"], "--opset"), (["--opset", "99"], "--opset"),
+                                         (["--batch_size", "0"], "--batch_size"), (["--check_limit", "-1"], "--check_limit"),
+                                         (["--check_data", "/nonexistent"], "nonexistent")])
+def test_export_flag_errors_come_before_any_work(tmp_path, capsys, flags, words):
+    enc = make_encoder(tmp_path / "enc", seed=4)
+    out = tmp_path / "o"
+    assert run(export_script.main, ["--model", str(enc), "--out", str(out), *flags]) == 2
+    err = [x for x in capsys.readouterr().err.splitlines() if x]
+    assert len(err) == 1 and words in err[0], err
+    assert not out.exists()

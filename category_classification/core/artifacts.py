@@ -50,10 +50,11 @@ def _is_inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
-def check_model_out(out, inputs=()) -> Path:
+def check_model_out(out, inputs=(), kinds=None) -> Path:
     """Refuse, before any work, a model --out that would lose something: a file, a folder that is or holds an
     input (the dataset, a member model), a folder holding files no trainer of ours wrote (ours: a model
-    folder, or a run's checkpoints to resume from), or one that cannot be written. Returns it as a Path."""
+    folder, or a run's checkpoints to resume from), a model folder of a kind this tool does not write
+    (`kinds`: an export never replaces a trained model), or one that cannot be written. Returns it as a Path."""
     import tempfile
 
     out = Path(out)
@@ -68,6 +69,14 @@ def check_model_out(out, inputs=()) -> Path:
                 or any(_our_leftover(p.name) for p in out.iterdir()))
         if not ours:
             raise UserError(f"--out {out} holds files a trainer did not write; name a new or empty folder")
+        if kinds is not None and (out / MODEL_INFO).is_file():
+            try:
+                found = json.loads((out / MODEL_INFO).read_text(encoding="utf-8")).get("kind")
+            except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+                found = None
+            if found not in kinds:
+                raise UserError(f"--out {out} holds a {found or 'damaged'} model, which this tool does not write "
+                                f"({' / '.join(kinds)}); name a new or empty folder")
     probe = out.resolve()
     while not probe.exists():  # nothing is created here: a run that stops on a later error leaves no folder
         probe = probe.parent

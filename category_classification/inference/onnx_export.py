@@ -96,6 +96,29 @@ def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OP
     return read_model_info(out)
 
 
+def export_staged(model_dir, out_dir, **kwargs) -> dict:
+    """`export_onnx` into a folder beside `out_dir`, then each file moved in by a rename
+    (training/loop.publish_dir): a run killed mid-export leaves the earlier export whole, never an fp32 file
+    of one model beside an int8 file of another; the files of an earlier export the new one lacks (its
+    int8 file, its parity report) are removed, a user's own files kept."""
+    import os
+
+    from category_classification.training.loop import publish_dir
+
+    out = Path(out_dir)
+    stage = out.absolute().parent / f".{out.name}.save-{os.getpid()}"
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        export_onnx(model_dir, stage, **kwargs)
+        stale = [f for f in (INT8_FILE, "parity.json") if not (stage / f).exists()]
+        publish_dir(stage, out)
+        for f in stale:  # after the new model info is in place: it no longer names them
+            (out / f).unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return read_model_info(out)
+
+
 def quantize_int8(fp32_path, int8_path) -> Path:
     """Dynamic int8 quantization of the weights (activations quantized per batch at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

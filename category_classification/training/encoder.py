@@ -125,7 +125,7 @@ def setup(cfg: EncoderTrainConfig):
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed)
-    out = check_model_out(cfg.out, [cfg.data])
+    out = check_model_out(cfg.out, [cfg.data], kinds=("encoder",))
     return SimpleNamespace(cfg=cfg, dist=dist_info, device=device, out=out, ckpt_dir=out / "checkpoints",
                            log=print if dist_info.is_main else (lambda *a, **k: None))
 

@@ -380,7 +380,7 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
     check_optimizer(cfg.optim, device)
     check_4bit(cfg.load_in_4bit, device)
     cfg = settle_config(cfg, log)
-    out = check_model_out(cfg.out, [cfg.data])
+    out = check_model_out(cfg.out, [cfg.data], kinds=("hf_sequence_classification",))
     data = load_splits(cfg)
     labels, splits = data["labels"], data["splits"]
     cfg.eval_steps = eval_steps_for(cfg, len(splits["train"]))
