@@ -31,7 +31,8 @@ def test_predict_structure_for_every_kind(models, kind):
     assert probs.shape == (5, len(LABELS))
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     out = p.predict(texts, top_k=3)
-    for row, pr in zip(out, probs):
+    assert out[1] == {"error": "blank text", "label": None}  # the text rule of predict.py and serve.py
+    for row, pr in [(r, x) for i, (r, x) in enumerate(zip(out, probs)) if i != 1]:
         assert row["label"] == LABELS[int(pr.argmax())]
         assert row["score"] == pytest.approx(float(pr.max()), abs=1e-6)
         assert [t["label"] for t in row["top_k"]][0] == row["label"]

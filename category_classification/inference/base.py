@@ -11,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from category_classification.core.artifacts import text_settings
+from category_classification.data.text import model_text, text_problem
 
 
 def softmax(z: np.ndarray) -> np.ndarray:
@@ -66,8 +67,14 @@ class Predictor:
 
     def predict(self, texts: Sequence[str], top_k: int = 1, threshold: float | None = None) -> list[dict]:
         """Per text: {"label", "score", "top_k": [{"label", "prob"}, ...], ["levels"]}; label None when
-        score < threshold."""
-        return self.format(self.scores(list(texts)), top_k=top_k, threshold=threshold)
+        score < threshold. The text rule of predict.py and serve.py applies here too: a text that is not a
+        string or is blank gets {"error": reason, "label": None} in its place, the others are cleaned
+        (data/text.model_text), so one bad text never fails the call."""
+        texts = list(texts)
+        problems = [text_problem(t) for t in texts]
+        good = [model_text(t) for t, bad in zip(texts, problems) if not bad]
+        rows = iter(self.format(self.scores(good), top_k=top_k, threshold=threshold) if good else [])
+        return [{"error": bad, "label": None} if bad else next(rows) for bad in problems]
 
     def format(self, scores: np.ndarray | LevelScores, top_k: int = 1, threshold: float | None = None) -> list[dict]:
         levels = scores.levels if isinstance(scores, LevelScores) else None
