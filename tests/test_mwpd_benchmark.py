@@ -87,7 +87,8 @@ def test_transformer_kinds_share_one_fine_tune_per_task(tmp_path, monkeypatch):
     assert set(info) == {"lvl1", "lvl2", "lvl3", "six"}
     assert all(i["device"] == "cpu" and i["predict_offers_per_s"] > 0 and i["linear_seconds"] >= 0
                for i in info.values())
-    assert ens["train_seconds"] >= sum(i["train_seconds"] for i in info.values())
+    # rounded to 0.1 s over the tasks: on a tiny fit the linear halves can add less than the rounding takes
+    assert ens["train_seconds"] >= sum(i["train_seconds"] for i in info.values()) - 0.05
 
 
 def test_merged_model_check_allows_bf16_rounding_only():
