@@ -214,7 +214,7 @@ def create_app(predictor, max_batch: int = 64, max_wait_ms: float = 5.0, limits:
     async def invalid_request(request: Request, exc: RequestValidationError):
         return JSONResponse(status_code=422, content={"detail": _validation_message(exc)})
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # HEAD: load balancers' health checks
     async def health():
         return {"status": "ok", "uptime_s": round(time.time() - started, 1), **batcher.stats}
 

@@ -50,6 +50,7 @@ def test_predict_matches_the_predictor(client, linear_dir):
 def test_health_and_model(client):
     h = client.get("/health").json()
     assert h["status"] == "ok"
+    assert client.head("/health").status_code == 200
     m = client.get("/model").json()
     assert m["kind"] == "linear" and m["labels"] == LABELS
     assert m["training"]["validation"]["macro_f1"] == 0.9 and m["training"]["train_seconds"] == 1.5
