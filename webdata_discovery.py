@@ -14,7 +14,6 @@ import multiprocessing as mp
 import os
 import sys
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from category_classification.core.cli import UserError, run
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from category_classification.core.artifacts import check_model_out
-from category_classification.core.cli import UserError, add_dataclass_args, dataclass_from_args, require_file, run
+from category_classification.core.cli import UserError, add_dataclass_args, dataclass_from_args, run
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
 from category_classification.data.text import clean, text_problem

@@ -3,7 +3,6 @@ is deleted or overwritten, a damaged file costs only what it damages, a bad line
 impossible flag is one line with exit 2."""
 
 import gzip
-import io
 import json
 import zipfile
 from pathlib import Path
