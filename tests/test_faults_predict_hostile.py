@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from category_classification import predict as predict_script
-from category_classification.core.cli import UserError, run
+from category_classification.core.cli import UserError
 from category_classification.inference.batch import MAX_LINE_BYTES, partial_path
 from predict_fixtures import make_linear
+from test_faults_predict import _one_error_line, _predict, _rows
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,19 +26,6 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def linear(tmp_path_factory):
     return make_linear(tmp_path_factory.mktemp("hostile") / "linear")
-
-
-def _predict(model, *args):
-    return run(predict_script.main, ["--model", str(model), "--no_progress", *map(str, args)])
-
-
-def _rows(path):
-    return [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines()]
-
-
-def _one_error_line(err: str, words: str):
-    lines = [x for x in err.strip().splitlines() if x]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], err
 
 
 def _offer(title, **kw):
