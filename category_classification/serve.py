@@ -140,7 +140,7 @@ class BodyLimit:
         self.app = app
         self.max_bytes = int(max_bytes)
         self.hint = hint
-        self.body_timeout_s = float(body_timeout_s)  # a body that stalls this long gets 408, its socket freed
+        self.body_timeout_s = float(body_timeout_s)  # a body not complete in this time gets 408, its socket freed
 
     def _error(self, size: str) -> HTTPException:
         return HTTPException(status_code=413, detail=f"request body of {size} bytes is over the limit of "
@@ -153,14 +153,20 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             exc = self._error(declared.decode())
             return await JSONResponse(status_code=413, content={"detail": exc.detail})(scope, receive, send)
-        received = 0
+        received, deadline, body_done = 0, None, False
 
         async def counted_receive():
-            nonlocal received
+            nonlocal received, deadline, body_done
+            if body_done:  # after the body (a wait for the client to disconnect): no deadline
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if deadline is None:  # one deadline for the whole body: a trickle of bytes does not renew it
+                deadline = loop.time() + self.body_timeout_s
             try:
-                message = await asyncio.wait_for(receive(), self.body_timeout_s)
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
             except asyncio.TimeoutError:
-                raise HTTPException(status_code=408, detail=f"no request body for {self.body_timeout_s:.0f} s") from None
+                raise HTTPException(status_code=408, detail=f"the request body took over {self.body_timeout_s:g} s") from None
+            body_done = message["type"] != "http.request" or not message.get("more_body", False)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -264,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "int8"), default=None, help="ONNX directories only")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
     p.add_argument("--body_timeout_s", type=float, default=30.0,
-                   help="a request whose body stalls this long gets 408 and its connection is freed")
+                   help="a request whose body is not complete this many seconds after it starts gets 408")
     p.add_argument("--log_level", default="warning", choices=("critical", "error", "warning", "info", "debug", "trace"))
     return p
 

@@ -219,3 +219,34 @@ def test_evaluate_never_writes_into_the_model_or_over_user_files(tmp_path, capsy
     (folder / "notes.md").write_text("mine", encoding="utf-8")
     assert run(evaluate.main, ["--model", str(model), "--data", str(data), "--out", str(folder)]) == 2
     _one_error_line(capsys.readouterr().err, "did not write")
+
+
+def test_a_gzipped_json_array_on_one_long_line_and_zero_padding_are_read(tmp_path):
+    from collections import Counter
+
+    from category_classification.data.lspc import MAX_LINE_BYTES
+    from category_classification.data.mwpd import file_lines
+
+    rows = offers(4)
+    filler = "x" * 400
+    big = [dict(rows[i % len(rows)], Description=filler) for i in range(MAX_LINE_BYTES // 400 + 100)]
+    arr = tmp_path / "array.json.gz"
+    arr.write_bytes(gzip.compress(json.dumps(big).encode()))  # one line of over 4 MB
+    counts = Counter()
+    assert len(file_lines(arr, counts)) == len(big) and not counts
+    padded = tmp_path / "padded.json.gz"
+    padded.write_bytes(gzip.compress("".join(json.dumps(o) + "\n" for o in rows).encode()) + b"\0" * 4096)
+    counts = Counter()
+    assert len(file_lines(padded, counts)) == len(rows) and not counts
+
+
+def test_the_text_rule_keeps_word_breaks_and_joiners_and_drops_invisible_marks():
+    from category_classification.data.text import clean, text_problem
+
+    assert clean("کتاب\u200cها") == "کتاب ها"  # ZWNJ separates Persian words: a space, not glued
+    assert clean("gold\u200bring") == "gold ring"
+    family = "\U0001f468\u200d\U0001f469\u200d\U0001f467"
+    assert clean(family) == family  # the zero-width joiner of an emoji sequence stays
+    assert clean("gold\u00adring\u200f") == "goldring"  # soft hyphen, direction mark: dropped
+    assert text_problem("\ufeff") == text_problem("\u200d\u200d") == "blank text"
+    assert text_problem("कि\u200dसान") is None

@@ -100,16 +100,39 @@ def test_csv_stray_quote_costs_one_record_and_never_invents_records(linear, tmp_
     assert rows[4]["line"] == 6  # a quoted newline: the record is numbered by its first line
 
 
-def test_csv_field_over_the_line_limit_with_newlines_invents_nothing(linear, tmp_path, monkeypatch):
+def test_csv_record_over_the_line_limit_costs_its_first_line_only(linear, tmp_path, monkeypatch):
     import category_classification.inference.batch as batch
 
     monkeypatch.setattr(batch, "MAX_LINE_BYTES", 1000)
     src, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
-    src.write_text('id,title,d\n1,shoe boot,x\n2,"' + "a" * 1500 + '\nfake,row\nmore,stuff\n",d\n3,gold necklace,ok\n',
-                   encoding="utf-8")
+    # a quote opened and never closed, then thousands of good rows: once the record passes the limit it is
+    # reported at its first line and reading starts again on the next one (a quoted field over the limit
+    # cannot be told from it: its other lines are read as records)
+    rows = "".join(f"{i},gold ring {i}\n" for i in range(3, 200))
+    src.write_text('id,title\n1,shoe boot\n2,"never closed\n' + rows, encoding="utf-8")
     assert _predict(linear, "--input", src, "--out", out) == 0
-    ids = [r.get("id") for r in _rows(out) if "error" not in r]
-    assert "fake" not in ids and "more" not in ids and ids[0] == "1" and ids[-1] == "3"
+    got = _rows(out)
+    assert got[1]["line"] == 3 and "record longer than" in got[1]["error"]
+    assert [r.get("id") for r in got if "error" not in r] == ["1"] + [str(i) for i in range(3, 200)]
+
+
+def test_csv_inch_marks_and_other_valid_files_read_as_the_csv_module_does(linear, tmp_path):
+    import csv
+
+    from category_classification.inference.batch import read_csv
+
+    cases = {'id,title\n1,Samsung 55" QLED TV\n2,LG 27" monitor\n3,gold ring\n': None,
+             "id,title\r1,a\r2,b\r": None,  # old Mac line endings
+             "id,title\n1,a\n\n2,b\n\n": None,  # blank lines are not records
+             "id,title,title\n1,a,b\n": None,  # a repeated column name: the last, as DictReader
+             'id,title\r\n1,"a\r\nb"\r\n2,c\r\n': None,
+             '\ufeffid,title\n1,"x ""y"" z"\n': None}
+    for text in cases:
+        src = tmp_path / "v.csv"
+        src.write_text(text, encoding="utf-8", newline="")
+        with open(src, encoding="utf-8-sig", newline="") as fh:
+            want = [(row["id"], row["title"]) for row in csv.DictReader(fh)]
+        assert [(r.ref["id"], r.text) for r in read_csv(src)] == want, text
 
 
 def test_csv_quote_open_at_the_end_of_the_file_costs_its_line_only(linear, tmp_path):
@@ -117,15 +140,16 @@ def test_csv_quote_open_at_the_end_of_the_file_costs_its_line_only(linear, tmp_p
     src.write_text('id,title\n1,"gold ring\n2,baby stroller\n3,novel hardcover\n', encoding="utf-8")
     assert _predict(linear, "--input", src, "--out", out) == 0
     rows = _rows(out)
-    assert "quote that never closes" in rows[0]["error"] and rows[0]["line"] == 2
+    assert rows[0]["error"].startswith("bad CSV") and rows[0]["line"] == 2
     assert [r.get("id") for r in rows[1:]] == ["2", "3"] and all("error" not in r for r in rows[1:])
 
 
 def test_tsv_is_read_as_tab_separated(linear, tmp_path):
     src, out = tmp_path / "in.tsv", tmp_path / "o.jsonl"
-    src.write_text("id\ttitle\n1\tgold ring, 18k\n", encoding="utf-8")
+    src.write_text('id\ttitle\n1\tgold ring, 18k\n2\t"Samsung 55" QLED TV\n', encoding="utf-8")  # no quoting
     assert _predict(linear, "--input", src, "--out", out) == 0
     assert _rows(out)[0]["id"] == "1" and _rows(out)[0]["label"] == "Jewelry"
+    assert _rows(out)[1]["id"] == "2" and "error" not in _rows(out)[1]
 
 
 def _zip_with(path, members: list[tuple[str, bytes]]):

@@ -192,3 +192,32 @@ def test_a_stalled_body_gets_408_and_a_nan_metric_never_breaks_model(linear_dir,
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_trickled_body_gets_408_at_one_deadline(linear_dir):
+    app = create_app(load_predictor(linear_dir), max_batch=4, max_wait_ms=1, body_timeout_s=1.0)
+    body = b'{"titles": ["gold ring"]}'
+    sent: list = []
+
+    async def receive():  # one byte every 0.3 s: each wait is short, the whole body takes 7.5 s
+        await asyncio.sleep(0.3)
+        i = len([m for m in sent if m == "chunk"])
+        sent.append("chunk")
+        return {"type": "http.request", "body": body[i:i + 1], "more_body": i + 1 < len(body)}
+
+    answers = []
+
+    async def send(message):
+        answers.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/predict", "raw_path": b"/predict", "query_string": b"",
+             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
+             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": "", "app": app}
+
+    async def main():
+        async with app.router.lifespan_context(app):
+            await app(scope, receive, send)
+
+    asyncio.run(main())
+    start = next(m for m in answers if m["type"] == "http.response.start")
+    assert start["status"] == 408 and len(sent) <= 5  # stopped after about 1 s, not after the whole body

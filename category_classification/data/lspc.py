@@ -190,6 +190,8 @@ def _gunzip_lines(raw, counts: Counter, chunk_size: int = 1 << 20):
     while chunk := raw.read(chunk_size):
         more = True
         while more:
+            if not fed and not chunk.strip(b"\x00"):  # zeros after the last member: padding gzip accepts
+                break
             data, fed = decomp.decompress(chunk, chunk_size), True
             chunk = decomp.unconsumed_tail
             # a full output buffer may leave output inside the inflater although the input is all taken

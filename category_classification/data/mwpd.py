@@ -49,6 +49,32 @@ def gs1_label(offer: dict, level: str) -> str | None:
     return (name or code).strip()
 
 
+def _gzip_starts_an_array(path) -> bool:
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            return fh.read(4096).lstrip()[:1] == b"["
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def _gunzip_whole(path, counts: Counter, limit: int = 2 << 30) -> bytes:
+    """A gzipped JSON array, inflated whole (at most `limit` bytes: the plain-file path reads whole files too)."""
+    import gzip
+
+    try:
+        with gzip.open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        counts["corrupt_file"] += 1
+        print(f"WARNING: {path}: damaged gzip data ({exc})", file=sys.stderr, flush=True)
+        return b""
+    if len(data) > limit:
+        raise UserError(f"{path}: one JSON array of more than {limit >> 30} GiB; write it as JSON lines")
+    return data
+
+
 def file_lines(path, counts: Counter | None = None) -> list[bytes]:
     """The raw lines of an MWPD file (JSON lines, plain or gzip; one JSON array works too). A damaged or
     cut gzip file keeps the lines read before the damage and is counted as `corrupt_file`; a line over
@@ -61,27 +87,24 @@ def file_lines(path, counts: Counter | None = None) -> list[bytes]:
         with open(path, "rb") as fh:
             gz = fh.read(2) == b"\x1f\x8b"
             fh.seek(0)
-            if gz:
-                inner: Counter = Counter()  # the lines are counted by the caller
-                lines = []
-                try:
-                    lines.extend(_gunzip_lines(fh, inner))
+            if not gz:
+                data, lines = fh.read(), None
+            elif _gzip_starts_an_array(path):  # one JSON array (maybe one line of megabytes): read it whole
+                data, lines = _gunzip_whole(path, counts), None
+            else:
+                data, lines, inner = None, [], Counter()  # the lines are counted by the caller
+                try:  # small input pieces: damage costs the lines after it, not the whole piece around it
+                    lines.extend(_gunzip_lines(fh, inner, chunk_size=1 << 16))
                 except (zlib.error, _zlib.error, EOFError) as exc:
                     inner["corrupt_member"] += 1
                     print(f"WARNING: {path}: damaged gzip data ({exc}); kept the {len(lines):,} lines before it",
                           file=sys.stderr, flush=True)
                 if inner["corrupt_member"]:
                     counts["corrupt_file"] += 1
-                data = None
-            else:
-                data = fh.read()
-                lines = None
     except OSError as exc:
         raise UserError(f"cannot read MWPD file {path}: {exc.strerror or exc}") from None
     if data is None:
-        if not lines or lines[0].lstrip()[:1] != b"[":
-            return lines
-        data = b"\n".join(lines)
+        return lines
     stripped = data.lstrip()
     if stripped[:1] == b"[":  # one JSON array instead of JSON lines
         try:

@@ -23,15 +23,20 @@ MAX_TEXT_CHARS = 2000
 BREADCRUMB_SEPARATOR = " | "
 MAX_BREADCRUMB_CHARS = 300
 _SURROGATE = re.compile("[\ud800-\udfff]")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b]")  # with the zero-width space: a word break
-# Invisible format characters (Unicode category Cf: soft hyphen, zero-width joiners, direction marks, byte-order
-# marks, tags): dropped, so a title of only these is blank and "gold\u00adring" reads as "goldring"
-_FORMAT = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200c-\u200f"
+_SPACE = re.compile(r"\s+")
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+# Control characters and the zero-width space and non-joiner (word breaks: ZWNJ separates Persian words) become
+# spaces
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200c]")
+# Invisible marks that carry no meaning in a product title (soft hyphen, direction marks and embeddings,
+# invisible operators, byte-order marks) are dropped; the zero-width joiner and tag characters are kept
+# (emoji sequences, flags, Indic scripts)
+_DROP = re.compile("[\u00ad\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
+# Every format character (Unicode category Cf): a text of only these is blank
+_FORMAT = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
                      "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
                      "\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001"
                      "\U000e0020-\U000e007f]")
-_SPACE = re.compile(r"\s+")
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
 def encodable(value: str) -> str:
@@ -52,10 +57,10 @@ def clean(value, max_chars: int = 0) -> str:
         value = str(value)
     if max_chars:  # cut before the work below: a field can be megabytes long
         value = value[: 2 * max_chars + 64]
-    value = _CONTROL.sub(" ", encodable(value))
+    value = encodable(value)
     if not value.isascii():
-        value = _FORMAT.sub("", value)
-    value = " ".join(value.split())
+        value = _DROP.sub("", value)
+    value = " ".join(_CONTROL.sub(" ", value).split())
     return value[:max_chars].rstrip() if max_chars and len(value) > max_chars else value
 
 
@@ -63,7 +68,7 @@ def text_problem(text) -> str | None:
     """Why `text` cannot be classified (None when it can): the one check every prediction path applies."""
     if not isinstance(text, str):
         return "text is not a string"
-    if not clean(text, 64):
+    if not _FORMAT.sub("", clean(text, 64)):  # nothing visible: blank
         return "blank text"
     return None
 

@@ -124,70 +124,85 @@ def read_jsonl(path: Path, text_field: str | None = None,
         yield Record(ref, text, reason)
 
 
+class _RecordTooLong(Exception):
+    """A CSV record (or one physical line) over MAX_LINE_BYTES."""
+
+
+class _CsvLines:
+    """The physical lines of a CSV file for csv.reader, numbered, remembering the lines of the record being
+    read (`record`) so a record that fails can be reported at its first line and its other lines read again
+    (`replay`). A record over MAX_LINE_BYTES raises _RecordTooLong, so memory stays bounded."""
+
+    def __init__(self, fh):
+        from collections import deque
+
+        self.fh, self.n, self.replay = fh, 0, deque()
+        self.record: list[tuple[int, str]] = []
+        self.size = 0
+
+    def __iter__(self):
+        return self
+
+    def next_record(self) -> list[tuple[int, str]]:
+        done, self.record, self.size = self.record, [], 0
+        return done
+
+    def __next__(self) -> str:
+        if self.replay:
+            n, line = self.replay.popleft()
+        else:
+            line = self.fh.readline(MAX_LINE_BYTES + 1)
+            if not line:
+                raise StopIteration
+            self.n += 1
+            n = self.n
+            if n == 1 and line.startswith("\ufeff"):  # a byte-order mark is not part of the header
+                line = line[1:]
+            if len(line) > MAX_LINE_BYTES and not line.endswith(("\n", "\r")):  # drop the rest of the line
+                while (more := self.fh.readline(1 << 20)) and not more.endswith(("\n", "\r")):
+                    pass
+                self.record.append((n, ""))
+                raise _RecordTooLong()
+        self.record.append((n, line))
+        self.size += len(line)
+        if self.size > MAX_LINE_BYTES:
+            raise _RecordTooLong()
+        return line
+
+
 def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | None, str | None]]:
-    """(first line number, cells, problem) of each record of a CSV file. A record ends at a newline outside
-    quotes (an odd count of '"' so far means inside; doubled quotes count twice) and is parsed strictly.
-    A stray quote costs its own line only: a record whose quote never closes, or that spans lines and does
-    not parse, is reported at its first line and reading starts again on the next one. A record over
-    MAX_LINE_BYTES is read past (its quotes counted, its bytes dropped) and reported, never held whole."""
-    with open(path, "rb") as fh:
-        n = 0
+    """(first line number, cells, problem) of each record of a CSV file, by the csv module's own rules (a
+    quote opens a quoted field only at its start: `Monitor 27" LED` is one plain field; any line ending).
+    Blank lines are not records. A record that does not parse (a quote that never closes, text after a
+    closing quote) or grows over MAX_LINE_BYTES is reported at its first line and reading starts again on
+    its next line, so a stray quote costs one line, never the rest of the file; a one-line record that only
+    strict parsing refuses (`"abc"def`) is read leniently, as before."""
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV has no quoting
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES + 1))
+    with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
+        lines = _CsvLines(fh)
         while True:
-            raw = fh.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                return
-            n += 1
-            after_first = fh.tell()
-            if n == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            quotes, size, lines, parts = raw.count(b'"'), len(raw), 1, [raw]
-            if not raw.endswith(b"\n") and len(raw) > MAX_LINE_BYTES:  # one physical line over the limit
-                quotes, size = _skip_rest_of_line(fh, quotes, size)
-                after_first = fh.tell()
-            while quotes % 2:
-                more = fh.readline(MAX_LINE_BYTES + 1)
-                if not more:
-                    break
-                lines += 1
-                quotes += more.count(b'"')
-                size += len(more)
-                if len(more) > MAX_LINE_BYTES and not more.endswith(b"\n"):
-                    quotes, size = _skip_rest_of_line(fh, quotes, size)
-                if size <= MAX_LINE_BYTES:
-                    parts.append(more)
-            first = n
-            if quotes % 2:  # the quote never closes: this line alone is bad
-                fh.seek(after_first)
-                yield first, None, "bad CSV (a quote that never closes)"
-                continue
-            n += lines - 1
-            if size > MAX_LINE_BYTES:
-                yield first, None, f"record longer than {MAX_LINE_BYTES >> 20} MB"
-                continue
+            reader = csv.reader(lines, delimiter=delimiter, quoting=quoting, strict=True)
             try:
-                yield first, _csv_fields(b"".join(parts), delimiter), None
-            except csv.Error as exc:
-                if lines > 1:  # a stray quote closed by a later record's: only the first line is bad
-                    fh.seek(after_first)
-                    n = first
-                yield first, None, f"bad CSV ({exc})"
-
-
-def _skip_rest_of_line(fh, quotes: int, size: int) -> tuple[int, int]:
-    """Read past the rest of an over-long physical line, counting its quotes and bytes."""
-    while True:
-        block = fh.readline(1 << 20)
-        quotes, size = quotes + block.count(b'"'), size + len(block)
-        if not block or block.endswith(b"\n"):
-            return quotes, size
-
-
-def _csv_fields(record: bytes, delimiter: str) -> list[str]:
-    text = record.decode("utf-8", errors="surrogateescape")  # bad bytes stay visible as lone surrogates
-    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
-    if len(rows) > 1:
-        raise csv.Error("not one CSV record")
-    return rows[0] if rows else []
+                for cells in reader:
+                    record = lines.next_record()
+                    if cells and any(c.strip() for c in cells):
+                        yield record[0][0], cells, None
+                return
+            except (csv.Error, _RecordTooLong) as exc:
+                record = lines.next_record()
+                if not record:
+                    return
+                first = record[0][0]
+                if isinstance(exc, csv.Error) and len(record) == 1:
+                    try:  # one line only: no other record can be swallowed by reading it leniently
+                        yield first, next(csv.reader([record[0][1]], delimiter=delimiter, quoting=quoting), []), None
+                        continue
+                    except csv.Error:
+                        pass
+                lines.replay.extendleft(reversed(record[1:]))
+                yield first, None, (f"record longer than {MAX_LINE_BYTES >> 20} MB"
+                                    if isinstance(exc, _RecordTooLong) else f"bad CSV ({exc})")
 
 
 def read_csv(path: Path, text_field: str | None = None,
@@ -202,7 +217,7 @@ def read_csv(path: Path, text_field: str | None = None,
     if column is None:
         shown = ", ".join(encodable(h) for h in header[:20]) or "empty or unreadable"
         raise UserError(f"{path}: no {' / '.join(fields)} column in the header row ({shown})")
-    at = {name: i for i, name in reversed(list(enumerate(header)))}  # a repeated name: its first column
+    at = {name: i for i, name in enumerate(header)}  # a repeated name: its last column, as csv.DictReader
     description = next((d for d in DESCRIPTION_FIELDS if d in at), None) if column in TITLE_FIELDS else None
     crumb_column = next((c for c in BREADCRUMB_FIELDS if c in at), None) if column in TITLE_FIELDS and breadcrumb else None
     return _csv_rows(records, at, column, description, crumb_column, max_description_chars)
@@ -214,9 +229,6 @@ def _csv_rows(records, at: dict, column: str, description, crumb_column,
         ref = {"line": line}
         if cells is None:
             yield Record(ref, reason=problem)
-            continue
-        if not any(c.strip() for c in cells):
-            yield Record(ref, reason="empty line")
             continue
         row = {name: cells[i] for name, i in at.items() if i < len(cells)}
         if row.get("id") is not None:

@@ -105,17 +105,24 @@ def export_staged(model_dir, out_dir, **kwargs) -> dict:
 
     from category_classification.training.loop import publish_dir
 
+    from category_classification.models.encoder_io import remove_stale_stages
+
     out = Path(out_dir)
-    stage = out.absolute().parent / f".{out.name}.save-{os.getpid()}"
-    shutil.rmtree(stage, ignore_errors=True)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_stages(out, ".save-")
+    stage = out / f".save-{os.getpid()}"  # inside --out: the renames never cross file systems (a mount point)
     try:
         export_onnx(model_dir, stage, **kwargs)
         stale = [f for f in (INT8_FILE, "parity.json") if not (stage / f).exists()]
         publish_dir(stage, out)
         for f in stale:  # after the new model info is in place: it no longer names them
             (out / f).unlink(missing_ok=True)
-    finally:
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):  # a failed first export leaves no folder behind
+            out.rmdir()
+        raise
     return read_model_info(out)
 
 
