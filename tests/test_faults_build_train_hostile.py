@@ -3,6 +3,7 @@ is deleted or overwritten, a damaged file costs only what it damages, a bad line
 impossible flag is one line with exit 2."""
 
 import gzip
+import io
 import json
 import zipfile
 from pathlib import Path
@@ -250,3 +251,36 @@ def test_the_text_rule_keeps_word_breaks_and_joiners_and_drops_invisible_marks()
     assert clean("gold\u00adring\u200f") == "goldring"  # soft hyphen, direction mark: dropped
     assert text_problem("\ufeff") == text_problem("\u200d\u200d") == "blank text"
     assert text_problem("कि\u200dसान") is None
+
+
+def test_invisible_titles_are_blank_everywhere_and_padding_between_members_is_read(tmp_path):
+    from collections import Counter
+
+    from category_classification.data.lspc import _gunzip_lines, offer_model_text
+    from category_classification.data.mwpd import iter_records
+    from category_classification.data.text import text_problem
+
+    for title in ("\u200d \u200d", "\u061c \u061c", " " * 300 + "\u200d"):
+        assert text_problem(title) == "blank text"
+        assert offer_model_text({"title": title, "description": "gold ring"}) == ""
+    assert text_problem(" " * 300 + "gold ring") is None  # leading blanks never hide a title
+    rows = offers(2)
+    rows[0]["Name"] = "\u200d \u200d"
+    path = write(tmp_path / "t.json.gz", rows)
+    counts = Counter()
+    assert len(list(iter_records(path, counts))) == len(rows) - 1 and counts["missing_title"] == 1
+    blob = gzip.compress(b"a\nb\n") + b"\0" * 8 + gzip.compress(b"c\n")
+    for size in (4, 1024, 1 << 20):
+        counts = Counter()
+        assert list(_gunzip_lines(io.BytesIO(blob), counts, chunk_size=size)) == [b"a", b"b", b"c"]
+        assert not counts["corrupt_member"]
+
+
+def test_a_json_array_bomb_is_refused_not_inflated(tmp_path, capsys, monkeypatch):
+    import category_classification.data.mwpd as mwpd
+
+    monkeypatch.setattr(mwpd, "MAX_ARRAY_BYTES", 1 << 16)
+    bomb = tmp_path / "bomb.json.gz"
+    bomb.write_bytes(gzip.compress(b"[" + b"{}," * 100_000 + b"{}]"))
+    assert run(train_fielded_linear.main, ["--data", str(bomb), "--out", str(tmp_path / "m")]) == 2
+    _one_error_line(capsys.readouterr().err, "JSON lines")

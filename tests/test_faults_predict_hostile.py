@@ -103,17 +103,38 @@ def test_csv_stray_quote_costs_one_record_and_never_invents_records(linear, tmp_
 def test_csv_record_over_the_line_limit_costs_its_first_line_only(linear, tmp_path, monkeypatch):
     import category_classification.inference.batch as batch
 
-    monkeypatch.setattr(batch, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(batch, "MAX_RECORD_LINES", 50)
     src, out = tmp_path / "in.csv", tmp_path / "o.jsonl"
-    # a quote opened and never closed, then thousands of good rows: once the record passes the limit it is
-    # reported at its first line and reading starts again on the next one (a quoted field over the limit
-    # cannot be told from it: its other lines are read as records)
+    # a quote opened and never closed, then hundreds of good rows: once the record passes the window it is
+    # reported at its first line and reading starts again on the next one (a quoted field longer than the
+    # window cannot be told from it: its other lines are read as records)
     rows = "".join(f"{i},gold ring {i}\n" for i in range(3, 200))
     src.write_text('id,title\n1,shoe boot\n2,"never closed\n' + rows, encoding="utf-8")
     assert _predict(linear, "--input", src, "--out", out) == 0
     got = _rows(out)
-    assert got[1]["line"] == 3 and "record longer than" in got[1]["error"]
+    assert got[1]["line"] == 3 and "record too long" in got[1]["error"]
     assert [r.get("id") for r in got if "error" not in r] == ["1"] + [str(i) for i in range(3, 200)]
+
+
+def test_csv_lines_that_each_open_a_quote_cost_linear_work(tmp_path, monkeypatch):
+    import category_classification.inference.batch as batch
+
+    monkeypatch.setattr(batch, "MAX_RECORD_LINES", 8)
+    calls = 0
+    real_next = batch._CsvLines.__next__
+
+    def counted(self):
+        nonlocal calls
+        calls += 1
+        return real_next(self)
+
+    monkeypatch.setattr(batch._CsvLines, "__next__", counted)
+    src = tmp_path / "q.csv"
+    src.write_text("title\n" + 'x","y\n' * 2000, encoding="utf-8")  # every line leaves a quote open
+    recs = list(batch.read_csv(src))
+    lines = [r.ref["line"] for r in recs]
+    assert lines == sorted(set(lines)) and len(recs) >= 1000  # each record once, in file order
+    assert calls <= 2001 * 10  # each failure re-reads at most the window: linear, not quadratic
 
 
 def test_csv_inch_marks_and_other_valid_files_read_as_the_csv_module_does(linear, tmp_path):
@@ -124,6 +145,7 @@ def test_csv_inch_marks_and_other_valid_files_read_as_the_csv_module_does(linear
     cases = {'id,title\n1,Samsung 55" QLED TV\n2,LG 27" monitor\n3,gold ring\n': None,
              "id,title\r1,a\r2,b\r": None,  # old Mac line endings
              "id,title\n1,a\n\n2,b\n\n": None,  # blank lines are not records
+             "id,title\n1,a\n,\n2,b\n": None,  # a row of empty cells is (its title is blank)
              "id,title,title\n1,a,b\n": None,  # a repeated column name: the last, as DictReader
              'id,title\r\n1,"a\r\nb"\r\n2,c\r\n': None,
              '\ufeffid,title\n1,"x ""y"" z"\n': None}
@@ -146,10 +168,11 @@ def test_csv_quote_open_at_the_end_of_the_file_costs_its_line_only(linear, tmp_p
 
 def test_tsv_is_read_as_tab_separated(linear, tmp_path):
     src, out = tmp_path / "in.tsv", tmp_path / "o.jsonl"
-    src.write_text('id\ttitle\n1\tgold ring, 18k\n2\t"Samsung 55" QLED TV\n', encoding="utf-8")  # no quoting
+    src.write_text('id\ttitle\n1\tgold ring, 18k\n2\tSamsung 55" QLED TV\n3\t"gold\nring"\n', encoding="utf-8")
     assert _predict(linear, "--input", src, "--out", out) == 0
     assert _rows(out)[0]["id"] == "1" and _rows(out)[0]["label"] == "Jewelry"
     assert _rows(out)[1]["id"] == "2" and "error" not in _rows(out)[1]
+    assert _rows(out)[2]["id"] == "3" and _rows(out)[2]["label"] == "Jewelry"  # quoted as pandas writes it
 
 
 def _zip_with(path, members: list[tuple[str, bytes]]):

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from category_classification.core.cli import UserError, require_file
-from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, MAX_TEXT_CHARS, clean, offer_text
+from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, MAX_TEXT_CHARS, clean,
+                                               has_visible_text, offer_text)
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib
@@ -190,8 +191,10 @@ def _gunzip_lines(raw, counts: Counter, chunk_size: int = 1 << 20):
     while chunk := raw.read(chunk_size):
         more = True
         while more:
-            if not fed and not chunk.strip(b"\x00"):  # zeros after the last member: padding gzip accepts
-                break
+            if not fed:  # zeros between or after members: padding that gzip accepts
+                chunk = chunk.lstrip(b"\x00")
+                if not chunk:
+                    break
             data, fed = decomp.decompress(chunk, chunk_size), True
             chunk = decomp.unconsumed_tail
             # a full output buffer may leave output inside the inflater although the input is all taken
@@ -282,7 +285,7 @@ def offer_title_description(obj: dict) -> tuple[str, str]:
 def offer_model_text(obj: dict, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:
     """THE model text of an LSPC offer, for the builder and for `predict.py --zip`; '' without a title."""
     title, description = offer_title_description(obj)
-    return offer_text(title, description, max_description_chars) if title else ""
+    return offer_text(title, description, max_description_chars) if title and has_visible_text(title) else ""
 
 
 def category_of(obj: dict) -> str | None:

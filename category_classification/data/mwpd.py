@@ -14,7 +14,8 @@ from collections import Counter
 
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.lspc import parse_json_object
-from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, normalize_title, offer_text
+from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, has_visible_text,
+                                               normalize_title, offer_text)
 
 BREADCRUMB_FIELD = "CategoryText"
 
@@ -49,29 +50,35 @@ def gs1_label(offer: dict, level: str) -> str | None:
     return (name or code).strip()
 
 
+# A file that is one JSON array is parsed whole (a JSON array of tiny objects takes ~50x its size in Python
+# objects), so arrays are capped; JSON lines, the MWPD format, are read line by line at any size.
+MAX_ARRAY_BYTES = 32 << 20
+
+
 def _gzip_starts_an_array(path) -> bool:
     import gzip
 
     try:
         with gzip.open(path, "rb") as fh:
-            return fh.read(4096).lstrip()[:1] == b"["
+            while block := fh.read(1 << 16):  # leading whitespace of any length
+                if block.strip():
+                    return block.lstrip()[:1] == b"["
     except (OSError, EOFError, zlib.error):
-        return False
+        pass
+    return False
 
 
-def _gunzip_whole(path, counts: Counter, limit: int = 2 << 30) -> bytes:
-    """A gzipped JSON array, inflated whole (at most `limit` bytes: the plain-file path reads whole files too)."""
+def _gunzip_whole(path, counts: Counter) -> bytes:
+    """A gzipped JSON array, inflated whole, at most MAX_ARRAY_BYTES (a gzip bomb stops there)."""
     import gzip
 
     try:
         with gzip.open(path, "rb") as fh:
-            data = fh.read(limit + 1)
+            data = fh.read(MAX_ARRAY_BYTES + 1)
     except (OSError, EOFError, zlib.error) as exc:
         counts["corrupt_file"] += 1
         print(f"WARNING: {path}: damaged gzip data ({exc})", file=sys.stderr, flush=True)
         return b""
-    if len(data) > limit:
-        raise UserError(f"{path}: one JSON array of more than {limit >> 30} GiB; write it as JSON lines")
     return data
 
 
@@ -107,6 +114,9 @@ def file_lines(path, counts: Counter | None = None) -> list[bytes]:
         return lines
     stripped = data.lstrip()
     if stripped[:1] == b"[":  # one JSON array instead of JSON lines
+        if len(stripped) > MAX_ARRAY_BYTES:
+            raise UserError(f"{path}: a JSON array of more than {MAX_ARRAY_BYTES >> 20} MB; write it as JSON lines "
+                            "(one offer per line), which is read at any size")
         try:
             return [json.dumps(o).encode() for o in json.loads(stripped)]
         except (ValueError, RecursionError):
@@ -130,7 +140,7 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
         if offer is None:
             continue
         title = clean(offer.get("Name") or offer.get("name") or offer.get("title"))
-        if not title:
+        if not title or not has_visible_text(title):
             counts["missing_title"] += 1
             continue
         description = clean(offer.get("Description") or offer.get("description"))

@@ -31,7 +31,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200c]")
 # Invisible marks that carry no meaning in a product title (soft hyphen, direction marks and embeddings,
 # invisible operators, byte-order marks) are dropped; the zero-width joiner and tag characters are kept
 # (emoji sequences, flags, Indic scripts)
-_DROP = re.compile("[\u00ad\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
+_DROP = re.compile("[\u00ad\u061c\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
 # Every format character (Unicode category Cf): a text of only these is blank
 _FORMAT = re.compile("[\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
                      "\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
@@ -64,11 +64,17 @@ def clean(value, max_chars: int = 0) -> str:
     return value[:max_chars].rstrip() if max_chars and len(value) > max_chars else value
 
 
+def has_visible_text(text: str) -> bool:
+    """False for a text of only whitespace, control and invisible format characters (the builders' and the
+    predictors' one test of a blank title)."""
+    return bool(_FORMAT.sub("", clean(text.lstrip(), 64)).strip())
+
+
 def text_problem(text) -> str | None:
     """Why `text` cannot be classified (None when it can): the one check every prediction path applies."""
     if not isinstance(text, str):
         return "text is not a string"
-    if not _FORMAT.sub("", clean(text, 64)):  # nothing visible: blank
+    if not has_visible_text(text):
         return "blank text"
     return None
 

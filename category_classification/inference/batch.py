@@ -26,7 +26,7 @@ from typing import Iterable, Iterator
 
 from category_classification.core.cli import UserError
 from category_classification.data.lspc import MAX_LINE_BYTES  # noqa: F401 (one limit for files and zips)
-from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, encodable, model_text, offer_text,
+from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, clean, encodable, model_text, offer_text,
                                                text_problem)
 
 TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order when --text_field is not given
@@ -125,7 +125,13 @@ def read_jsonl(path: Path, text_field: str | None = None,
 
 
 class _RecordTooLong(Exception):
-    """A CSV record (or one physical line) over MAX_LINE_BYTES."""
+    """A CSV record over its limits: one physical line over MAX_LINE_BYTES, or a record spanning more than
+    MAX_RECORD_LINES lines or MAX_RECORD_BYTES (a quote opened and not closed in that window is taken for a
+    stray one: each failure then re-reads at most that window, so time stays linear in the file)."""
+
+
+MAX_RECORD_LINES = 256  # lines of one record (a quoted field with newlines): a description, not a book
+MAX_RECORD_BYTES = 1 << 20
 
 
 class _CsvLines:
@@ -165,7 +171,7 @@ class _CsvLines:
                 raise _RecordTooLong()
         self.record.append((n, line))
         self.size += len(line)
-        if self.size > MAX_LINE_BYTES:
+        if len(self.record) > 1 and (len(self.record) > MAX_RECORD_LINES or self.size > MAX_RECORD_BYTES):
             raise _RecordTooLong()
         return line
 
@@ -177,7 +183,7 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | 
     closing quote) or grows over MAX_LINE_BYTES is reported at its first line and reading starts again on
     its next line, so a stray quote costs one line, never the rest of the file; a one-line record that only
     strict parsing refuses (`"abc"def`) is read leniently, as before."""
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL  # TSV has no quoting
+    quoting = csv.QUOTE_MINIMAL  # also for TSV: pandas and spreadsheets quote its fields the same way
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES + 1))
     with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as fh:
         lines = _CsvLines(fh)
@@ -186,7 +192,7 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | 
             try:
                 for cells in reader:
                     record = lines.next_record()
-                    if cells and any(c.strip() for c in cells):
+                    if cells:  # a blank line is no record (a row of empty cells is: its title is blank)
                         yield record[0][0], cells, None
                 return
             except (csv.Error, _RecordTooLong) as exc:
@@ -201,8 +207,8 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | 
                     except csv.Error:
                         pass
                 lines.replay.extendleft(reversed(record[1:]))
-                yield first, None, (f"record longer than {MAX_LINE_BYTES >> 20} MB"
-                                    if isinstance(exc, _RecordTooLong) else f"bad CSV ({exc})")
+                yield first, None, ("record too long (a quote that never closes?)" if isinstance(exc, _RecordTooLong)
+                                    else f"bad CSV ({exc})")
 
 
 def read_csv(path: Path, text_field: str | None = None,
@@ -215,7 +221,7 @@ def read_csv(path: Path, text_field: str | None = None,
     fields = (text_field,) if text_field else TEXT_FIELDS
     column = next((f for f in fields if f in header), None)
     if column is None:
-        shown = ", ".join(encodable(h) for h in header[:20]) or "empty or unreadable"
+        shown = ", ".join(clean(h, 80) for h in header[:20]) or "empty or unreadable"  # one line
         raise UserError(f"{path}: no {' / '.join(fields)} column in the header row ({shown})")
     at = {name: i for i, name in enumerate(header)}  # a repeated name: its last column, as csv.DictReader
     description = next((d for d in DESCRIPTION_FIELDS if d in at), None) if column in TITLE_FIELDS else None
