@@ -40,13 +40,24 @@ def main(argv=None):
     from category_classification.models.encoder_io import load_encoder, predict_logits
     from category_classification.training.checkpoints import read_checkpoint
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
+    from category_classification.core.artifacts import check_file_out, write_text_atomic
+    from category_classification.core.cli import check_settings
+
+    check_settings(args, whole=("batch_size",))  # and --device, --threads
+    if args.max_length is not None and args.max_length < 1:
+        raise UserError(f"--seq_len must be at least 1, got {args.max_length}")
     ckpt = Path(args.checkpoint)
     model_dir = ckpt.parent.parent if ckpt.is_file() else ckpt
     if not ckpt.exists():
         raise UserError(f"checkpoint not found: {ckpt}")
+    if args.save_preds:  # before any work; never the model's own files, an input or a file of the user's
+        model_root = model_dir.resolve()
+        if Path(args.save_preds).resolve() == model_root or model_root in Path(args.save_preds).resolve().parents:
+            raise UserError(f"--save_preds {args.save_preds} lies inside the model folder; name a file of its own")
+        check_file_out(args.save_preds, [args.data, ckpt], _earlier_predictions, "predictions file of this script")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args.device)
     model, tokenizer, info = load_encoder(model_dir, device=device)
     if ckpt.is_file():  # weights of one epoch's training checkpoint instead of the kept best epoch
         model.load_state_dict(read_checkpoint(ckpt)["model"])
@@ -66,16 +77,23 @@ def main(argv=None):
     print(evaluation.format_metrics(metrics, labels, title=f"[{args.split}] {model_dir}"))
     print(f"{len(texts)} offers in {seconds:.2f}s ({len(texts) / max(seconds, 1e-9):.0f} offers/s)")
     if args.save_preds:
-        out = Path(args.save_preds)
-        out.parent.mkdir(parents=True, exist_ok=True)
         gold = list(split["label"])
-        with open(out, "w", encoding="utf-8") as fh:
-            for i, (text, y, p) in enumerate(zip(texts, gold, preds)):
-                fh.write(json.dumps({"index": i, "text": text, "label": labels[y], "label_id": int(y),
-                                     "pred": labels[p], "pred_id": int(p), "prob": round(float(probs[i, p]), 6)},
-                                    ensure_ascii=False) + "\n")
-        print(f"predictions written to {out}")
+        write_text_atomic(args.save_preds, "".join(
+            json.dumps({"index": i, "text": text, "label": labels[y], "label_id": int(y), "pred": labels[p],
+                        "pred_id": int(p), "prob": round(float(probs[i, p]), 6)}, ensure_ascii=False) + "\n"
+            for i, (text, y, p) in enumerate(zip(texts, gold, preds))))
+        print(f"predictions written to {args.save_preds}")
     return 0
+
+
+def _earlier_predictions(path) -> bool:
+    """An earlier --save_preds output: its first line has index, label and pred."""
+    try:
+        with open(path, "rb") as fh:
+            obj = json.loads(fh.readline(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and {"index", "label", "pred"} <= set(obj)
 
 
 def cli() -> int:

@@ -45,8 +45,21 @@ def main(argv=None):
                         help="torch threads on CPU (0: torch's default)")
     parser.add_argument("--json_out", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    from category_classification.core.artifacts import check_file_out, json_file_with_keys
+    from category_classification.core.cli import check_device, check_threads
+
     if args.batch < 1:
         raise UserError("--batch must be at least 1")
+    if args.limit < 0 or args.seq_len < 0 or args.warmup_batches < 0 or args.cpu_threads < 0:
+        raise UserError("--limit, --seq_len, --warmup_batches and --threads must be at least 0")
+    check_device(args.device)
+    check_threads(args.cpu_threads or None)
+    if args.json_out:  # before any work: never the model's files, the --txt input or a file of the user's
+        model_root = Path(args.model).resolve()
+        if model_root in Path(args.json_out).resolve().parents:
+            raise UserError(f"--json_out {args.json_out} lies inside the model folder; name a file of its own")
+        check_file_out(args.json_out, [args.model, args.txt, args.dataset],
+                       lambda p: json_file_with_keys(p, ("items_per_second", "batch_p50_ms")), "figures file of this script")
 
     import torch
 
@@ -78,7 +91,9 @@ def main(argv=None):
     if "accuracy" in summary:
         print(f"accuracy on these offers: {summary['accuracy']:.4f}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        from category_classification.core.artifacts import write_text_atomic
+
+        write_text_atomic(args.json_out, json.dumps(summary, indent=2) + "\n")
     return 0
 
 

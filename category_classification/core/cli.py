@@ -162,3 +162,51 @@ def parse_with_preset(parser, argv, presets: dict, dest: str = "preset"):
     first, _ = parser.parse_known_args(argv)
     parser.set_defaults(**presets[getattr(first, dest)])
     return parser.parse_args(argv)
+
+
+def check_settings(cfg, whole=(), positive=(), non_negative=(), shares=(), what: str = "") -> None:
+    """One line (UserError) for the first impossible setting of a config: `whole` fields are integers >= 1,
+    `positive` finite numbers > 0, `non_negative` finite numbers >= 0, `shares` numbers in [0, 1); a field
+    set to None (left to a default chosen later) is not checked. Called before any work, so an impossible
+    setting never trains into a saved, broken model."""
+    import math
+
+    def value(name):
+        return getattr(cfg, name)
+
+    def number(v):
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    for name in whole:
+        v = value(name)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise UserError(f"--{name} must be a whole number of at least 1, got {v!r}")
+    for name in positive:
+        v = value(name)
+        if v is not None and not (number(v) and v > 0):
+            raise UserError(f"--{name} must be a positive number, got {v!r}")
+    for name in non_negative:
+        v = value(name)
+        if v is not None and not (number(v) and v >= 0):
+            raise UserError(f"--{name} must be a number of at least 0, got {v!r}")
+    for name in shares:
+        v = value(name)
+        if v is not None and not (number(v) and 0 <= v < 1):
+            raise UserError(f"--{name} must be at least 0 and below 1, got {v!r}")
+    check_device(getattr(cfg, "device", None))
+    threads = getattr(cfg, "threads", None)
+    check_threads(threads or None)  # 0: the library's default
+    if threads is not None and threads < 0:
+        raise UserError(f"--threads must be 0 (the default) or more, got {threads}")
+
+
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
+def check_device(device) -> None:
+    """--device: auto, cpu, cuda, mps, or cuda:N."""
+    if device is None:
+        return
+    name, _, index = str(device).partition(":")
+    if name not in DEVICE_NAMES or (index and not (name == "cuda" and index.isdigit())):
+        raise UserError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {device!r}")

@@ -7,6 +7,9 @@ def pick_device(preference: str | None = None):
     """'auto' (or None) picks CUDA, then MPS, then CPU; anything else is passed to torch.device."""
     import torch
 
+    from category_classification.core.cli import check_device
+
+    check_device(preference)
     if preference and preference != "auto":
         return torch.device(preference)
     if torch.cuda.is_available():

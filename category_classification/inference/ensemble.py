@@ -51,6 +51,10 @@ def write_ensemble(out_dir, model_dirs: Sequence, weights: Sequence[float] | Non
     """Write an ensemble directory over `model_dirs`; member paths are stored relative to it when possible,
     so the ensemble and its members can move together."""
     out = Path(out_dir)
+    resolved = [Path(d).resolve() for d in model_dirs]
+    twice = next((str(d) for d, r in zip(model_dirs, resolved) if resolved.count(r) > 1), None)
+    if twice:  # the same model twice is a weight, not a second opinion: say so instead of averaging it
+        raise UserError(f"{twice} is listed twice; give each member once (--weights sets how much each counts)")
     out.mkdir(parents=True, exist_ok=True)
     w = normalize_weights(len(model_dirs), weights)
     members, found, settings = [], [], set()

@@ -101,10 +101,12 @@ def logits_for_ids(model, ids, batch_size: int = 64, device="cpu", autocast_dtyp
     """Logits (n, num_labels) for token id lists, batched longest-first so little time goes to padding."""
     from category_classification.training.loop import pad_batch
 
+    if not (isinstance(batch_size, int) and batch_size >= 1):  # range() would run no batch: uninitialised logits
+        raise UserError(f"--batch_size must be at least 1, got {batch_size!r}")
     pad_id = model.config.pad_token_id
     ids = [s if len(s) else [pad_id] for s in ids]  # an empty text still gets one position
     order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-    out = torch.empty((len(ids), model.config.num_labels))
+    out = torch.full((len(ids), model.config.num_labels), float("nan"))
     was_training = model.training
     model.eval()
     for start in range(0, len(order), batch_size):

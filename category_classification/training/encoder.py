@@ -121,6 +121,7 @@ def setup(cfg: EncoderTrainConfig):
     from category_classification.core.devices import seed_everything
     from category_classification.training.distributed import setup_distributed
 
+    check_encoder_settings(cfg)  # before anything is created or trained
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg.device)
@@ -128,6 +129,24 @@ def setup(cfg: EncoderTrainConfig):
     out = check_model_out(cfg.out, [cfg.data], kinds=("encoder",))
     return SimpleNamespace(cfg=cfg, dist=dist_info, device=device, out=out, ckpt_dir=out / "checkpoints",
                            log=print if dist_info.is_main else (lambda *a, **k: None))
+
+
+def check_encoder_settings(cfg: EncoderTrainConfig) -> None:
+    """Impossible settings as one line, before any work: a NaN or zero learning rate, zero epochs, a
+    negative batch size once trained into a saved model that had never learnt (or had NaN weights)."""
+    from category_classification.core.cli import check_settings
+
+    check_settings(cfg, whole=("hidden_size", "num_layers", "num_heads", "num_kv_heads", "ffn_size", "seq_len",
+                               "batch_size", "grad_accum", "epochs", "eval_batch_size"),
+                   positive=("lr",), non_negative=("lr_warmup_steps", "lr_min_scale", "weight_decay", "grad_clip",
+                                                   "focal_gamma", "save_every", "keep_checkpoints"),
+                   shares=("dropout", "embedding_dropout", "attention_dropout", "max_drop_path",
+                           "classifier_dropout", "label_smoothing", "token_dropout"))
+    if cfg.hidden_size % cfg.num_heads or (cfg.hidden_size // cfg.num_heads) % 2:
+        raise UserError(f"--hidden_size ({cfg.hidden_size}) must be --num_heads ({cfg.num_heads}) times an even "
+                        "head width")
+    if cfg.num_heads % cfg.num_kv_heads:
+        raise UserError(f"--num_heads ({cfg.num_heads}) must be a multiple of --num_kv_heads ({cfg.num_kv_heads})")
 
 
 def load_data(r) -> None:

@@ -232,8 +232,15 @@ def _quantization_config(cfg: LoraTrainConfig, device):
 def settle_config(cfg: LoraTrainConfig, log=print) -> LoraTrainConfig:
     """Check the flags, then fill the settings left unset with the defaults for the model's size (read from
     its config, before any weights are loaded) and say what was chosen."""
+    from category_classification.core.cli import check_settings
+
     if cfg.seq_len is not None and cfg.seq_len < 8:
         raise UserError(f"--seq_len must be at least 8, got {cfg.seq_len}")
+    # impossible settings, before any work: `--lr inf` once saved an adapter of NaNs, `--epochs 0` an untrained one
+    check_settings(cfg, whole=("lora_r", "lora_alpha", "batch_size", "logging_steps"), positive=("lr", "epochs"),
+                   non_negative=("max_grad_norm", "weight_decay", "eval_steps", "early_stopping_patience",
+                                 "max_samples_per_class", "micro_batch", "lora_layers"),
+                   shares=("lora_dropout", "warmup_ratio"))
     if not cfg.unset():
         return cfg
     n_params = parameters_from_config(cfg.model)
@@ -371,7 +378,9 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
     from category_classification.evaluation import metrics as evaluation
     from category_classification.training.loop import publish_dir, report_missing_classes
 
-    # Set-up: device, threads, checks that need no model, then the defaults for the model's size.
+    # Set-up: the flags checked and the defaults for the model's size, then device, threads and the checks
+    # that need the device.
+    cfg = settle_config(cfg, log)
     device = resolve_device(cfg.device)
     if cfg.threads > 0:
         import torch
@@ -379,7 +388,6 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
         torch.set_num_threads(cfg.threads)
     check_optimizer(cfg.optim, device)
     check_4bit(cfg.load_in_4bit, device)
-    cfg = settle_config(cfg, log)
     out = check_model_out(cfg.out, [cfg.data], kinds=("hf_sequence_classification",))
     data = load_splits(cfg)
     labels, splits = data["labels"], data["splits"]
