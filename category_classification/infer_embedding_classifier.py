@@ -40,7 +40,7 @@ def main(argv=None):
     from category_classification.models.encoder_io import load_encoder, predict_logits
     from category_classification.training.checkpoints import read_checkpoint
 
-    from category_classification.core.artifacts import check_file_out, write_text_atomic
+    from category_classification.core.artifacts import check_file_out, jsonl_first_line_has, write_text_atomic
     from category_classification.core.cli import check_settings
 
     check_settings(args, whole=("batch_size",))  # and --device, --threads
@@ -54,7 +54,8 @@ def main(argv=None):
         model_root = model_dir.resolve()
         if Path(args.save_preds).resolve() == model_root or model_root in Path(args.save_preds).resolve().parents:
             raise UserError(f"--save_preds {args.save_preds} lies inside the model folder; name a file of its own")
-        check_file_out(args.save_preds, [args.data, ckpt], _earlier_predictions, "predictions file of this script")
+        check_file_out(args.save_preds, [args.data, ckpt], lambda p: jsonl_first_line_has(p, ("index", "label", "pred")),
+                       "predictions file of this script")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
@@ -84,16 +85,6 @@ def main(argv=None):
             for i, (text, y, p) in enumerate(zip(texts, gold, preds))))
         print(f"predictions written to {args.save_preds}")
     return 0
-
-
-def _earlier_predictions(path) -> bool:
-    """An earlier --save_preds output: its first line has index, label and pred."""
-    try:
-        with open(path, "rb") as fh:
-            obj = json.loads(fh.readline(1 << 20))
-    except (OSError, ValueError, RecursionError):
-        return False
-    return isinstance(obj, dict) and {"index", "label", "pred"} <= set(obj)
 
 
 def cli() -> int:

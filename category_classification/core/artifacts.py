@@ -186,3 +186,13 @@ def json_file_with_keys(path, keys) -> bool:
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return False
     return isinstance(obj, dict) and all(k in obj for k in keys)
+
+
+def jsonl_first_line_has(path, keys) -> bool:
+    """True when the first line of `path` is a JSON object with every one of `keys` (a JSONL output of ours)."""
+    try:
+        with open(path, "rb") as fh:
+            obj = json.loads(fh.readline(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and all(k in obj for k in keys)
