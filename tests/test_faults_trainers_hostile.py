@@ -115,3 +115,34 @@ def test_impossible_lora_settings_are_one_line_and_create_nothing(tiny_lora, tmp
     assert run(train_qwen3_lora.main, _train_argv(tiny_lora, out, *flags)) == 2
     _one_error_line(capsys.readouterr().err, words)
     assert not out.exists()
+
+
+def _with_train(data, tmp_path, name, edit):
+    """A copy of the dataset whose train split went through `edit(list of rows) -> rows`."""
+    from datasets import Dataset, DatasetDict, load_from_disk
+
+    dsd = load_from_disk(str(data))
+    rows = edit([dict(r) for r in dsd["train"]])
+    out = tmp_path / name
+    DatasetDict({"train": Dataset.from_list(rows, features=dsd["train"].features),
+                 "validation": dsd["validation"], "test": dsd["test"]}).save_to_disk(str(out))
+    return out
+
+
+def test_encoder_data_that_cannot_train_is_one_line_and_bad_texts_are_skipped(data, tmp_path, capsys):
+    argv = [*TINY, "--epochs", "1"]
+    one = make_data(tmp_path / "one", train_classes=(0,))
+    capsys.readouterr()  # the fixture's progress bars
+    assert run(train_embedding_classifier.main, ["--data", str(one), "--out", str(tmp_path / "m1"), *argv]) == 2
+    _one_error_line(capsys.readouterr().err, "at least two")
+    unlabelled = _with_train(data, tmp_path, "neg", lambda rows: [dict(r, label=-1) if i == 0 else r
+                                                                 for i, r in enumerate(rows)])
+    capsys.readouterr()
+    assert run(train_embedding_classifier.main, ["--data", str(unlabelled), "--out", str(tmp_path / "m2"), *argv]) == 2
+    _one_error_line(capsys.readouterr().err, "outside the")
+    odd = _with_train(data, tmp_path, "odd", lambda rows: [dict(r, text="" if i % 5 == 0 else None if i % 7 == 0
+                                                                else r["text"]) for i, r in enumerate(rows)])
+    capsys.readouterr()
+    assert run(train_embedding_classifier.main, ["--data", str(odd), "--out", str(tmp_path / "m3"), *argv]) == 0
+    assert "without a text" in capsys.readouterr().out
+    assert (tmp_path / "m3" / "category_model.json").is_file()

@@ -166,7 +166,18 @@ def load_data(r) -> None:
         raise UserError("the dataset needs a validation split to pick the best epoch")
     r.missing = classes_without_training_examples({"train": train_split, **r.eval_splits}, r.labels)
     r.record = run_record(cfg.run_settings(), data_fingerprint(cfg.data, r.labels))
+    labels = list(train_split["label"])
+    bad = [y for y in labels if not 0 <= y < len(r.labels)]
+    if bad:  # -1 is a ClassLabel's "no label"; a hand-made dataset can hold anything
+        raise UserError(f"{len(bad)} {cfg.train_split} offers have a label outside the {len(r.labels)} classes "
+                        f"(e.g. {bad[0]}); rebuild the dataset with build_lspc_dataset.py")
+    if len(set(labels)) < 2:
+        raise UserError(f"the {cfg.train_split} split holds {len(set(labels))} class(es); a classifier needs at least two")
     texts = list(train_split["text"])
+    keep = [i for i, t in enumerate(texts) if isinstance(t, str)]
+    if len(keep) < len(texts):  # a missing text is skipped and counted, never the run's end
+        r.log(f"skipped {len(texts) - len(keep)} {cfg.train_split} offers without a text")
+        texts, labels = [texts[i] for i in keep], [labels[i] for i in keep]
     t0 = time.perf_counter()
     if cfg.tokenizer.lower().startswith("bpe:") and r.dist.enabled:
         # One rank trains the vocabulary, the others load it, so every rank has the same ids.
@@ -177,10 +188,13 @@ def load_data(r) -> None:
         r.tokenizer = resolve_tokenizer(str(tok_dir))
     else:
         r.tokenizer = resolve_tokenizer(cfg.tokenizer, texts)
-    r.train_ids = r.tokenizer(texts, truncation=True, max_length=cfg.seq_len)["input_ids"]
-    r.eval_ids = {name: r.tokenizer(list(s["text"]), truncation=True, max_length=cfg.seq_len)["input_ids"]
+    pad = r.tokenizer.pad_token_id or 0
+    # an empty text still gets one position (as at inference): a batch of only empty texts has no length
+    r.train_ids = [ids or [pad] for ids in r.tokenizer(texts, truncation=True, max_length=cfg.seq_len)["input_ids"]]
+    r.eval_ids = {name: r.tokenizer([t if isinstance(t, str) else "" for t in s["text"]], truncation=True,
+                                    max_length=cfg.seq_len)["input_ids"]
                   for name, s in r.eval_splits.items()}
-    r.train_labels = list(train_split["label"])
+    r.train_labels = labels
     n_tokens = sum(len(s) for s in r.train_ids)
     r.log(f"tokenizer {cfg.tokenizer}: {len(r.tokenizer)} ids, {n_tokens / max(len(r.train_ids), 1):.1f} tokens "
           f"per train offer, {time.perf_counter() - t0:.1f}s")
