@@ -148,12 +148,11 @@ def check_outputs(args) -> None:
     the model or the dataset (a trainer's metrics.json is the model's record), nor hold a user's files."""
     from pathlib import Path
 
-    from category_classification.core.artifacts import check_file_out, jsonl_first_line_has
+    from category_classification.core.artifacts import check_file_out, jsonl_first_line_has, refuse_inside
 
-    protected = [Path(args.model).resolve(), Path(args.data).resolve()]
     for flag, path in (("--out", args.out), ("--save_preds", args.save_preds)):
-        if path and any(p == Path(path).resolve() or p in Path(path).resolve().parents for p in protected):
-            raise UserError(f"{flag} {path} is or lies inside the model or the dataset; name a place of its own")
+        if path:
+            refuse_inside(flag, path, (args.model, args.data))
     if args.save_preds:
         check_file_out(args.save_preds, [args.model, args.data], lambda p: jsonl_first_line_has(p, ("label", "pred", "score")),
                        "predictions file of evaluate.py")

@@ -51,11 +51,8 @@ def main(argv=None):
     if not ckpt.exists():
         raise UserError(f"checkpoint not found: {ckpt}")
     if args.save_preds:  # before any work; never the model's own files, an input or a file of the user's
-        model_root = model_dir.resolve()
-        if Path(args.save_preds).resolve() == model_root or model_root in Path(args.save_preds).resolve().parents:
-            raise UserError(f"--save_preds {args.save_preds} lies inside the model folder; name a file of its own")
         check_file_out(args.save_preds, [args.data, ckpt], lambda p: jsonl_first_line_has(p, ("index", "label", "pred")),
-                       "predictions file of this script")
+                       "predictions file of this script", folders=(model_dir,))
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)

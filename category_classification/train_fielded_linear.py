@@ -10,11 +10,9 @@ the toolkit's 6 classes instead (offers of other classes are left out).
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 
@@ -95,17 +93,13 @@ def fit(offers, levels, cfg: FieldedConfig) -> FieldedLinear:
 
 def save_atomically(model: FieldedLinear, out, metrics: dict, **info) -> None:
     """Write the model into a folder inside `out`, then move each file into place by a rename
-    (training/loop.publish_dir): a crash never leaves half a model, and files of `out` that are not the
+    (core/artifacts.staged_folder): a crash never leaves half a model, and files of `out` that are not the
     model's (a user's notes) are never touched."""
-    from category_classification.models.encoder_io import remove_stale_stages
-    from category_classification.training.loop import publish_dir
+    from category_classification.core.artifacts import staged_folder
 
-    out = Path(out)
-    remove_stale_stages(out, ".save-")
-    stage = out / f".save-{os.getpid()}"
-    model.save(stage, **info)
-    (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    publish_dir(stage, out)
+    with staged_folder(out) as stage:
+        model.save(stage, **info)
+        (stage / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
 
 
 def fit_calibrate_refit(train, calib, levels, cfg: FieldedConfig) -> tuple[FieldedLinear, dict]:

@@ -167,7 +167,7 @@ def test_model_files_are_staged_and_renamed_into_place(data, tmp_path):
 
 
 def test_publish_dir_replaces_files_and_folders(tmp_path):
-    from category_classification.training.loop import publish_dir
+    from category_classification.core.artifacts import publish_dir
 
     out, stage = tmp_path / "out", tmp_path / "out" / ".stage"
     (out / "merged").mkdir(parents=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from category_classification.core.cli import UserError
@@ -135,12 +136,23 @@ def text_settings(info_or_dir) -> dict:
     return {"max_description_chars": description_chars(info), "breadcrumb": info.get("breadcrumb") is True}
 
 
-def check_file_out(out, inputs=(), ours=lambda path: False, what: str = "output") -> Path:
+def refuse_inside(flag: str, out, folders) -> None:
+    """A UserError when `out` is, or lies inside, one of `folders` (a model, a dataset): a tool's output
+    never replaces a file of its inputs."""
+    target = Path(out).resolve()
+    for folder in folders:
+        if folder is not None and _is_inside(target, Path(folder).resolve()):
+            raise UserError(f"{flag} {out} is or lies inside the model or dataset {folder}; name a place of its own")
+
+
+def check_file_out(out, inputs=(), ours=lambda path: False, what: str = "output", folders=()) -> Path:
     """Refuse, before any work, a single-file --out that would lose something: a folder or special file,
-    an input (by any spelling), or an existing file `ours(path)` does not recognise as an earlier output
-    of the same tool; or one that cannot be written. Nothing is created here."""
+    an input (by any spelling) or a path inside one of the input `folders`, or an existing file `ours(path)`
+    does not recognise as an earlier output of the same tool; or one that cannot be written. Nothing is
+    created here."""
     import tempfile
 
+    refuse_inside("--out", out, folders)
     out = Path(out)
     if out.exists() and not out.is_file():
         raise UserError(f"--out {out} exists and is not a regular file; name a file for the {what}")
@@ -196,3 +208,64 @@ def jsonl_first_line_has(path, keys) -> bool:
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and all(k in obj for k in keys)
+
+
+def publish_dir(staging, out) -> Path:
+    """Move every file and folder of `staging` into `out`, each by a rename (a folder that exists is renamed
+    away first, then removed), and remove `staging`: a reader never sees a half-written file."""
+    import shutil
+
+    staging, out = Path(staging), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # the model info goes last and the old one is moved aside first: a run killed between two renames
+    # leaves a folder no predictor loads (and the next run accepts), never old weights under a new info
+    if (staging / MODEL_INFO).is_file() and (out / MODEL_INFO).is_file():
+        os.replace(out / MODEL_INFO, out / f".{MODEL_INFO}.old{os.getpid()}")
+    for item in sorted(staging.iterdir(), key=lambda p: (p.name == MODEL_INFO, p.name)):
+        dest = out / item.name
+        if dest.is_dir() and not dest.is_symlink():
+            old = out / f".{item.name}.old{os.getpid()}"
+            os.replace(dest, old)
+            os.replace(item, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(item, dest)
+    (out / f".{MODEL_INFO}.old{os.getpid()}").unlink(missing_ok=True)
+    staging.rmdir()
+    return out
+
+
+def remove_stale_stages(out: Path, prefix: str = ".save-") -> None:
+    """Remove `<prefix><pid>` folders left in `out` by saves that were killed (their process is gone)."""
+    import shutil
+
+    for p in out.glob(prefix + "*") if out.is_dir() else []:
+        pid = p.name.removeprefix(prefix)
+        if not pid.isdecimal() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue
+
+
+@contextmanager
+def staged_folder(out):
+    """`with staged_folder(out) as stage:` write a model into `stage` (a folder inside `out`, so every move
+    is a rename on one file system); when the block ends, each file is moved into `out` (publish_dir).
+    A save killed or failing midway leaves the previous model whole and the user's own files untouched;
+    an exception removes the stage, a killed process's stage is removed by the next save."""
+    import shutil
+
+    out = Path(out)
+    remove_stale_stages(out)
+    stage = out / f".save-{os.getpid()}"
+    stage.mkdir(parents=True, exist_ok=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    publish_dir(stage, out)

@@ -164,7 +164,7 @@ def parse_with_preset(parser, argv, presets: dict, dest: str = "preset"):
     return parser.parse_args(argv)
 
 
-def check_settings(cfg, whole=(), positive=(), non_negative=(), shares=(), what: str = "") -> None:
+def check_settings(cfg, whole=(), positive=(), non_negative=(), shares=()) -> None:
     """One line (UserError) for the first impossible setting of a config: `whole` fields are integers >= 1,
     `positive` finite numbers > 0, `non_negative` finite numbers >= 0, `shares` numbers in [0, 1); a field
     set to None (left to a default chosen later) is not checked. Called before any work, so an impossible

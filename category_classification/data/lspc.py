@@ -63,9 +63,13 @@ def _cluster_match(raw: bytes):
 
 def _whole_object(raw: bytes) -> bool:
     """A cheap sign that a line is one whole JSON object (a cut line is the usual damage): it may vote for
-    its cluster's category without a full parse."""
-    body = raw.strip()
-    return body[:1] == b"{" and body[-1:] == b"}"
+    its cluster's category without a full parse. Called on every line in field mode: no copy of the line
+    unless it has surrounding whitespace."""
+    if raw[:1] != b"{":
+        raw = raw.lstrip()
+    return raw[:1] == b"{" and (raw[-1:] == b"}" or raw.rstrip()[-1:] == b"}")
+
+
 _LITERAL = re.compile(r'^"(.*)"(@[A-Za-z-]+)?$', re.S)  # N-Triples style "value"@en in some crawls
 
 

@@ -67,7 +67,8 @@ def clean(value, max_chars: int = 0) -> str:
 def has_visible_text(text: str) -> bool:
     """False for a text of only whitespace, control and invisible format characters (the builders' and the
     predictors' one test of a blank title)."""
-    return bool(_FORMAT.sub("", clean(text.lstrip(), 64)).strip())
+    visible = clean(text.lstrip(), 64)
+    return bool(visible) and (visible.isascii() or bool(_FORMAT.sub("", visible).strip()))
 
 
 def text_problem(text) -> str | None:

@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from category_classification.core.cli import UserError
-from category_classification.data.lspc import MAX_LINE_BYTES  # noqa: F401 (one limit for files and zips)
+# A line (or CSV record) longer than MAX_LINE_BYTES is reported and skipped without being held whole (a 10 MB
+# line once took 1.6 GB); shorter ones are cut to MAX_TEXT_CHARS by the text rule. One limit for files and zips.
+from category_classification.data.lspc import MAX_LINE_BYTES
 from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, clean, encodable, model_text, offer_text,
                                                text_problem)
 
@@ -33,8 +35,6 @@ TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order 
 TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
 DESCRIPTION_FIELDS = ("description", "Description")
 BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")  # read only for models trained with the breadcrumb
-# A line (a CSV record) longer than MAX_LINE_BYTES is reported and skipped without being held whole (a
-# 10 MB line once took 1.6 GB); shorter ones are cut to MAX_TEXT_CHARS by the text rule.
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
 
@@ -137,7 +137,7 @@ MAX_RECORD_BYTES = 1 << 20
 class _CsvLines:
     """The physical lines of a CSV file for csv.reader, numbered, remembering the lines of the record being
     read (`record`) so a record that fails can be reported at its first line and its other lines read again
-    (`replay`). A record over MAX_LINE_BYTES raises _RecordTooLong, so memory stays bounded."""
+    (`replay`). A record over its limits raises _RecordTooLong, so memory stays bounded."""
 
     def __init__(self, fh):
         from collections import deque
@@ -180,8 +180,8 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | 
     """(first line number, cells, problem) of each record of a CSV file, by the csv module's own rules (a
     quote opens a quoted field only at its start: `Monitor 27" LED` is one plain field; any line ending).
     Blank lines are not records. A record that does not parse (a quote that never closes, text after a
-    closing quote) or grows over MAX_LINE_BYTES is reported at its first line and reading starts again on
-    its next line, so a stray quote costs one line, never the rest of the file; a one-line record that only
+    closing quote) or outgrows its window (_RecordTooLong) is reported at its first line and reading starts
+    again on its next line, so a stray quote costs one line, never the rest of the file; a one-line record that only
     strict parsing refuses (`"abc"def`) is read leniently, as before."""
     quoting = csv.QUOTE_MINIMAL  # also for TSV: pandas and spreadsheets quote its fields the same way
     csv.field_size_limit(max(csv.field_size_limit(), MAX_LINE_BYTES + 1))
@@ -604,7 +604,9 @@ def predict_stream(predictor, records: Iterable[Record], out_path, batch_size: i
     t0 = time.perf_counter()
     bar = tqdm(total=total, initial=skip, unit="line", disable=not progress, file=sys.stderr, dynamic_ncols=True)
     rows_it = predicted_rows(predictor, islice(records, skip, None), top_k, threshold, keep_text, chunk_size)
-    with _writing(partial), open(partial, "ab" if skip else "wb") as out:
+    with _writing(partial):
+        out = open(partial, "ab" if skip else "wb")
+    with out:
         for rows in rows_it:
             lines = "".join(_output_line(r) for r in rows)
             for row in rows:

@@ -97,32 +97,24 @@ def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OP
 
 
 def export_staged(model_dir, out_dir, **kwargs) -> dict:
-    """`export_onnx` into a folder beside `out_dir`, then each file moved in by a rename
-    (training/loop.publish_dir): a run killed mid-export leaves the earlier export whole, never an fp32 file
-    of one model beside an int8 file of another; the files of an earlier export the new one lacks (its
-    int8 file, its parity report) are removed, a user's own files kept."""
-    import os
-
-    from category_classification.training.loop import publish_dir
-
-    from category_classification.models.encoder_io import remove_stale_stages
+    """`export_onnx` into a stage inside `out_dir` (core/artifacts.staged_folder), then each file moved in
+    by a rename: a run killed mid-export leaves the earlier export whole, never an fp32 file of one model
+    beside an int8 file of another; the files of an earlier export the new one lacks (its int8 file, its
+    parity report) are removed, a user's own files kept."""
+    from category_classification.core.artifacts import staged_folder
 
     out = Path(out_dir)
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_stages(out, ".save-")
-    stage = out / f".save-{os.getpid()}"  # inside --out: the renames never cross file systems (a mount point)
     try:
-        export_onnx(model_dir, stage, **kwargs)
-        stale = [f for f in (INT8_FILE, "parity.json") if not (stage / f).exists()]
-        publish_dir(stage, out)
-        for f in stale:  # after the new model info is in place: it no longer names them
-            (out / f).unlink(missing_ok=True)
+        with staged_folder(out) as stage:
+            export_onnx(model_dir, stage, **kwargs)
+            stale = [f for f in (INT8_FILE, "parity.json") if not (stage / f).exists()]
     except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if created and not any(out.iterdir()):  # a failed first export leaves no folder behind
+        if created and out.is_dir() and not any(out.iterdir()):  # a failed first export leaves no folder
             out.rmdir()
         raise
+    for f in stale:  # after the new model info is in place: it no longer names them
+        (out / f).unlink(missing_ok=True)
     return read_model_info(out)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.artifacts import read_model_info, staged_folder, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.models.encoder import EmbeddingClassifier, EmbeddingClassifierConfig
 
@@ -27,47 +27,24 @@ def save_encoder(model_dir, model: EmbeddingClassifier, config: EmbeddingClassif
     `train_info` must hold `max_length` (the token length the model was trained with); the rest (flags,
     figures) is kept for the record.
     """
-    import os
-
     from safetensors.torch import save_file
-
-    from category_classification.training.loop import publish_dir
 
     out = Path(model_dir)
     # written into a folder beside the files they replace, then each moved in by a rename: a run killed
     # while saving never leaves a torn weights file in place of the previous model
-    stage = out / f".save-{os.getpid()}"
-    remove_stale_stages(out, ".save-")
-    stage.mkdir(parents=True, exist_ok=True)
-    model = getattr(model, "module", model)  # unwrap DDP
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(stage / WEIGHTS_FILE))
-    (stage / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
-    tokenizer.save_pretrained(str(stage))
-    (stage / TRAIN_INFO_FILE).write_text(json.dumps(train_info, indent=2, default=str) + "\n", encoding="utf-8")
-    # data: the training dataset, whose text settings category_model.json records (core/artifacts.py)
-    write_model_info(stage, "encoder", labels, data=train_info.get("args", {}).get("data"),
-                     max_length=int(train_info["max_length"]), weights=WEIGHTS_FILE,
-                     config=CONFIG_FILE, tokenizer=".", pad_token_id=config.pad_token_id,
-                     num_parameters=model.num_parameters(), pooler=config.pooler, head=config.head)
-    return publish_dir(stage, out)
-
-
-def remove_stale_stages(out: Path, prefix: str) -> None:
-    """Remove `<prefix><pid>` folders left in `out` by saves that were killed (their process is gone)."""
-    import os
-    import shutil
-
-    for p in out.glob(prefix + "*") if out.is_dir() else []:
-        pid = p.name.removeprefix(prefix)
-        if not pid.isdecimal() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            continue
+    with staged_folder(out) as stage:
+        model = getattr(model, "module", model)  # unwrap DDP
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, str(stage / WEIGHTS_FILE))
+        (stage / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        tokenizer.save_pretrained(str(stage))
+        (stage / TRAIN_INFO_FILE).write_text(json.dumps(train_info, indent=2, default=str) + "\n", encoding="utf-8")
+        # data: the training dataset, whose text settings category_model.json records (core/artifacts.py)
+        write_model_info(stage, "encoder", labels, data=train_info.get("args", {}).get("data"),
+                         max_length=int(train_info["max_length"]), weights=WEIGHTS_FILE,
+                         config=CONFIG_FILE, tokenizer=".", pad_token_id=config.pad_token_id,
+                         num_parameters=model.num_parameters(), pooler=config.pooler, head=config.head)
+    return out
 
 
 def load_encoder(model_dir, device="cpu"):

@@ -74,18 +74,17 @@ class HierarchicalLinear:
 
     def save(self, model_dir, **info) -> Path:
         """Staged inside `model_dir` and moved into place file by file, as LinearTextClassifier.save."""
-        import os
+        from category_classification.core.artifacts import staged_folder
 
-        from category_classification.models.encoder_io import remove_stale_stages
-        from category_classification.training.loop import publish_dir
+        with staged_folder(model_dir) as stage:
+            self._write(stage, **info)
+        return Path(model_dir)
 
-        out = Path(model_dir)
-        remove_stale_stages(out, ".save-")
-        d = out / f".save-{os.getpid()}"
-        d.mkdir(parents=True, exist_ok=True)
+    def _write(self, d: Path, **info) -> None:
         level_files = []  # each level's arrays and vocabulary, so the registry checks them too
         for lv in LEVELS:
-            level_info = read_model_info(self.models[lv].save(d / lv))
+            self.models[lv]._write(d / lv)
+            level_info = read_model_info(d / lv)
             level_files += [f"{lv}/{level_info[key]}" for key in ("weights", "vocabulary") if key in level_info]
             level_files += [f"{lv}/{level_info['embedder']}/config.json"] if "embedder" in level_info else []
         (d / PATHS_FILE).write_text(json.dumps({"mode": self.mode, "paths": self.paths.tolist()}) + "\n",
@@ -93,7 +92,6 @@ class HierarchicalLinear:
         write_model_info(d, KIND, self.level_labels["lvl1"], levels=list(LEVELS), mode=self.mode,
                          level_labels=self.level_labels, config=asdict(self.config), level_files=level_files,
                          **info)
-        return publish_dir(d, out)
 
 
 def load_hierarchical(model_dir) -> HierarchicalLinear:

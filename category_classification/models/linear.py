@@ -345,21 +345,17 @@ class LinearTextClassifier:
 
     def save(self, model_dir, **info) -> Path:
         """Write the model into a folder inside `model_dir`, then move each file into place by a rename
-        (training/loop.publish_dir): a run killed while saving leaves the previous model whole, and files
+        (core/artifacts.staged_folder): a run killed while saving leaves the previous model whole, and files
         of `model_dir` that are not the model's are left alone."""
-        import os
+        from category_classification.core.artifacts import staged_folder
 
-        from category_classification.models.encoder_io import remove_stale_stages
-        from category_classification.training.loop import publish_dir
-
-        out = Path(model_dir)
-        remove_stale_stages(out, ".save-")
-        d = out / f".save-{os.getpid()}"
-        d.mkdir(parents=True, exist_ok=True)
-        self._write(d, **info)
-        return publish_dir(d, out)
+        with staged_folder(model_dir) as stage:
+            self._write(stage, **info)
+        return Path(model_dir)
 
     def _write(self, d: Path, **info) -> None:
+        """The model's files in folder `d` (a stage: see save)."""
+        d.mkdir(parents=True, exist_ok=True)
         (d / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=2) + "\n", encoding="utf-8")
         # Most hashed columns never occur in training: store the weights sparse (tfidf ones all do: no loss).
         nz = np.flatnonzero(np.any(self.weights != 0, axis=1))

@@ -162,30 +162,3 @@ def report_missing_classes(missing, log=print) -> None:
     if missing:
         log(f"{len(missing)} class(es) occur in validation/test but not in train, so every offer of them counts "
             f"as a miss: {', '.join(missing)}")
-
-
-def publish_dir(staging, out) -> Path:
-    """Move every file and folder of `staging` into `out`, each by a rename (a folder that exists is renamed
-    away first, then removed), and remove `staging`: a reader never sees a half-written file."""
-    import shutil
-
-    from category_classification.core.artifacts import MODEL_INFO
-
-    staging, out = Path(staging), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # the model info goes last and the old one is moved aside first: a run killed between two renames
-    # leaves a folder no predictor loads (and the next run accepts), never old weights under a new info
-    if (staging / MODEL_INFO).is_file() and (out / MODEL_INFO).is_file():
-        os.replace(out / MODEL_INFO, out / f".{MODEL_INFO}.old{os.getpid()}")
-    for item in sorted(staging.iterdir(), key=lambda p: (p.name == MODEL_INFO, p.name)):
-        dest = out / item.name
-        if dest.is_dir() and not dest.is_symlink():
-            old = out / f".{item.name}.old{os.getpid()}"
-            os.replace(dest, old)
-            os.replace(item, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(item, dest)
-    (out / f".{MODEL_INFO}.old{os.getpid()}").unlink(missing_ok=True)
-    staging.rmdir()
-    return out

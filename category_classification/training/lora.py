@@ -376,7 +376,8 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
     adapter + merged model + results files. Returns {"validation": metrics, "test": metrics, "config": ...}."""
     from category_classification.core.devices import seed_everything
     from category_classification.evaluation import metrics as evaluation
-    from category_classification.training.loop import publish_dir, report_missing_classes
+    from category_classification.core.artifacts import publish_dir
+    from category_classification.training.loop import report_missing_classes
 
     # Set-up: the flags checked and the defaults for the model's size, then device, threads and the checks
     # that need the device.
