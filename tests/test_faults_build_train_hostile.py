@@ -156,19 +156,22 @@ def test_reserved_category_names_in_a_map_are_bad_rows(tmp_path):
 def test_damaged_or_deeply_nested_mwpd_files_keep_what_they_can(tmp_path, capsys):
     from category_classification.data.mwpd import file_lines
 
-    import os
+    import random
     from collections import Counter
 
+    rng = random.Random(0)  # fixed bytes: where the damage lands, and what it inflates to, is the same every run
     rows = offers(300)  # 900 offers, made incompressible so the damage lies megabytes into the stream
     for o in rows:
-        o["Description"] = os.urandom(1500).hex()
+        o["Description"] = rng.randbytes(1500).hex()
     blob = bytearray(gzip.compress("".join(json.dumps(o) + "\n" for o in rows).encode()))
     blob[len(blob) * 3 // 4] ^= 0xFF  # flipped bits late in the deflate stream
     damaged = tmp_path / "damaged.json.gz"
     damaged.write_bytes(bytes(blob))
     counts = Counter()
     lines = file_lines(damaged, counts)
-    assert counts["corrupt_file"] == 1 and 100 < len(lines) < len(rows)
+    # inflating past the damage can give garbage lines before zlib notices: count the offers that survive whole
+    whole = [x for x in lines if x.startswith(b'{"ID"') and x.endswith(b'}')]
+    assert counts["corrupt_file"] == 1 and 100 < len(whole) < len(rows)
     deep = tmp_path / "deep.json"
     deep.write_bytes(b"[" * 200_000)
     assert file_lines(deep) == [b"[" * 200_000]  # not an array after all: its one line, counted by the caller
