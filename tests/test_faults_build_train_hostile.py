@@ -72,6 +72,66 @@ def test_a_kill_while_the_linear_model_saves_leaves_the_previous_model_whole(tmp
     assert load_linear(out).predict(["gold ring"]) is not None
 
 
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("kill_at", range(9))
+def test_a_kill_between_the_renames_of_a_save_loses_no_model(tmp_path, monkeypatch, kill_at):
+    """A save killed after its files are written, while it renames them in (each rename a kill point): the
+    folder then loads as the previous model (put back by the loader) or the new one, never a mixture."""
+    import os
+
+    from category_classification.core import artifacts
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
+    from predict_fixtures import LABELS, toy_offers
+
+    texts, labels = toy_offers(10)
+    out = tmp_path / "m"
+    (tmp_path / "m").mkdir()
+    (out / "notes.txt").write_text("mine", encoding="utf-8")
+    LinearTextClassifier(LABELS, LinearConfig(char_ngrams=(3, 4))).fit(texts, labels).save(out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    new = LinearTextClassifier(LABELS, LinearConfig(word_ngrams=(1, 1))).fit(texts, labels)
+
+    class Killed(BaseException):
+        pass
+
+    calls, real = [], os.replace
+
+    def replace(a, b):
+        calls.append(b)
+        if len(calls) > kill_at:
+            raise Killed()
+        real(a, b)
+
+    monkeypatch.setattr(artifacts.os, "replace", replace)
+    try:
+        new.save(out)
+        finished = True
+    except Killed:
+        finished = False
+    monkeypatch.undo()
+    assert finished == (kill_at == 8), f"the save took {len(calls)} renames; the test kills at each of them"
+    for p in list(out.iterdir()):  # the killed process is gone: its leftovers carry a dead pid
+        if p.name.startswith((".save-", artifacts.PUBLISH_BACKUP)):
+            p.rename(out / (p.name.rstrip("0123456789") + str(_dead_pid())))
+    model = load_linear(out)  # loads: the previous model put back byte for byte, or the new one whole
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    if finished:
+        assert model.config.word_ngrams == (1, 1)
+    else:
+        assert after == before and model.config.word_ngrams == LinearConfig().word_ngrams
+    assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    new.save(out)  # the next save clears every leftover
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert load_linear(out).config.word_ngrams == (1, 1)
+
+
 def test_profiler_out_never_overwrites_its_input_or_a_user_file(tmp_path, capsys):
     import webdata_discovery
 

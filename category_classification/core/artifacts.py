@@ -61,6 +61,10 @@ def check_model_out(out, inputs=(), kinds=None) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; a model is a folder: name a new one")
+    try:  # a model whose save was killed midway is put back first, so the checks below see it
+        restore_interrupted_publish(out)
+    except OSError:
+        pass
     for src in inputs:
         if src is not None and (_is_inside(out.resolve(), Path(src).resolve())
                                 or _is_inside(Path(src).resolve(), out.resolve())):
@@ -94,6 +98,11 @@ def check_model_out(out, inputs=(), kinds=None) -> Path:
 def read_model_info(model_dir) -> dict:
     """category_model.json of `model_dir`; missing, damaged or without kind and labels: a UserError."""
     path = Path(model_dir) / MODEL_INFO
+    if not path.is_file():
+        try:  # a save killed while it moved its files in: the previous model goes back first
+            restore_interrupted_publish(model_dir)
+        except OSError:
+            pass
     if not path.is_file():
         raise UserError(f"{model_dir} is not a trained model directory (no {MODEL_INFO})")
     try:
@@ -210,29 +219,67 @@ def jsonl_first_line_has(path, keys) -> bool:
     return isinstance(obj, dict) and all(k in obj for k in keys)
 
 
+PUBLISH_BACKUP = ".published.old"  # + pid: the files a publish replaces, kept until its last rename
+
+
+def _pid_is_gone(pid: str) -> bool:
+    """True when the process `pid` (decimal text) has ended; False for a live one, ours or unknowable."""
+    if not pid.isdecimal() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        pass
+    return False
+
+
 def publish_dir(staging, out) -> Path:
-    """Move every file and folder of `staging` into `out`, each by a rename (a folder that exists is renamed
-    away first, then removed), and remove `staging`: a reader never sees a half-written file."""
+    """Move every file and folder of `staging` into `out`, each by a rename, and remove `staging`: a reader
+    never sees a half-written file. What a staged item replaces is first moved into a backup folder
+    (PUBLISH_BACKUP + pid), removed after the last rename; a run killed between the renames leaves the
+    previous model there, and restore_interrupted_publish puts it back."""
     import shutil
 
     staging, out = Path(staging), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # the model info goes last and the old one is moved aside first: a run killed between two renames
-    # leaves a folder no predictor loads (and the next run accepts), never old weights under a new info
-    if (staging / MODEL_INFO).is_file() and (out / MODEL_INFO).is_file():
-        os.replace(out / MODEL_INFO, out / f".{MODEL_INFO}.old{os.getpid()}")
-    for item in sorted(staging.iterdir(), key=lambda p: (p.name == MODEL_INFO, p.name)):
-        dest = out / item.name
-        if dest.is_dir() and not dest.is_symlink():
-            old = out / f".{item.name}.old{os.getpid()}"
-            os.replace(dest, old)
-            os.replace(item, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(item, dest)
-    (out / f".{MODEL_INFO}.old{os.getpid()}").unlink(missing_ok=True)
+    # the model info goes last and the old one leaves first: no reader ever loads old weights under a new
+    # info or new weights under an old one
+    items = sorted(staging.iterdir(), key=lambda p: (p.name == MODEL_INFO, p.name))
+    backup = out / f"{PUBLISH_BACKUP}{os.getpid()}"
+    backup.mkdir(exist_ok=True)
+    replaced = sorted((out / i.name for i in items if os.path.lexists(out / i.name)),
+                      key=lambda p: p.name != MODEL_INFO)
+    for old in replaced:
+        os.replace(old, backup / old.name)
+    for item in items:
+        os.replace(item, out / item.name)
+    shutil.rmtree(backup, ignore_errors=True)
     staging.rmdir()
     return out
+
+
+def restore_interrupted_publish(out) -> list[str]:
+    """Undo what a publish_dir killed midway did in `out` (its process gone): when `out` has no model info,
+    the files it had moved aside go back, replacing the new ones it had moved in; when the new model info
+    is there, the publish had finished and only its backup is removed. Returns the names put back."""
+    import shutil
+
+    out = Path(out)
+    restored: list[str] = []
+    for backup in sorted(out.glob(PUBLISH_BACKUP + "*")) if out.is_dir() else []:
+        if not backup.is_dir() or not _pid_is_gone(backup.name.removeprefix(PUBLISH_BACKUP)):
+            continue
+        if not (out / MODEL_INFO).is_file():
+            for old in sorted(backup.iterdir(), key=lambda p: p.name == MODEL_INFO):
+                dest = out / old.name
+                if dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                os.replace(old, dest)
+                restored.append(old.name)
+        shutil.rmtree(backup, ignore_errors=True)
+    return restored
 
 
 def remove_stale_stages(out: Path, prefix: str = ".save-") -> None:
@@ -240,15 +287,8 @@ def remove_stale_stages(out: Path, prefix: str = ".save-") -> None:
     import shutil
 
     for p in out.glob(prefix + "*") if out.is_dir() else []:
-        pid = p.name.removeprefix(prefix)
-        if not pid.isdecimal() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if _pid_is_gone(p.name.removeprefix(prefix)):
             shutil.rmtree(p, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            continue
 
 
 @contextmanager
@@ -260,6 +300,7 @@ def staged_folder(out):
     import shutil
 
     out = Path(out)
+    restore_interrupted_publish(out)
     remove_stale_stages(out)
     stage = out / f".save-{os.getpid()}"
     stage.mkdir(parents=True, exist_ok=True)
