@@ -60,21 +60,30 @@ def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None) -
     from category_classification.data.mwpd import BREADCRUMB_FIELD, gs1_label
     from category_classification.data.text import clean, offer_text
 
+    import zlib
+
+    from category_classification.core.cli import UserError
+
     counts = Counter() if counts is None else counts
     out = []
-    with gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb") as fh:
-        for raw in fh:
-            offer = parse_json_object(raw, counts)
-            if offer is None:
-                continue
-            title = clean(offer.get("Name"))
-            levels = {lv: clean(offer.get(lv)) for lv in LEVELS}
-            if not title or not all(levels.values()):
-                counts["skipped_no_title_or_label"] += 1
-                continue
-            text = offer_text(title, clean(offer.get("Description")),
-                              breadcrumb=offer.get(BREADCRUMB_FIELD) if breadcrumb else None)
-            out.append({"text": text, **levels, "six": gs1_label(levels, "six")})
+    try:
+        with gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb") as fh:
+            for raw in fh:
+                offer = parse_json_object(raw, counts)
+                if offer is None:
+                    continue
+                title = clean(offer.get("Name"))
+                levels = {lv: clean(offer.get(lv)) for lv in LEVELS}
+                if not title or not all(levels.values()):
+                    counts["skipped_no_title_or_label"] += 1
+                    continue
+                text = offer_text(title, clean(offer.get("Description")),
+                                  breadcrumb=offer.get(BREADCRUMB_FIELD) if breadcrumb else None)
+                out.append({"text": text, **levels, "six": gs1_label(levels, "six")})
+    except (OSError, EOFError, zlib.error) as exc:  # not gzip, damaged, unreadable
+        raise UserError(f"cannot read {path}: {exc}") from None
+    if not out:
+        raise UserError(f"{path} holds no MWPD offer with a Name and the lvl1, lvl2 and lvl3 labels ({dict(counts)})")
     return out
 
 
@@ -97,7 +106,7 @@ def _split(train: list[dict], seed: int = 0):
 
 def _flat_model(kind: str, labels):
     """One flat classifier of `kind` over `labels`: fit(texts, y_idx), predict(texts) -> idx."""
-    from category_classification.models.linear import LinearConfig, LinearTextClassifier
+    from category_classification.models.linear import LinearTextClassifier
 
     if kind == "reference":  # the ten lines of issue 13, verbatim
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -238,17 +247,50 @@ def run_kind(kind: str, files: dict) -> dict:
     return out
 
 
+class KindFailed(Exception):
+    """A kind's process failed or died: its traceback (if any) is above, the rows finished before it are kept."""
+
+
 def _child(kind, files, queue):
-    queue.put(run_kind(kind, files))
+    from category_classification.core.cli import UserError
+
+    try:
+        result = ("ok", run_kind(kind, files))
+    except UserError as exc:  # one line in the parent, exit 2
+        result = ("user", str(exc))
+    except BaseException:
+        queue.put(("bug", None))
+        raise  # the traceback goes to stderr from this process
+    queue.put(result)
 
 
 def run_isolated(kind: str, files: dict) -> dict:
-    ctx = mp.get_context("spawn")  # a fresh process: peak memory counts this kind only
+    """run_kind in a fresh process (peak memory counts this kind only); a child that fails or dies never leaves
+    the parent waiting."""
+    import queue as queues
+
+    from category_classification.core.cli import UserError
+
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(kind, files, queue))
     proc.start()
-    result = queue.get()
-    proc.join()
+    try:
+        while True:
+            try:
+                status, result = queue.get(timeout=1.0)
+                break
+            except queues.Empty:
+                if not proc.is_alive() and queue.empty():
+                    raise KindFailed(f"{kind}: its process ended with exit code {proc.exitcode} and no result") from None
+    finally:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.kill()
+    if status == "user":
+        raise UserError(result)
+    if status != "ok":
+        raise KindFailed(f"{kind} failed (its traceback is above)")
     return result
 
 
@@ -269,20 +311,35 @@ def earlier_rows(path: Path, scored_on: str, files: dict) -> dict:
     of other kinds adds its rows instead of replacing them (a row run again is replaced)."""
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("models"), dict):
         return {}
     same = earlier.get("scored_on") == scored_on and earlier.get("max_offers") == files["max_offers"]
-    return dict(earlier.get("models", {})) if same else {}
+    return dict(earlier["models"]) if same else {}
 
 
 def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    from category_classification.core.artifacts import write_text_atomic
+
+    write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
+
+
+def check_out(out: Path, inputs) -> Path:
+    """Refuse, before any work, an --out that is a file, lies inside the repository's data/ (the bundled MWPD
+    files), or whose benchmark.json is an input or not an earlier one of this script; returns OUT/benchmark.json."""
+    from category_classification.core.artifacts import check_file_out, json_file_with_keys, refuse_inside
+    from category_classification.core.cli import UserError
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; the benchmark writes a folder (benchmark.json, work/): name a new one")
+    refuse_inside("--out", out, [REPO / "data"])
+    return check_file_out(out / "benchmark.json", inputs, lambda p: json_file_with_keys(p, ("models", "scored_on")),
+                          what="benchmark.json of bench/mwpd_benchmark.py")
 
 
 def main(argv=None) -> int:
-    from category_classification.core.cli import UserError, require_file
+    from category_classification.core.cli import UserError, check_settings, require_file
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for benchmark.json")
@@ -294,6 +351,7 @@ def main(argv=None) -> int:
     p.add_argument("--max_offers", type=int, default=0,
                    help="use only the first N offers of each file: a quick check of the wiring (0: all)")
     args = p.parse_args(argv)
+    check_settings(args, non_negative=("max_offers",))  # and --device
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in MODELS]
     if unknown or not models:
@@ -306,14 +364,21 @@ def main(argv=None) -> int:
     else:
         files["test"] = str(require_file(mwpd / "validation.json.gz", "MWPD validation file"))
     scored_on = "test file " + args.test if args.test else "MWPD validation file (3,000 offers)"
-    print(f"MWPD benchmark: scored on the {scored_on}")
     out = Path(args.out)
+    check_out(out, [files.get(k) for k in ("train", "validation", "test")])
+    for path in dict.fromkeys(files.values()):  # a damaged or unlabelled file: one line now, not in a child later
+        read_offers(path)
+    print(f"MWPD benchmark: scored on the {scored_on}")
     out.mkdir(parents=True, exist_ok=True)
     files.update(work=str(out / "work"), device=args.device, max_offers=args.max_offers)
     results = earlier_rows(out / "benchmark.json", scored_on, files)
     for kind in models:
         print(f"  {kind}: {DESCRIPTION[kind]}", flush=True)
-        results[kind] = run_isolated(kind, files)
+        try:
+            results[kind] = run_isolated(kind, files)
+        except KindFailed as exc:
+            print(f"error: {exc}; the rows finished before it are in {out / 'benchmark.json'}", file=sys.stderr)
+            return 1
         missing = {lv: n for lv, n in results[kind].pop("classes_without_training_examples").items() if n}
         if missing:
             print("    classes of the scored file without training offers (scored as misses): "
