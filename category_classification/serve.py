@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch / onnxruntime")
     p.add_argument("--body_timeout_s", type=float, default=30.0,
                    help="a request whose body is not complete this many seconds after it starts gets 408")
+    p.add_argument("--header_timeout_s", type=float, default=10.0,
+                   help="a connection that has not sent a whole request head (request line and headers) this many "
+                        "seconds after it opened, or after its last answer, is closed")
     p.add_argument("--log_level", default="warning", choices=("critical", "error", "warning", "info", "debug", "trace"))
     return p
 
@@ -287,8 +290,9 @@ def main(argv=None):
         raise UserError(f"--max_wait_ms must be between 0 and 10000, got {args.max_wait_ms}")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise UserError(f"--threshold is a probability between 0 and 1, got {args.threshold}")
-    if not 0 < args.body_timeout_s <= 3600:
-        raise UserError(f"--body_timeout_s must be between 0 and 3600 seconds, got {args.body_timeout_s}")
+    for flag in ("body_timeout_s", "header_timeout_s"):
+        if not 0 < getattr(args, flag) <= 3600:
+            raise UserError(f"--{flag} must be between 0 and 3600 seconds, got {getattr(args, flag)}")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be between 0 and 65535, got {args.port}")
     sock = bind(args.host, args.port)  # before the model loads: a taken port or a wrong host costs nothing
@@ -301,9 +305,42 @@ def main(argv=None):
     host, port = sock.getsockname()[:2]
     print(f"serving {args.model} ({predictor.describe()['kind']}, {predictor.runtime}) on "
           f"http://{host}:{port}", file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=False, timeout_graceful_shutdown=10,
+                            http=header_deadline_protocol(args.header_timeout_s))
     uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def header_deadline_protocol(seconds: float):
+    """uvicorn's HTTP protocol class (httptools where installed, else h11, as its "auto" picks) with one more
+    rule: a connection that has not sent a whole request head `seconds` after it opened or after its last
+    answer is closed. uvicorn has no such timeout, so a client trickling its headers held a socket forever
+    (the body has its own deadline: BodyLimit)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    except ImportError:
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+    class HeaderDeadline(base):
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self._arm_header_deadline()
+
+        def _arm_header_deadline(self):
+            waiting_after = self.cycle  # a new request head, once whole, makes a new cycle
+
+            def expire():
+                idle = waiting_after is None or waiting_after.response_complete
+                if self.cycle is waiting_after and idle and not self.transport.is_closing():
+                    self.transport.close()
+
+            self.loop.call_later(seconds, expire)
+
+    return HeaderDeadline
 
 
 def bind(host: str, port: int) -> socket.socket:

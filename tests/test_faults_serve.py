@@ -122,7 +122,8 @@ def linear_dir(tmp_path_factory):
 
 @pytest.mark.parametrize("flags,words", [(["--threshold", "nan"], "--threshold"), (["--threshold", "5"], "--threshold"),
                                          (["--max_wait_ms", "inf"], "--max_wait_ms"), (["--port", "99999"], "--port"),
-                                         (["--host", "999.1.1.1"], "cannot listen"), (["--body_timeout_s", "0"], "--body_timeout_s")])
+                                         (["--host", "999.1.1.1"], "cannot listen"), (["--body_timeout_s", "0"], "--body_timeout_s"),
+                                          (["--header_timeout_s", "nan"], "--header_timeout_s")])
 def test_impossible_service_flags_are_one_line(linear_dir, capsys, flags, words):
     from category_classification import serve
 
@@ -162,7 +163,8 @@ def test_a_stalled_body_gets_408_and_a_nan_metric_never_breaks_model(linear_dir,
     (model / "metrics.json").write_text('{"validation": {"macro_f1": NaN, "accuracy": 0.9}}', encoding="utf-8")
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "category_classification.serve", "--model", str(model),
-                             "--port", "0", "--body_timeout_s", "1"], stderr=subprocess.PIPE, text=True,
+                             "--port", "0", "--body_timeout_s", "1", "--header_timeout_s", "1"],
+                            stderr=subprocess.PIPE, text=True,
                             cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
     try:
         line = proc.stderr.readline()
@@ -180,6 +182,33 @@ def test_a_stalled_body_gets_408_and_a_nan_metric_never_breaks_model(linear_dir,
         answer = stalled.recv(4096).decode()
         stalled.close()
         assert answer.startswith("HTTP/1.1 408"), answer
+        # a client trickling its request head: closed at the header deadline (it held the socket forever)
+        trickle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        started = time.monotonic()
+        trickle.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        for _ in range(4):
+            time.sleep(0.2)
+            try:
+                trickle.sendall(b"X-Slow: 1\r\n")
+            except OSError:
+                break
+        try:
+            closed = trickle.recv(4096) == b""
+        except ConnectionResetError:
+            closed = True
+        assert closed and time.monotonic() - started < 5
+        trickle.close()
+        # a keep-alive client that sends a second request after its first answer is still served
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        for pause in (0, 0.5):
+            time.sleep(pause)
+            conn.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while b"\r\n\r\n" not in got or len(got.split(b"\r\n\r\n", 1)[1]) < int(
+                    re.search(rb"content-length: (\d+)", got.lower()).group(1)):
+                got += conn.recv(65536)
+            assert got.startswith(b"HTTP/1.1 200"), got
+        conn.close()
         conn = socket.create_connection(("127.0.0.1", port), timeout=10)
         conn.sendall(b"GET /model HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         got = b""
