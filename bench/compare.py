@@ -322,8 +322,13 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # the format follows the suffix
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)  # a reader (the docs) sees the old plot or the new one whole
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 def check_targets(rows: list[dict]) -> list[str]:
@@ -366,10 +371,50 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 KEEP_MARK = "<!-- kept by bench/compare.py -->"
+WRITTEN_BY = "Written by `bench/compare.py`"
+
+
+def _our_markdown(path: Path) -> bool:
+    """A table this script wrote (its own sentence, or the mark of the sections it keeps): the only Markdown
+    it replaces."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return WRITTEN_BY in text or KEEP_MARK in text
+
+
+def _our_plot(path: Path) -> bool:
+    """A PNG matplotlib wrote (its Software field), as this script's plot is."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG") and b"Matplotlib" in head
+
+
+def check_outputs(args, runs: Path, models: list[Path]) -> None:
+    """Refuse, before any measurement, an output that is an input, lies inside the dataset or a model, or is a
+    file this script did not write (a user's notes, JSON or picture)."""
+    from category_classification.core.artifacts import check_file_out, json_file_with_keys
+
+    folders = [args.data, *models]
+    table = "benchmark table of bench/compare.py"
+    check_file_out(args.md, [], _our_markdown, what=table, folders=folders, flag="--md")
+    check_file_out(runs / "compare.md", [args.md], _our_markdown, what=table, folders=folders, flag="--runs: its")
+    check_file_out(args.json or runs / "compare.json", [args.md], lambda p: json_file_with_keys(p, ("meta", "rows")),
+                   what="compare.json of bench/compare.py", folders=folders, flag="--json")
+    check_file_out(args.plot, [args.md, args.json], _our_plot, what="plot of bench/compare.py", folders=folders,
+                   flag="--plot")
 
 
 def main(argv=None) -> int:
+    from category_classification.core.artifacts import write_text_atomic
+    from category_classification.core.cli import UserError, check_settings
+
     args = build_parser().parse_args(argv)
+    check_settings(args, positive=("seconds",))  # and --threads: 0 (the libraries' default) .. 4x the cores
     stay_offline()  # the measuring processes inherit it
     runs = Path(args.runs)
     args.data = args.data or str(runs / "mwpd6")
@@ -378,9 +423,14 @@ def main(argv=None) -> int:
         print(json.dumps(result))
         return 0
     if not (Path(args.data) / "dataset_dict.json").is_file():
-        print(f"no dataset at {args.data}: run `make demo` first (it builds {runs}/mwpd6 and trains models)",
-              file=sys.stderr)
-        return 2
+        raise UserError(f"no dataset at {args.data}: run `make demo` first (it builds {runs}/mwpd6 and trains models)")
+    try:
+        splits = json.loads((Path(args.data) / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
+    except (OSError, ValueError, UnicodeDecodeError, KeyError, TypeError):
+        splits = None
+    if isinstance(splits, list) and args.split not in splits:
+        raise UserError(f"--split {args.split}: {args.data} has the splits {', '.join(map(str, splits))}")
+    check_outputs(args, runs, discover(runs))
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     load_start = os.getloadavg()[0]
     models = discover(runs)
@@ -391,8 +441,8 @@ def main(argv=None) -> int:
         if args.only:
             models = [d for d in models if d.name in args.only or d.name.removesuffix("_onnx") in args.only]
     if not models:
-        print(f"no trained model directories under {runs}: run `make demo` first", file=sys.stderr)
-        return 2
+        raise UserError(f"no trained model directories under {runs}" + (" named by --only" if args.only else "")
+                        + ": run `make demo` first")
     jobs = []
     for d in models:
         info = json.loads((d / "category_model.json").read_text(encoding="utf-8"))
@@ -411,6 +461,9 @@ def main(argv=None) -> int:
             f"at b64, {r['batch1_titles_per_s']:,.0f} at b1 (p50 {r['batch1_p50_ms']:.2f} ms, p99 "
             f"{r['batch1_p99_ms']:.2f} ms), peak RSS {r['peak_rss_mb']:,.0f} MB, {r['size_mb']:,.1f} MB on disk")
         rows.append(r)
+    if not rows:  # the earlier table, JSON and plot stay as they are
+        print(f"error: none of the {len(jobs)} measurements succeeded (see above); nothing written", file=sys.stderr)
+        return 1
     # Agreement of each ONNX runtime with the torch model it was exported from, on this split.
     torch_preds = {str(Path(r["model_dir"]).resolve()): r["preds"] for r in rows if r["runtime"] == "torch"}
     for r in rows:
@@ -434,23 +487,22 @@ def main(argv=None) -> int:
             "load_start": load_start, "load_end": os.getloadavg()[0], "targets": check_targets(rows),
             "plot_rel": os.path.relpath(plot_path, md_path.parent), "json": str(json_path),
             "command": "python bench/compare.py " + " ".join(argv if argv is not None else sys.argv[1:])}
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps({"meta": meta, "rows": [{k: v for k, v in r.items() if k != "preds"}
-                                                            for r in rows]}, indent=2) + "\n", encoding="utf-8")
-    if rows:
-        plot(rows, plot_path)
+    write_text_atomic(json_path, json.dumps({"meta": meta, "rows": [{k: v for k, v in r.items() if k != "preds"}
+                                                                     for r in rows]}, indent=2) + "\n")
+    plot(rows, plot_path)
     md = markdown(rows, meta)
-    md_path.parent.mkdir(parents=True, exist_ok=True)
     # sections written by hand (the MWPD benchmark) follow KEEP_MARK and survive a rerun
     old = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
     kept = old[old.index(KEEP_MARK):] if KEEP_MARK in old else ""
-    md_path.write_text(md.rstrip("\n") + "\n\n" + kept if kept else md, encoding="utf-8")
+    write_text_atomic(md_path, md.rstrip("\n") + "\n\n" + kept if kept else md)
     copy = markdown(rows, {**meta, "plot_rel": os.path.relpath(plot_path.resolve(), runs.resolve())})
-    (runs / "compare.md").write_text(copy, encoding="utf-8")
+    write_text_atomic(runs / "compare.md", copy)
     print()
     print(md)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

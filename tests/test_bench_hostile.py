@@ -2,6 +2,8 @@
 data or an input; impossible flag values; damaged inputs; a measuring process that dies. Each refusal is one
 line on stderr and exit 2, before any work; what the scripts write appears whole (docs/reliability.md section 6)."""
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -72,3 +74,70 @@ def test_mwpd_benchmark_a_failing_kind_process_ends_the_wait():
 
     with pytest.raises(KindFailed):
         run_isolated("reference", {})
+
+
+# --- bench/compare.py -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    from predict_fixtures import make_dataset, make_linear
+
+    d = tmp_path_factory.mktemp("compare") / "runs"
+    make_dataset(d / "mwpd6")
+    make_linear(d / "linear")
+    return d
+
+
+def _compare(runs, out, *argv):
+    from bench import compare
+
+    files = ["--md", out / "b.md", "--json", out / "c.json", "--plot", out / "c.png"]
+    return run(compare.main, [str(a) for a in ["--runs", runs, "--seconds", "0.02", "--no_export", *files, *argv]])
+
+
+def test_compare_never_replaces_a_users_notes_json_or_picture(runs, tmp_path, capsys):
+    mine = {"b.md": "# My own notes\nimportant\n", "c.json": '{"mine": 1}\n', "c.png": "PNG-ish bytes"}
+    for name, text in mine.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    for flag in ("--md", "--json", "--plot"):
+        assert _compare(runs, tmp_path) == 2
+        _one_error_line(capsys.readouterr().err, f"{flag} ")
+        (tmp_path / {"--md": "b.md", "--json": "c.json", "--plot": "c.png"}[flag]).rename(tmp_path / f"{flag}.kept")
+    assert {p.name: p.read_text(encoding="utf-8") for p in tmp_path.glob("*.kept")} == {
+        "--md.kept": mine["b.md"], "--json.kept": mine["c.json"], "--plot.kept": mine["c.png"]}
+    # a model's own file as --json
+    assert _compare(runs, tmp_path, "--json", runs / "linear" / "category_model.json") == 2
+    _one_error_line(capsys.readouterr().err, "inside the model")
+    assert not (runs / "compare.md").exists()
+
+
+@pytest.mark.parametrize("flags, words", [(["--seconds", "inf"], "--seconds"), (["--seconds", "nan"], "--seconds"),
+                                          (["--seconds", "0"], "--seconds"), (["--threads", "-3"], "--threads"),
+                                          (["--split", "nope"], "--split nope")])
+def test_compare_impossible_flags_are_one_line_before_any_measurement(runs, tmp_path, capsys, flags, words):
+    assert _compare(runs, tmp_path, *flags) == 2
+    _one_error_line(capsys.readouterr().err, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compare_keeps_the_hand_written_part_and_writes_nothing_when_every_measurement_fails(runs, tmp_path, capsys):
+    from bench.compare import KEEP_MARK
+
+    doc = tmp_path / "b.md"
+    doc.write_text(f"# old table\n\n{KEEP_MARK}\n# by hand\nkept\n", encoding="utf-8")
+    assert _compare(runs, tmp_path) == 0
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks") and text.endswith(f"{KEEP_MARK}\n# by hand\nkept\n")
+    assert json.loads((tmp_path / "c.json").read_text(encoding="utf-8"))["rows"]
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    broken = tmp_path / "broken_runs"
+    broken.mkdir()
+    os.symlink(runs / "mwpd6", broken / "mwpd6")
+    (broken / "linear").mkdir()
+    for p in (runs / "linear").iterdir():
+        (broken / "linear" / p.name).write_bytes(p.read_bytes())
+    (broken / "linear" / "linear_weights.npz").write_bytes(b"damaged")
+    capsys.readouterr()
+    assert _compare(broken, tmp_path) == 1
+    assert "none of the 1 measurements succeeded" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == written

@@ -154,25 +154,26 @@ def refuse_inside(flag: str, out, folders) -> None:
             raise UserError(f"{flag} {out} is or lies inside the model or dataset {folder}; name a place of its own")
 
 
-def check_file_out(out, inputs=(), ours=lambda path: False, what: str = "output", folders=()) -> Path:
+def check_file_out(out, inputs=(), ours=lambda path: False, what: str = "output", folders=(),
+                   flag: str = "--out") -> Path:
     """Refuse, before any work, a single-file --out that would lose something: a folder or special file,
     an input (by any spelling) or a path inside one of the input `folders`, or an existing file `ours(path)`
     does not recognise as an earlier output of the same tool; or one that cannot be written. Nothing is
-    created here."""
+    created here. `flag` names the option in the messages."""
     import tempfile
 
-    refuse_inside("--out", out, folders)
+    refuse_inside(flag, out, folders)
     out = Path(out)
     if out.exists() and not out.is_file():
-        raise UserError(f"--out {out} exists and is not a regular file; name a file for the {what}")
+        raise UserError(f"{flag} {out} exists and is not a regular file; name a file for the {what}")
     for src in inputs:
         if src is None:
             continue
         src = Path(src)
         if (out.exists() and src.exists() and os.path.samefile(out, src)) or out.resolve() == src.resolve():
-            raise UserError(f"--out {out} is the input {src}: writing it would destroy the input")
+            raise UserError(f"{flag} {out} is the input {src}: writing it would destroy the input")
     if out.is_file() and out.stat().st_size and not ours(out):
-        raise UserError(f"--out {out} exists and is not an earlier {what}; name a new file")
+        raise UserError(f"{flag} {out} exists and is not an earlier {what}; name a new file")
     probe = out.absolute().parent
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -182,7 +183,7 @@ def check_file_out(out, inputs=(), ours=lambda path: False, what: str = "output"
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as exc:
-        raise UserError(f"cannot write --out {out}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write {flag} {out}: {exc.strerror or exc}") from None
     return out
 
 
