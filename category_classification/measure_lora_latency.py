@@ -9,22 +9,24 @@ from category_classification.core.cli import UserError, require_file, run
 
 
 def read_texts(args):
-    """(texts, labels or None) from --dataset/--split or --txt (one offer per line)."""
+    """(texts, label names or None, the dataset's label names or None) from --dataset/--split or --txt (one
+    offer per line)."""
     if args.txt:
         lines = require_file(args.txt, "text file").read_text(encoding="utf-8").splitlines()
         texts = [line for line in lines if line.strip()]
-        labels = None
+        labels = names = None
     else:
-        from category_classification.data.dataset_dir import get_split, load_dataset_dir
+        from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
 
-        split = get_split(load_dataset_dir(args.dataset), args.split)
-        texts, labels = list(split["text"]), list(split["label"])
+        dsd = load_dataset_dir(args.dataset)
+        split, names = get_split(dsd, args.split), label_names(dsd)
+        texts, labels = list(split["text"]), [names[y] for y in split["label"]]
     if args.limit:
         texts = texts[: args.limit]
         labels = labels[: args.limit] if labels is not None else None
     if not texts:
         raise UserError("no offers to classify")
-    return texts, labels
+    return texts, labels, names
 
 
 def main(argv=None):
@@ -66,10 +68,15 @@ def main(argv=None):
 
     if args.cpu_threads > 0:
         torch.set_num_threads(args.cpu_threads)
-    texts, labels = read_texts(args)
+    texts, labels, data_labels = read_texts(args)
     device = resolve_device(args.device)
     folder = load_folder(args.model, device=device, dtype=inference_dtype(device))
     tokenizer, model, info = folder.tokenizer, folder.model, folder.info
+    model_labels = info.get("labels") or [model.config.id2label[i] for i in range(model.config.num_labels)]
+    if labels is not None:  # accuracy is by label name: the model's order need not be the dataset's
+        from category_classification.evaluate import dataset_columns
+
+        dataset_columns(model_labels, data_labels)  # a model of other classes: one line, before the timing
     seq_len = args.seq_len or int(info.get("max_length", 128))
     preds, seconds, sizes = time_batches(model, tokenizer, texts, args.batch, seq_len, device,
                                          args.warmup_batches)
@@ -77,7 +84,7 @@ def main(argv=None):
                "batch": args.batch, "seq_len": seq_len, "threads": torch.get_num_threads(),
                **latency_summary(seconds, sizes)}
     if labels is not None:
-        summary["accuracy"] = sum(int(p == y) for p, y in zip(preds, labels)) / len(labels)
+        summary["accuracy"] = sum(int(model_labels[p] == y) for p, y in zip(preds, labels)) / len(labels)
     print(f"{summary['items']} offers in {summary['batches']} batches of {args.batch} on {device.type} "
           f"({summary['dtype']}, seq_len {seq_len}, {summary['threads']} threads): "
           f"{summary['items_per_second']:.1f} items/s")

@@ -218,6 +218,21 @@ def test_latency_script_on_a_trained_model(tiny, tmp_path, capsys):
     assert figures["batch_p50_ms"] <= figures["batch_p95_ms"] <= figures["batch_p99_ms"]
     assert figures["item_p99_ms"] <= figures["batch_p99_ms"]
     assert "items/s" in capsys.readouterr().out
+    # the same offers in a dataset whose label order is reversed: accuracy is by name, so it is the same
+    from datasets import ClassLabel, load_from_disk
+
+    dsd = load_from_disk(str(tiny["data"]))
+    names = dsd["test"].features["label"].names
+    for order, path in ((names[::-1], tmp_path / "reversed"), ([n + "X" for n in names], tmp_path / "others")):
+        moved = dsd.map(lambda row: {"label": order.index(names[row["label"]])} if order[0] in names else {})
+        moved.cast_column("label", ClassLabel(names=order)).save_to_disk(str(path))
+    again = tmp_path / "latency_reversed.json"
+    assert run(measure_lora_latency.main, ["--model", str(out), "--dataset", str(tmp_path / "reversed"),
+                                           "--batch", "8", "--cpu_threads", "1", "--json_out", str(again)]) == 0
+    assert json.loads(again.read_text())["accuracy"] == figures["accuracy"]
+    capsys.readouterr()
+    assert run(measure_lora_latency.main, ["--model", str(out), "--dataset", str(tmp_path / "others")]) == 2
+    assert "differ from the dataset's" in capsys.readouterr().err
 
     lines = tmp_path / "offers.txt"
     lines.write_text("brake engine\n\nnovel author\n", encoding="utf-8")
