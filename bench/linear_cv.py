@@ -44,6 +44,24 @@ CONFIGS = {
 }
 
 
+def check_folds(folds: int) -> None:
+    """--folds: at least 2 (one fold to test, one to fit)."""
+    from category_classification.core.cli import UserError
+
+    if not isinstance(folds, int) or folds < 2:
+        raise UserError(f"--folds must be a whole number of at least 2, got {folds!r}")
+
+
+def only_configs(only, names) -> None:
+    """--only: each name given must match a configuration (a typo would run nothing and print an empty table)."""
+    from category_classification.core.cli import UserError
+
+    unmatched = [o for o in only or () if not any(n.startswith(o) for n in names)]
+    if unmatched:
+        raise UserError(f"--only {', '.join(map(repr, unmatched))} matches no configuration; they are: "
+                        + "; ".join(names))
+
+
 def bundled_offers(label_level: str = "six", breadcrumb: bool = False):
     """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups and
     each offer's GS1 level-3 class ("" where it has none: the fine category of LinearConfig.class_split)."""
@@ -96,7 +114,7 @@ def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False, fin
     return out
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--label_level", default="six", choices=("six", "lvl1", "lvl2", "lvl3"))
     p.add_argument("--folds", type=int, default=5)
@@ -112,11 +130,13 @@ def main():
     from bench.lora_minilm import add_embed_model_arg
 
     add_embed_model_arg(p, "append this encoder's sentence embeddings to the features")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     if args.breadcrumb_copies and not args.breadcrumb:
         p.error("--breadcrumb_copies goes with --breadcrumb")
     if args.fine and args.label_level != "six":
         p.error("--fine goes with --label_level six")
+    check_folds(args.folds)
+    only_configs(args.only, list(CONFIGS))
 
     texts, names, y, groups, fine = bundled_offers(args.label_level, args.breadcrumb)
     fine = fine if args.fine else None
@@ -144,4 +164,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

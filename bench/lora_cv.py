@@ -29,7 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.linear_cv import CONFIGS, bundled_offers, grouped_folds
+from bench.linear_cv import CONFIGS, REPO, bundled_offers, check_folds, grouped_folds
+from category_classification.core.artifacts import write_text_atomic
+from category_classification.core.cli import UserError
 
 MODELS = ("reference", "linear", "lora", "ensemble")
 VAL_FOLDS = 10  # the validation split inside each fold's training part: 1 of 10 grouped folds
@@ -99,7 +101,7 @@ def run_fold(fold_dir: Path, lora_argv: list[str], breadcrumb: bool = False, fin
     row["breadcrumb"] = breadcrumb
     row["fine"] = fine
     row["embed_model"] = embed_model
-    (fold_dir / "fold.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(fold_dir / "fold.json", json.dumps(row, indent=2) + "\n")  # a killed run leaves none or all
     return row
 
 
@@ -108,7 +110,13 @@ def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False, fi
     """A finished fold's figures, refused when they were made with other bench/lora_minilm.py flags or text."""
     from category_classification.core.cli import UserError
 
-    row = json.loads(done.read_text(encoding="utf-8"))
+    try:
+        row = json.loads(done.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        row = None
+    if not isinstance(row, dict) or not isinstance(row.get("lora_args"), list):
+        raise UserError(f"{done} is not a finished fold of bench/lora_cv.py (damaged or someone else's): "
+                        "use another --out or remove that fold")
     if row.get("lora_args") != list(lora_argv):
         raise UserError(f"{done} was run with the flags {row.get('lora_args')}, not {list(lora_argv)}: "
                         f"use another --out or remove that fold")
@@ -134,7 +142,12 @@ def check_fold_text(fold_dir: Path, breadcrumb: bool, fine: bool = False) -> Non
         raise UserError(f"{fold_dir} holds data written without --breadcrumb or --fine: use another --out or "
                         "remove it")
     if marker.is_file():
-        seen = json.loads(marker.read_text(encoding="utf-8"))
+        try:
+            seen = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            seen = None
+        if not isinstance(seen, dict) or not isinstance(seen.get("breadcrumb"), bool):
+            raise UserError(f"{marker} is not a fold marker of bench/lora_cv.py: use another --out or remove it")
         if seen["breadcrumb"] != breadcrumb:
             raise UserError(f"{fold_dir} holds data written {'without' if breadcrumb else 'with'} --breadcrumb: "
                             f"use another --out or remove it")
@@ -142,7 +155,7 @@ def check_fold_text(fold_dir: Path, breadcrumb: bool, fine: bool = False) -> Non
             raise UserError(f"{fold_dir} holds data written {'without' if fine else 'with'} --fine: "
                             f"use another --out or remove it")
     fold_dir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"breadcrumb": breadcrumb, "fine": fine}) + "\n", encoding="utf-8")
+    write_text_atomic(marker, json.dumps({"breadcrumb": breadcrumb, "fine": fine}) + "\n")
 
 
 def summarize(rows: dict[int, dict]) -> dict:
@@ -155,6 +168,19 @@ def summarize(rows: dict[int, dict]) -> dict:
                                                  "std": round(float(np.std(vals)), 4),
                                                  "min": round(min(vals), 4), "max": round(max(vals), 4)}
     out["lora_train_seconds_mean"] = round(float(np.mean([r["lora_train_seconds"] for r in rows.values()])), 1)
+    return out
+
+
+def check_out(out: Path) -> Path:
+    """Refuse, before any work, an --out that is a file, lies inside the repository's data/, or whose cv.json is
+    not an earlier one of this script."""
+    from category_classification.core.artifacts import check_file_out, json_file_with_keys, refuse_inside
+
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; the cross-validation writes a folder (foldK/, cv.json): name a new one")
+    refuse_inside("--out", out, [REPO / "data"])
+    check_file_out(out / "cv.json", ours=lambda p: json_file_with_keys(p, ("per_fold", "summary")),
+                   what="cv.json of bench/lora_cv.py")
     return out
 
 
@@ -174,7 +200,11 @@ def main(argv=None):
 
     add_embed_model_arg(p, "the linear model also reads this encoder's sentence embeddings")
     args, lora_argv = p.parse_known_args(argv)
-    out = Path(args.out)
+    out = check_out(Path(args.out))
+    check_folds(args.folds)
+    wrong = [k for k in args.folds_to_run or () if not 0 <= k < args.folds]
+    if wrong:
+        raise UserError(f"--folds_to_run {' '.join(map(str, wrong))}: the folds are numbered 0 to {args.folds - 1}")
     texts, names, y, groups, fine = bundled_offers("six", breadcrumb=args.breadcrumb)
     fine = fine if args.fine else None
     folds = grouped_folds(y, groups, args.folds)
@@ -199,8 +229,7 @@ def main(argv=None):
         return 1
     summary = {"folds": args.folds, "finished_folds": sorted(rows), "lora_args": lora_argv,
                "breadcrumb": args.breadcrumb, "fine": args.fine, "embed_model": args.embed_model, "per_fold": rows, "summary": summarize(rows)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "cv.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(out / "cv.json", json.dumps(summary, indent=2) + "\n")
     print(f"\n{'model':<12}" + "".join(f"{'fold ' + str(k):>9}" for k in sorted(rows))
           + f"{'mean':>9}{'std':>8}   (test macro-F1; validation mean)")
     for model in MODELS:

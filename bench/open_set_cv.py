@@ -35,7 +35,9 @@ CONFIGS = {
 }
 
 
-def main():
+def main(argv=None):
+    from bench.linear_cv import check_folds
+    from category_classification.core.cli import UserError
     from category_classification.data.builder import FINE_COLUMN, SOURCE_COLUMN
     from category_classification.data.dataset_dir import label_names, load_dataset_dir
     from category_classification.models.linear import LinearConfig, choose_bias
@@ -45,9 +47,18 @@ def main():
     p.add_argument("--data", required=True, help="a dataset built with --other_label (train + validation used)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only", nargs="*", help="configuration names to run")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    check_folds(args.folds)
+    unknown = [o for o in args.only or () if o not in CONFIGS]
+    if unknown:
+        raise UserError(f"--only {', '.join(map(repr, unknown))}: no such configuration; they are: "
+                        + "; ".join(CONFIGS))
     dsd = load_dataset_dir(args.data)
     labels = label_names(dsd)
+    splits = [s for s in ("train", "validation") if s in dsd]
+    if not splits or SOURCE_COLUMN not in dsd[splits[0]].column_names:
+        raise UserError(f"{args.data} has no train split with a {SOURCE_COLUMN} column: build it with "
+                        "build_lspc_dataset.py --other_label Other")
     other = labels.index("Other") if "Other" in labels else len(labels) - 1
     rows = [dsd[s] for s in ("train", "validation") if s in dsd]
     texts = [t for d in rows for t in d["text"]]
@@ -75,4 +86,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

@@ -141,3 +141,64 @@ def test_compare_keeps_the_hand_written_part_and_writes_nothing_when_every_measu
     assert _compare(broken, tmp_path) == 1
     assert "none of the 1 measurements succeeded" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == written
+
+
+# --- the cross-validation scripts -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("script, argv, words", [
+    ("linear_cv", ["--folds", "1"], "--folds must be"),
+    ("linear_cv", ["--folds", "0"], "--folds must be"),
+    ("linear_cv", ["--only", "typo"], "matches no configuration"),
+    ("lora_cv", ["--folds", "-2"], "--folds must be"),
+    ("lora_cv", ["--folds", "2", "--folds_to_run", "7"], "numbered 0 to 1"),
+])
+def test_cv_impossible_folds_and_names_are_one_line_before_reading(script, argv, words, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"bench.{script}").main
+    extra = ["--out", str(tmp_path / "cv")] if script == "lora_cv" else []
+    assert run(main, argv + extra) == 2
+    _one_error_line(capsys.readouterr().err, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_lora_cv_out_that_is_a_file_the_data_or_a_users_cv_json_is_refused(tmp_path, capsys):
+    from bench import lora_cv
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n", encoding="utf-8")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cv.json").write_text('{"mine": 1}\n', encoding="utf-8")
+    for out, words in ((notes, "is a file"), (REPO / "data", "lies inside"), (mine, "not an earlier cv.json")):
+        assert run(lora_cv.main, ["--out", str(out), "--folds", "2"]) == 2
+        _one_error_line(capsys.readouterr().err, words)
+    assert notes.read_text(encoding="utf-8") == "mine\n"
+    assert (mine / "cv.json").read_text(encoding="utf-8") == '{"mine": 1}\n'
+
+
+def test_lora_cv_a_torn_fold_json_or_marker_is_one_line(tmp_path):
+    from bench.lora_cv import check_fold_text, finished_fold
+    from category_classification.core.cli import UserError
+
+    done = tmp_path / "fold.json"
+    for text in ('{"lora_a', '["a list"]', '{"mine": 1}'):
+        done.write_text(text, encoding="utf-8")
+        with pytest.raises(UserError, match="not a finished fold"):
+            finished_fold(done, [])
+    fold = tmp_path / "fold0"
+    fold.mkdir()
+    (fold / "text.json").write_text("{", encoding="utf-8")
+    with pytest.raises(UserError, match="not a fold marker"):
+        check_fold_text(fold, False)
+
+
+def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
+    from bench import open_set_cv
+
+    for argv, words in ((["--data", str(runs / "mwpd6")], "source_category"),
+                        (["--data", str(runs / "mwpd6"), "--only", "typo"], "no such configuration"),
+                        (["--data", str(runs / "nothing")], "not found"),
+                        (["--data", str(runs / "mwpd6"), "--folds", "1"], "--folds must be")):
+        assert run(open_set_cv.main, argv) == 2
+        _one_error_line(capsys.readouterr().err, words)
