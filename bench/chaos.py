@@ -442,12 +442,32 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _our_json(path: Path) -> bool:
+    """An earlier --json of this script: a list of rows, each naming its part."""
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) and r.get("part") in PARTS for r in rows)
+
+
 def main(argv=None) -> int:
+    from category_classification.core.artifacts import check_file_out, write_text_atomic
+    from category_classification.core.cli import UserError, check_settings, require_dir
+
     args = build_parser().parse_args(argv)
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(parts) - set(PARTS)
-    if unknown:
-        raise SystemExit(f"--only: unknown part(s) {', '.join(sorted(unknown))} (choose from {', '.join(PARTS)})")
+    if unknown or not parts:
+        raise UserError(f"--only: unknown part(s) {', '.join(sorted(unknown)) or '(none)'} "
+                        f"(choose from {', '.join(PARTS)})")
+    check_settings(args, whole=("kills", "offers", "requests", "clients"), non_negative=("seed",),
+                   shares=("poison_rate",))  # --poison_rate: a share of the requests
+    if args.work is not None:
+        require_dir(args.work, "--work folder")
+    if args.json:
+        check_file_out(args.json, [ROOT / "data" / "mwpd" / "train.json.gz"], _our_json,
+                       what="--json of bench/chaos.py", folders=[ROOT / "data"], flag="--json")
     rng = random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="chaos-", dir=args.work) as tmp:
         ctx = prepare(Path(tmp), args.offers)
@@ -463,9 +483,11 @@ def main(argv=None) -> int:
           f"python bench/chaos.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     print_table(rows)
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2, default=str) + "\n", encoding="utf-8")
+        write_text_atomic(args.json, json.dumps(rows, indent=2, default=str) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

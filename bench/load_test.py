@@ -80,7 +80,14 @@ def start_server(args, port: int, log_file) -> subprocess.Popen:
     deadline = time.time() + args.startup_timeout
     while time.time() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"serve.py exited with {proc.returncode} before it was ready")
+            log_file.seek(0)
+            said = [x for x in log_file.read().splitlines() if x.strip()]
+            why = said[-1] if said else "(nothing on its log)"
+            if proc.returncode == 2:  # the service refused a flag or the model: its one line, as a user error
+                from category_classification.core.cli import UserError
+
+                raise UserError(f"serve.py refused to start: {why.removeprefix('error: ')}")
+            raise SystemExit(f"serve.py exited with {proc.returncode} before it was ready: {why}")
         try:
             if get_json(port, "/health", timeout=1.0).get("status") == "ok":
                 return proc
@@ -161,9 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args) -> None:
+    """Every impossible flag in one line before the service starts; --json only replaces an earlier one."""
+    from category_classification.core.artifacts import check_file_out, json_file_with_keys, read_model_info
+    from category_classification.core.cli import check_settings
+
+    check_settings(args, whole=("clients", "titles_per_request", "top_k"), positive=("seconds", "startup_timeout"),
+                   non_negative=("warmup_s",))  # and --threads; serve.py checks --max_batch and --max_wait_ms
+    read_model_info(args.model)
+    if args.json:
+        check_file_out(args.json, [], lambda p: json_file_with_keys(p, ("requests", "latency_ms", "model")),
+                       what="--json of bench/load_test.py", folders=[args.model, args.data], flag="--json")
+
+
 def main(argv=None) -> int:
+    from category_classification.core.artifacts import write_text_atomic
+    from category_classification.core.cli import UserError
+
     args = build_parser().parse_args(argv)
+    check_args(args)
     titles = offer_titles(args.data)
+    if len(titles) < args.titles_per_request:  # each request samples that many distinct titles
+        raise UserError(f"--titles_per_request {args.titles_per_request}: only {len(titles)} titles to send")
     port = free_port()
     with tempfile.TemporaryFile("w+") as log:
         proc = start_server(args, port, log)
@@ -204,10 +230,11 @@ def main(argv=None) -> int:
     if summary["errors"] and server_log.strip():
         print("service log (last lines):\n" + "\n".join(server_log.splitlines()[-20:]))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

@@ -34,22 +34,24 @@ def make_model(path: Path) -> Path:
     return path
 
 
-def main():
+def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--offers", type=int, default=400_000)
     p.add_argument("--members", type=int, default=16)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--code", default=str(REPO), help="the checkout whose predict.py runs")
     p.add_argument("--work", default="/tmp/zip_shard_bench")
-    args = p.parse_args()
-    from category_classification.data.synthetic_lspc import write_lspc_zip
+    args = p.parse_args(argv)
+    from bench.build_throughput import check_counts, generated_zip
+    from category_classification.core.cli import require_file
+
+    check_counts(args, whole=("offers", "members", "nproc"))
+    require_file(Path(args.code) / "category_classification" / "predict.py", "--code: predict.py")
 
     work = Path(args.work) / f"{args.offers}-{args.members}"
-    zip_path = work / "lspcV2020.zip"
-    if not zip_path.exists():
-        write_lspc_zip(work, n_offers=args.offers, n_members=args.members, seed=1)
+    zip_path = generated_zip(work, n_offers=args.offers, n_members=args.members, seed=1)
     model = work / "linear"
-    if not model.exists():
+    if not (model / "category_model.json").is_file():  # a save killed midway is made again
         make_model(model)
     out = work / "preds.jsonl"
     out.unlink(missing_ok=True)
@@ -69,13 +71,17 @@ def main():
         time.sleep(0.05)
     wall = time.perf_counter() - t0
     if proc.returncode:
-        raise SystemExit(proc.stderr.read()[-3000:])
+        print(proc.stderr.read()[-3000:], file=sys.stderr)
+        return proc.returncode
     print(f"zip: {args.offers:,} offers in {args.members} members, {zip_path.stat().st_size / 2**20:.0f} MiB; "
           f"code {args.code}; {args.nproc} processes; load average {os.getloadavg()[0]:.1f}")
     print("first prediction per rank (s from launch): "
           + ", ".join(f"rank {r} {t:.1f}" if t is not None else f"rank {r} -" for r, t in enumerate(first)))
     print(f"wall {wall:.1f} s, {args.offers / wall:,.0f} offers/s overall")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

@@ -202,3 +202,86 @@ def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
                         (["--data", str(runs / "mwpd6"), "--folds", "1"], "--folds must be")):
         assert run(open_set_cv.main, argv) == 2
         _one_error_line(capsys.readouterr().err, words)
+
+
+# --- the throughput, chaos and load benches ---------------------------------------------------------------
+
+@pytest.mark.parametrize("script, argv, words", [
+    ("build_throughput", ["--offers", "-5"], "--offers"),
+    ("build_throughput", ["--offers", "100", "--members", "0"], "--members"),
+    ("build_throughput", ["--offers", "100", "--mapped_fraction", "nan"], "--mapped_fraction"),
+    ("zip_shard_start", ["--offers", "100", "--nproc", "0"], "--nproc"),
+    ("zip_shard_start", ["--offers", "0"], "--offers"),
+    ("chaos", ["--only", "nope"], "unknown part"),
+    ("chaos", ["--only", "predict", "--kills", "-1"], "--kills"),
+    ("chaos", ["--only", "predict", "--poison_rate", "2"], "--poison_rate"),
+])
+def test_bench_counts_are_one_line_before_any_work(script, argv, words, tmp_path, capsys):
+    import importlib
+
+    main = importlib.import_module(f"bench.{script}").main
+    work = [] if script == "chaos" else ["--work", str(tmp_path / "w")]
+    assert run(main, argv + work) == 2
+    _one_error_line(capsys.readouterr().err, words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_zip_generation_killed_midway_is_never_reused(tmp_path, monkeypatch):
+    import category_classification.data.synthetic_lspc as synthetic
+    from bench.build_throughput import generated_zip
+
+    real = synthetic.write_lspc_zip
+
+    def dies_midway(out_dir, **kw):
+        Path(out_dir).mkdir(parents=True)
+        (Path(out_dir) / "lspcV2020.zip").write_bytes(b"PK\x03\x04 torn")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "write_lspc_zip", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        generated_zip(tmp_path / "z", n_offers=50, n_members=2, seed=1)
+    assert list((tmp_path / "z").iterdir()) == []
+    monkeypatch.setattr(synthetic, "write_lspc_zip", real)
+    import zipfile
+
+    path = generated_zip(tmp_path / "z", n_offers=50, n_members=2, seed=1)
+    assert len(zipfile.ZipFile(path).namelist()) == 2
+    assert sorted(p.name for p in (tmp_path / "z").iterdir()) == ["PDC2020_map.tsv", "lspcV2020.zip"]
+
+
+def test_chaos_json_and_work_are_checked_before_any_run(tmp_path, capsys):
+    from bench import chaos
+
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"mine": 1}\n', encoding="utf-8")
+    for argv, words in ((["--json", str(mine)], "--json"), (["--work", str(tmp_path / "none")], "not found"),
+                        (["--json", str(REPO / "data" / "x.json")], "lies inside")):
+        assert run(chaos.main, ["--only", "predict", *argv]) == 2
+        _one_error_line(capsys.readouterr().err, words)
+    assert mine.read_text(encoding="utf-8") == '{"mine": 1}\n'
+
+
+def test_load_test_refuses_before_starting_the_service(runs, tmp_path, capsys):
+    from bench import load_test
+
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"mine": 1}\n', encoding="utf-8")
+    model = str(runs / "linear")
+    for argv, words in ((["--model", str(tmp_path)], "not a trained model"),
+                        (["--model", model, "--clients", "0"], "--clients"),
+                        (["--model", model, "--seconds", "nan"], "--seconds"),
+                        (["--model", model, "--seconds", "inf"], "--seconds"),
+                        (["--model", model, "--titles_per_request", "5000"], "only 2000 titles"),
+                        (["--model", model, "--json", str(mine)], "--json"),
+                        (["--model", model, "--json", str(runs / "linear" / "metrics.json")], "inside the model")):
+        assert run(load_test.main, argv) == 2
+        _one_error_line(capsys.readouterr().err, words)
+    assert mine.read_text(encoding="utf-8") == '{"mine": 1}\n'
+
+
+def test_load_test_passes_on_the_services_own_refusal_in_one_line(runs, capsys):
+    from bench import load_test
+
+    assert run(load_test.main, ["--model", str(runs / "linear"), "--max_batch", "0", "--seconds", "1",
+                                "--warmup_s", "0"]) == 2
+    _one_error_line(capsys.readouterr().err, "serve.py refused to start: --max_batch")
