@@ -143,14 +143,21 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA runs bf16 autocast, as the trainer)")
     p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one preset, in a child process
     args = p.parse_args(argv)
+    from category_classification.core.cli import UserError, check_settings
     from category_classification.core.env import stay_offline
+    from category_classification.train_embedding_classifier import PRESETS
 
+    check_settings(args, whole=("n", "steps"))  # and --threads (0: torch's default), --device
+    unknown = [x for x in [*args.presets, *([args.only] if args.only else [])] if x not in PRESETS]
+    if unknown:
+        raise UserError(f"--presets: unknown {', '.join(unknown)}; known: {', '.join(PRESETS)}")
     stay_offline()
     texts = offers(args.data, args.n)
     if args.only:
         print(json.dumps(bench_model(args.only, texts, args.steps, args.threads, args.device)))
         return 0
     print("tokenizers:", json.dumps(bench_tokenizers(texts)))
+    failed = 0
     for preset in args.presets:
         # A child process per preset, so peak RSS is that preset's alone.
         cmd = [sys.executable, os.path.abspath(__file__), "--only", preset, "--n", str(args.n), "--steps",
@@ -159,10 +166,13 @@ def main(argv=None):
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             print(f"{preset}: failed\n{out.stderr[-2000:]}")
+            failed += 1
             continue
         print(f"{preset}:", out.stdout.strip().splitlines()[-1])
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

@@ -72,11 +72,12 @@ def main(argv=None):
     from category_classification.inference.predictors import load_predictor
 
     disable_progress_bars()
-    if args.ensemble_with:  # fail now, not after the training
-        from category_classification.core.artifacts import read_model_info
+    cfg = config_from_args(args)
+    if args.ensemble_with:  # fail now, not after the training: the member, and OUT_ensemble's folder
+        from category_classification.core.artifacts import check_model_out, read_model_info
 
         read_model_info(args.ensemble_with)
-    cfg = config_from_args(args)
+        check_model_out(f"{Path(cfg.out)}_ensemble", [args.ensemble_with, cfg.data, cfg.out], kinds=("ensemble",))
     dsd = load_dataset_dir(cfg.data)
     t0 = time.perf_counter()
     result = train(cfg, eval_options(args))
@@ -112,7 +113,9 @@ def main(argv=None):
         for split in ("validation", "test"):
             for key in ("macro_f1", "accuracy"):
                 summary[f"ensemble_{split}_{key}"] = ens[split][key]
-    Path(cfg.out, "bench_lora_minilm.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    from category_classification.core.artifacts import write_text_atomic
+
+    write_text_atomic(Path(cfg.out, "bench_lora_minilm.json"), json.dumps(summary, indent=2) + "\n")
     print(f"all-MiniLM-L6-v2 + LoRA r={cfg.lora_r} on {result['device']} ({_threads()} threads): trained in "
           f"{result['train_seconds']:.0f}s ({wall:.0f}s wall with loading, evaluation and merge)")
     print(f"validation macro-F1 {v['macro_f1']:.4f} accuracy {v['accuracy']:.4f} (n={v['n']})")

@@ -101,8 +101,13 @@ def main(argv=None):
     b.add_argument("--warmup", type=int, default=2)
     b.add_argument("--steps", type=int, default=4)
     args = p.parse_args(argv)
+    from category_classification.core.cli import check_settings
     from category_classification.core.env import stay_offline
 
+    # --threads: 1 .. 4x the cores (torch.set_num_threads takes what it is given); --lora_layers 0: all
+    check_settings(args, whole=[k for k in ("seq_len", "threads", "batch", "steps") if k in vars(args)],
+                   non_negative=[k for k in ("warmup", "lora_layers") if k in vars(args)],
+                   shares=[k for k in ("lora_dropout",) if k in vars(args)])
     stay_offline()
     return probe(args) if args.cmd == "probe" else step(args)
 

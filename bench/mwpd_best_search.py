@@ -158,6 +158,37 @@ def run_variant(feats, modes, tr_off, va_off, y_tr, y_va, c=0.5):
     return rows
 
 
+FEATURES = ("text", "text+cat", "text+url", "text+cat+url")  # block_spec's names
+MODES = ("flat", "paths", "lvl3", "six")  # and pathsT<temperature>
+
+
+def parse_variants(text: str) -> list[tuple[str, list[str]]]:
+    """--variants 'feats:mode,mode;feats:mode' as [(feats, [modes])]; a UserError naming what is unknown."""
+    from category_classification.core.cli import UserError
+
+    specs = []
+    for spec in (x for x in text.split(";") if x.strip()):
+        feats, sep, modes = spec.strip().partition(":")
+        if not sep or feats not in FEATURES:
+            raise UserError(f"--variants: {spec!r} is not FEATURES:MODE,...; features are {', '.join(FEATURES)}")
+        modes = [m for m in modes.split(",") if m]
+        for mode in modes:
+            t = mode[6:] if mode.startswith("pathsT") else None
+            try:
+                ok = mode in MODES or (t is not None and 0 < float(t) < float("inf"))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise UserError(f"--variants: unknown mode {mode!r} in {spec!r}; modes are "
+                                f"{', '.join(MODES)}, pathsT<temperature>")
+        if not modes:
+            raise UserError(f"--variants: {spec!r} names no mode")
+        specs.append((feats, modes))
+    if not specs:
+        raise UserError("--variants names no variant")
+    return specs
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variants", default="text:flat,six;text+cat+url:flat,paths,pathsT5,lvl3,six")
@@ -165,16 +196,28 @@ def main(argv=None):
     ap.add_argument("--cv", action="store_true", help="grouped 5-fold CV of the packaged recipe instead")
     ap.add_argument("--temperatures", default=None, help="JSON {level: T} for --cv (from a trained model)")
     args = ap.parse_args(argv)
+    from category_classification.core.cli import UserError, check_settings
+
+    check_settings(args, positive=("c",))
+    specs = parse_variants(args.variants)  # every name checked before hours of fitting
     if args.cv:
-        return grouped_cv(temperatures=json.loads(args.temperatures) if args.temperatures else None)
+        try:
+            temperatures = json.loads(args.temperatures) if args.temperatures else None
+        except ValueError as exc:
+            raise UserError(f"--temperatures is not JSON: {exc}") from None
+        if temperatures is not None and not (isinstance(temperatures, dict) and set(temperatures) <= set(LEVELS)
+                                             and all(isinstance(t, (int, float)) and not isinstance(t, bool)
+                                                     and 0 < t < float("inf") for t in temperatures.values())):
+            raise UserError(f"--temperatures must map levels of {', '.join(LEVELS)} to positive numbers, "
+                            f"got {args.temperatures}")
+        return grouped_cv(temperatures=temperatures)
     tr_off, va_off = load(ROOT / "data/mwpd/train.json.gz"), load(ROOT / "data/mwpd/validation.json.gz")
     y_tr = {lvl: [o[lvl] for o in tr_off] for lvl in LEVELS}
     y_va = {lvl: [o[lvl] for o in va_off] for lvl in LEVELS}
     print(f"train {len(tr_off)} offers, validation {len(va_off)} offers")
     print(f"{'variant':32s} {'avgWF1':>7s} {'lvl1':>6s} {'lvl2':>6s} {'lvl3':>6s} {'six mF1':>7s} {'train_s':>7s}")
-    for spec in args.variants.split(";"):
-        feats, modes = spec.split(":")
-        rows = run_variant(feats, modes.split(","), tr_off, va_off, y_tr, y_va, args.c)
+    for feats, modes in specs:
+        rows = run_variant(feats, modes, tr_off, va_off, y_tr, y_va, args.c)
         for mode, r in rows.items():
             print(f"{feats + ':' + mode:32s} {r['avg']:7.4f} {r['lvl1']:6.4f} {r['lvl2']:6.4f} {r['lvl3']:6.4f} "
                   f"{r['six']:7.4f} {r['train_s']:7.1f}", flush=True)
@@ -237,4 +280,6 @@ def grouped_cv(folds=5, temperatures=None, workers=5):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

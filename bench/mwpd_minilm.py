@@ -155,11 +155,19 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of: {', '.join(TASKS)}")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
+    from category_classification.core.cli import UserError, check_device
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown or not tasks:  # before reading and before any fine-tune
+        raise UserError(f"--tasks: unknown {', '.join(map(repr, unknown)) or '(none)'}; known: {', '.join(TASKS)}")
+    check_device(args.device)
+    work = Path(args.out) / "work"
+    if Path(args.out).exists() and not Path(args.out).is_dir() or work.exists() and not work.is_dir():
+        raise UserError(f"--out {args.out}: OUT and OUT/work must be folders")
     train, test = read_offers(MWPD / "train.json.gz"), read_offers(MWPD / "validation.json.gz")
-    for task in [t for t in args.tasks.split(",") if t]:
-        if task not in TASKS:
-            raise SystemExit(f"unknown task {task!r}; known: {', '.join(TASKS)}")
-        info = task_probs(Path(args.out) / "work", task, train, test, args.device, "minilm")["info"]
+    for task in tasks:
+        info = task_probs(work, task, train, test, args.device, "minilm")["info"]
         print(f"{task}: {json.dumps(info)}", flush=True)
     return 0
 
@@ -169,4 +177,6 @@ if __name__ == "__main__":
 
     if __package__ in (None, ""):
         sys.path[0] = str(Path(__file__).resolve().parents[1])
-    sys.exit(main())
+    from category_classification.core.cli import run
+
+    sys.exit(run(main))

@@ -285,3 +285,41 @@ def test_load_test_passes_on_the_services_own_refusal_in_one_line(runs, capsys):
     assert run(load_test.main, ["--model", str(runs / "linear"), "--max_batch", "0", "--seconds", "1",
                                 "--warmup_s", "0"]) == 2
     _one_error_line(capsys.readouterr().err, "serve.py refused to start: --max_batch")
+
+
+# --- the search, encoder and MiniLM benches ---------------------------------------------------------------
+
+@pytest.mark.parametrize("script, argv, words", [
+    ("mwpd_best_search", ["--variants", "bogus"], "is not FEATURES:MODE"),
+    ("mwpd_best_search", ["--variants", "text:flat,nomode"], "unknown mode 'nomode'"),  # ran flat twice, silently
+    ("mwpd_best_search", ["--variants", "text:pathsTx"], "unknown mode"),
+    ("mwpd_best_search", ["--c", "nan"], "--c"),
+    ("mwpd_best_search", ["--cv", "--temperatures", "{bad"], "not JSON"),
+    ("mwpd_best_search", ["--cv", "--temperatures", '{"lvl1": -1}'], "positive numbers"),
+    ("encoder_throughput", ["--presets", "nope"], "unknown nope"),
+    ("encoder_throughput", ["--n", "0"], "--n"),
+    ("encoder_throughput", ["--steps", "0"], "--steps"),
+    ("encoder_throughput", ["--device", "nonsense"], "--device"),
+    ("minilm_baselines", ["step", "--steps", "0"], "--steps"),
+    ("minilm_baselines", ["step", "--batch", "0"], "--batch"),
+    ("minilm_baselines", ["probe", "--threads", "100000"], "--threads"),
+    ("mwpd_minilm", ["--out", "unused", "--tasks", "nope"], "unknown 'nope'"),
+    ("mwpd_minilm", ["--out", "unused", "--device", "nonsense"], "--device"),
+])
+def test_search_and_encoder_benches_refuse_in_one_line_before_any_work(script, argv, words, capsys):
+    import importlib
+
+    assert run(importlib.import_module(f"bench.{script}").main, argv) == 2
+    _one_error_line(capsys.readouterr().err, words)
+
+
+def test_lora_minilm_refuses_an_ensemble_folder_of_a_users_files_before_training(runs, tmp_path, capsys):
+    from bench import lora_minilm
+
+    theirs = tmp_path / "lm_ensemble"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine\n", encoding="utf-8")
+    argv = ["--data", str(runs / "mwpd6"), "--out", str(tmp_path / "lm"), "--ensemble_with", str(runs / "linear")]
+    assert run(lora_minilm.main, argv) == 2
+    _one_error_line(capsys.readouterr().err, "holds files a trainer did not write")
+    assert not (tmp_path / "lm").exists() and (theirs / "notes.txt").read_text(encoding="utf-8") == "mine\n"
