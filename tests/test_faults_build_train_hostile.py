@@ -132,6 +132,20 @@ def test_a_kill_between_the_renames_of_a_save_loses_no_model(tmp_path, monkeypat
     assert load_linear(out).config.word_ngrams == (1, 1)
 
 
+def test_a_publish_backup_that_is_a_link_is_never_followed(tmp_path):
+    from category_classification.core import artifacts
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "category_model.json").write_text("theirs", encoding="utf-8")
+    out = tmp_path / "m"
+    out.mkdir()
+    (out / f"{artifacts.PUBLISH_BACKUP}{_dead_pid()}").symlink_to(elsewhere)
+    assert artifacts.restore_interrupted_publish(out) == []
+    assert (elsewhere / "category_model.json").read_text(encoding="utf-8") == "theirs"
+    assert not (out / "category_model.json").exists()
+
+
 def test_profiler_out_never_overwrites_its_input_or_a_user_file(tmp_path, capsys):
     import webdata_discovery
 

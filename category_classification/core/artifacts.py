@@ -270,7 +270,7 @@ def restore_interrupted_publish(out) -> list[str]:
     out = Path(out)
     restored: list[str] = []
     for backup in sorted(out.glob(PUBLISH_BACKUP + "*")) if out.is_dir() else []:
-        if not backup.is_dir() or not _pid_is_gone(backup.name.removeprefix(PUBLISH_BACKUP)):
+        if backup.is_symlink() or not backup.is_dir() or not _pid_is_gone(backup.name.removeprefix(PUBLISH_BACKUP)):
             continue
         if not (out / MODEL_INFO).is_file():
             for old in sorted(backup.iterdir(), key=lambda p: p.name == MODEL_INFO):
