@@ -99,10 +99,15 @@ def read_model_info(model_dir) -> dict:
     """category_model.json of `model_dir`; missing, damaged or without kind and labels: a UserError."""
     path = Path(model_dir) / MODEL_INFO
     if not path.is_file():
+        why = ""
         try:  # a save killed while it moved its files in: the previous model goes back first
             restore_interrupted_publish(model_dir)
-        except OSError:
-            pass
+        except OSError as exc:
+            why = f": {exc.strerror or exc}"
+        if not path.is_file() and Path(model_dir).is_dir() and any(Path(model_dir).glob(PUBLISH_BACKUP + "*")):
+            raise UserError(f"{model_dir} has no {MODEL_INFO}: a save into it is still moving its files in, or "
+                            f"was killed and its previous model (kept in {PUBLISH_BACKUP}*) could not be put back"
+                            f"{why}; run again when the save ends, with write access to the folder")
     if not path.is_file():
         raise UserError(f"{model_dir} is not a trained model directory (no {MODEL_INFO})")
     try:
@@ -221,6 +226,7 @@ def jsonl_first_line_has(path, keys) -> bool:
 
 
 PUBLISH_BACKUP = ".published.old"  # + pid: the files a publish replaces, kept until its last rename
+READER_WAIT_S = 10.0  # how long a loader waits for a save that is moving its files in
 
 
 def _pid_is_gone(pid: str) -> bool:
@@ -236,11 +242,44 @@ def _pid_is_gone(pid: str) -> bool:
     return False
 
 
+@contextmanager
+def _publish_lock(out: Path, wait_s: float | None):
+    """Hold the publish lock of the folder `out`: an flock on the folder itself, dropped by the kernel when
+    its holder dies (a pid is reused, in a container every run is pid 1; a lock never outlives its process).
+    Yields True when held, False when a live publish still held it after `wait_s` seconds (None: wait as long
+    as it takes), None where the file system has no locks (then a backup's pid tells whether it is stale)."""
+    try:
+        import fcntl
+
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        yield None
+        return
+    try:
+        deadline = None if wait_s is None else time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                held = True
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(0.05)
+                    continue
+                held = False
+            except OSError:  # a file system without flock (some network mounts)
+                held = None
+            break
+        yield held
+    finally:
+        os.close(fd)
+
+
 def publish_dir(staging, out) -> Path:
     """Move every file and folder of `staging` into `out`, each by a rename, and remove `staging`: a reader
     never sees a half-written file. What a staged item replaces is first moved into a backup folder
     (PUBLISH_BACKUP + pid), removed after the last rename; a run killed between the renames leaves the
-    previous model there, and restore_interrupted_publish puts it back."""
+    previous model there, and restore_interrupted_publish puts it back. Publishes into one folder take turns
+    (its publish lock), so two saves racing never leave a mixture of their files."""
     import shutil
 
     staging, out = Path(staging), Path(out)
@@ -248,29 +287,44 @@ def publish_dir(staging, out) -> Path:
     # the model info goes last and the old one leaves first: no reader ever loads old weights under a new
     # info or new weights under an old one
     items = sorted(staging.iterdir(), key=lambda p: (p.name == MODEL_INFO, p.name))
-    backup = out / f"{PUBLISH_BACKUP}{os.getpid()}"
-    backup.mkdir(exist_ok=True)
-    replaced = sorted((out / i.name for i in items if os.path.lexists(out / i.name)),
-                      key=lambda p: p.name != MODEL_INFO)
-    for old in replaced:
-        os.replace(old, backup / old.name)
-    for item in items:
-        os.replace(item, out / item.name)
-    shutil.rmtree(backup, ignore_errors=True)
+    if any(i.name.startswith(PUBLISH_BACKUP) for i in items):  # it would later pass for a killed save's backup
+        raise ValueError(f"{staging} holds a {PUBLISH_BACKUP}* item; a model never publishes one")
+    with _publish_lock(out, None) as held:
+        _restore(out, locked=bool(held))  # a killed save's backup first: it could bear our pid
+        backup = out / f"{PUBLISH_BACKUP}{os.getpid()}"
+        backup.mkdir()
+        replaced = sorted((out / i.name for i in items if os.path.lexists(out / i.name)),
+                          key=lambda p: p.name != MODEL_INFO)
+        for old in replaced:
+            os.replace(old, backup / old.name)
+        for item in items:
+            os.replace(item, out / item.name)
+        shutil.rmtree(backup, ignore_errors=True)
     staging.rmdir()
     return out
 
 
-def restore_interrupted_publish(out) -> list[str]:
+def restore_interrupted_publish(out, wait_s: float | None = READER_WAIT_S) -> list[str]:
     """Undo what a publish_dir killed midway did in `out` (its process gone): when `out` has no model info,
     the files it had moved aside go back, replacing the new ones it had moved in; when the new model info
-    is there, the publish had finished and only its backup is removed. Returns the names put back."""
+    is there, the publish had finished and only its backup is removed. A publish still running is waited
+    for (`wait_s` seconds at most, None: as long as it takes), then left alone. Returns the names put back."""
+    out = Path(out)
+    if not out.is_dir() or not any(out.glob(PUBLISH_BACKUP + "*")):
+        return []
+    with _publish_lock(out, wait_s) as held:
+        return [] if held is False else _restore(out, locked=bool(held))
+
+
+def _restore(out: Path, locked: bool) -> list[str]:
+    """restore_interrupted_publish's work; `locked`: the caller holds the folder's publish lock, so every
+    backup in it is a dead publish's (else a backup's pid must be gone)."""
     import shutil
 
-    out = Path(out)
     restored: list[str] = []
-    for backup in sorted(out.glob(PUBLISH_BACKUP + "*")) if out.is_dir() else []:
-        if backup.is_symlink() or not backup.is_dir() or not _pid_is_gone(backup.name.removeprefix(PUBLISH_BACKUP)):
+    for backup in sorted(out.glob(PUBLISH_BACKUP + "*")):
+        if backup.is_symlink() or not backup.is_dir() or not (
+                locked or _pid_is_gone(backup.name.removeprefix(PUBLISH_BACKUP))):
             continue
         if not (out / MODEL_INFO).is_file():
             for old in sorted(backup.iterdir(), key=lambda p: p.name == MODEL_INFO):
@@ -301,10 +355,13 @@ def staged_folder(out):
     import shutil
 
     out = Path(out)
-    restore_interrupted_publish(out)
+    restore_interrupted_publish(out, wait_s=None)
     remove_stale_stages(out)
     stage = out / f".save-{os.getpid()}"
-    stage.mkdir(parents=True, exist_ok=True)
+    # one save per folder at a time in a process: a stage of our pid is a dead run's (a container's trainer
+    # has the same pid every run), whose files must not be published with ours
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
     try:
         yield stage
     except BaseException:
