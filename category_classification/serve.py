@@ -322,23 +322,38 @@ def header_deadline_protocol(seconds: float):
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
 
     class HeaderDeadline(base):
+        header_deadline = None  # one timer per connection: re-armed after each answer, cancelled on close
+
         def connection_made(self, transport):
             super().connection_made(transport)
             self._arm_header_deadline()
+
+        def connection_lost(self, exc):
+            self._cancel_header_deadline()
+            super().connection_lost(exc)
 
         def on_response_complete(self):
             super().on_response_complete()
             self._arm_header_deadline()
 
+        def _cancel_header_deadline(self):
+            if self.header_deadline is not None:
+                self.header_deadline.cancel()
+                self.header_deadline = None
+
         def _arm_header_deadline(self):
+            # the previous timer goes: a pipelined request answered later would have been closed by the
+            # deadline of the answer before it, and every answer's timer held its connection for `seconds`
+            self._cancel_header_deadline()
             waiting_after = self.cycle  # a new request head, once whole, makes a new cycle
 
             def expire():
+                self.header_deadline = None
                 idle = waiting_after is None or waiting_after.response_complete
                 if self.cycle is waiting_after and idle and not self.transport.is_closing():
                     self.transport.close()
 
-            self.loop.call_later(seconds, expire)
+            self.header_deadline = self.loop.call_later(seconds, expire)
 
     return HeaderDeadline
 
