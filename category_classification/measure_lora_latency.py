@@ -77,6 +77,9 @@ def main(argv=None):
         from category_classification.evaluate import dataset_columns
 
         dataset_columns(model_labels, data_labels)  # a model of other classes: one line, before the timing
+        if len(model_labels) != model.config.num_labels:  # each output is named by one label, in order
+            raise UserError(f"{args.model}: category_model.json names {len(model_labels)} labels but the model "
+                            f"has {model.config.num_labels} outputs; retrain or re-export the model")
     seq_len = args.seq_len or int(info.get("max_length", 128))
     preds, seconds, sizes = time_batches(model, tokenizer, texts, args.batch, seq_len, device,
                                          args.warmup_batches)
