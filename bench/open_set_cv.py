@@ -1,6 +1,6 @@
 """Grouped cross-validation of the linear model's Other handling on an `--other_label` dataset.
 
-  python bench/open_set_cv.py --data runs/mwpd6_other [--folds 5] [--only NAME ...]
+  python bench/open_set_cv.py --data runs/mwpd6_other [--folds 5] [--only NAME ...] [--embed_model minilm|PATH]
 
 Choices (one Other class or sub-classes per source category, the target classes as sub-classes per fine
 category (GS1 level 3 on MWPD) or not, their minimum size, C, Other's weight, the offset objective) are
@@ -47,6 +47,9 @@ def main(argv=None):
     p.add_argument("--data", required=True, help="a dataset built with --other_label (train + validation used)")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only", nargs="*", help="configuration names to run")
+    from bench.lora_minilm import add_embed_model_arg
+
+    add_embed_model_arg(p, "append this encoder's sentence embeddings to every configuration's features")
     args = p.parse_args(argv)
     check_folds(args.folds)
     unknown = [o for o in args.only or () if o not in CONFIGS]
@@ -76,7 +79,8 @@ def main(argv=None):
         if args.only and name not in args.only:
             continue
         t0 = time.perf_counter()
-        cfg = LinearConfig(other_label=labels[other], **overrides)
+        extra = {"embed_model": args.embed_model} if args.embed_model else {}
+        cfg = LinearConfig(other_label=labels[other], **overrides, **extra)
         parts = out_of_fold(texts, y, folds, labels, cfg, sources, fine, bare)
         fit_s = (time.perf_counter() - t0) / args.folds
         for objective in ("min", "sum"):
