@@ -130,3 +130,26 @@ def test_bad_embedding_flags_are_one_line_exit_2(tmp_path, tiny_encoder, capsys,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and ("embed" in err[0] or "cannot load" in err[0]), err
     assert not (tmp_path / "m" / "category_model.json").exists()
+
+
+def test_the_gs1_levels_share_one_encoder_and_encode_each_text_once(tmp_path, tiny_encoder):
+    """A hierarchical model with embeddings (--hierarchy --embed_model): one encoder loaded, not one per level,
+    and each text encoded once per call, with the probabilities of the model as trained."""
+    from category_classification.models.hierarchical import LEVELS, HierarchicalLinear, load_hierarchical
+
+    texts, y = toy_offers(20)
+    names = {"lvl1": ["Goods", "Media"], "lvl2": ["Wear", "Parts", "Print"], "lvl3": LABELS}
+    parent2 = {0: 0, 1: 1, 2: 0, 3: 0, 4: 0, 5: 0}  # each 6-class label under a level-2 class
+    yl = {"lvl3": list(y), "lvl2": [parent2.get(int(v), 0) if LABELS[int(v)] != "Books" else 2 for v in y]}
+    yl["lvl1"] = [1 if v == 2 else 0 for v in yl["lvl2"]]
+    model = HierarchicalLinear(names, LinearConfig(embed_model=str(tiny_encoder), embed_seq_len=32)).fit(texts, yl)
+    model.save(tmp_path / "h")
+    loaded = load_hierarchical(tmp_path / "h")
+    assert len({id(loaded.models[lv].embedder) for lv in LEVELS}) == 1
+    calls = []
+    encode = loaded.models["lvl1"].embedder.encode
+    loaded.models["lvl1"].embedder.encode = lambda t: calls.append(len(t)) or encode(t)
+    probe = ["leather boots size 9", "oil filter 12", "hardcover history book"]
+    got = loaded.level_marginals(probe, "lvl1")
+    assert calls == [3]  # once for the three levels
+    np.testing.assert_allclose(got, model.level_marginals(probe, "lvl1"), atol=1e-5)

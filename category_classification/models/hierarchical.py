@@ -53,7 +53,14 @@ class HierarchicalLinear:
         """(chosen path index per text, path posteriors (n, num_paths))."""
         texts = list(texts)
         levels = ("lvl3",) if self.mode == "lvl3" else LEVELS
-        logp = [log_softmax(self.models[lv].decision_scores(texts) / self.models[lv].temperature) for lv in levels]
+        embedded: dict = {}  # per encoder: the levels share one, so each text is encoded once, not per level
+        logp = []
+        for lv in levels:
+            m = self.models[lv]
+            if m.embedder is not None and id(m.embedder) not in embedded:
+                embedded[id(m.embedder)] = m.embed(texts)
+            emb = embedded.get(id(m.embedder)) if m.embedder is not None else None
+            logp.append(log_softmax(m.decision_scores(texts, emb) / m.temperature))
         post = path_posterior(logp, self.paths[:, 2:] if self.mode == "lvl3" else self.paths)
         return post.argmax(axis=1), post
 
@@ -101,7 +108,14 @@ def load_hierarchical(model_dir) -> HierarchicalLinear:
         raise UserError(f"{d} holds a {info.get('kind')} model, not a {KIND} one")
     saved = json.loads((d / PATHS_FILE).read_text(encoding="utf-8"))
     model = HierarchicalLinear(info["level_labels"], LinearConfig.from_dict(info.get("config", {})), saved["mode"])
-    model.models = {lv: load_linear(d / lv) for lv in LEVELS}
+    model.models, shared, key = {}, None, None
+    for lv in LEVELS:  # trained with one config, the levels share one encoder: loaded once, not three times
+        level = load_linear(d / lv, embedder=shared)
+        if shared is not None and (level.config.embed_model, level.config.embed_seq_len) != key:
+            level = load_linear(d / lv)  # a level trained with another encoder keeps its own
+        model.models[lv] = level
+        if shared is None and level.embedder is not None:
+            shared, key = level.embedder, (level.config.embed_model, level.config.embed_seq_len)
     model.paths = np.asarray(saved["paths"], dtype=np.int64).reshape(-1, 3)
     return model
 

@@ -293,16 +293,23 @@ class LinearTextClassifier:
         is_other = self.column_labels[classes] == other
         return dict(zip(classes.tolist(), np.where(is_other, base * cfg.other_weight, base).tolist()))
 
-    def column_scores(self, texts: Sequence[str]) -> np.ndarray:
-        """SVM scores per column (labels, then Other sub-classes), the Other offset added."""
+    def embed(self, texts: Sequence[str]) -> np.ndarray | None:
+        """The sentence embeddings this model appends to its features (None without an embedder): computed
+        once, they can be given to several models sharing the encoder (the GS1 levels)."""
+        return None if self.embedder is None else self.embedder.encode(list(texts))
+
+    def column_scores(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
+        """SVM scores per column (labels, then Other sub-classes), the Other offset added. `embeddings`:
+        `embed(texts)` already computed."""
         texts = list(texts)
         x = self.vectorizer.transform(texts)
         if self.embedder is None:
             scores = np.asarray(x @ self.weights) + self.intercept
         else:  # the n-gram rows, then the embedding's dense rows
             n_gram = self.weights.shape[0] - self.embedder.dim
+            emb = self.embed(texts) if embeddings is None else embeddings
             scores = (np.asarray(x @ self.weights[:n_gram]) + self.intercept
-                      + (self.config.embed_weight * self.embedder.encode(texts)) @ self.weights[n_gram:])
+                      + (self.config.embed_weight * emb) @ self.weights[n_gram:])
         other = self._other_index()
         if self.other_bias and other is not None:
             scores[:, self.column_labels == other] += self.other_bias
@@ -316,10 +323,10 @@ class LinearTextClassifier:
         np.add.at(merged.T, self.column_labels, column_probs.T)
         return merged
 
-    def decision_scores(self, texts: Sequence[str]) -> np.ndarray:
+    def decision_scores(self, texts: Sequence[str], embeddings: np.ndarray | None = None) -> np.ndarray:
         """Per-label scores with softmax(scores / temperature) == predict_proba (the SVM scores themselves
         unless there are sub-classes; then temperature x log of the summed probabilities)."""
-        scores = self.column_scores(texts)
+        scores = self.column_scores(texts, embeddings)
         if not self.has_subclasses:
             return scores
         return self.temperature * np.log(np.clip(self._merge(_softmax(scores / self.temperature)), 1e-300, None))
@@ -413,8 +420,10 @@ def choose_bias(parts, y: Sequence[int], labels: Sequence[str], other: int, obje
     return best[1], best[2]
 
 
-def load_linear(model_dir) -> LinearTextClassifier:
-    """Load a directory written by `LinearTextClassifier.save` (plain arrays and JSON, never a pickle)."""
+def load_linear(model_dir, embedder=None) -> LinearTextClassifier:
+    """Load a directory written by `LinearTextClassifier.save` (plain arrays and JSON, never a pickle).
+    `embedder`: an encoder already loaded for the same embed_model (the GS1 levels share one) instead of
+    loading the folder's copy."""
     d = Path(model_dir)
     info = read_model_info(d)
     if info.get("kind") != "linear":
@@ -465,7 +474,7 @@ def load_linear(model_dir) -> LinearTextClassifier:
             raise UserError(f"{d}: a linear model with sentence embeddings needs embed_model in "
                             f"{CONFIG_FILE} and its encoder's folder (\"embedder\" in the model info); "
                             "retrain it")
-        model.embedder = load_embedder(d / folder, cfg.embed_seq_len, saved_copy=True)
+        model.embedder = embedder or load_embedder(d / folder, cfg.embed_seq_len, saved_copy=True)
     expected = model.vectorizer.transform([""]).shape[1] + (model.embedder.dim if model.embedder else 0)
     if model.weights.shape[0] != expected:
         raise UserError(f"{d}: {WEIGHTS_FILE} has {model.weights.shape[0]} feature rows, its features make "
