@@ -234,10 +234,10 @@ def train_hierarchy(args) -> int:
     if "test" in dsd and len(dsd["test"]):
         metrics["test"] = gs1_split_metrics(model, dsd["test"], labels, args)
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
-               breadcrumb_copies=copies)
-    write_results(args.out, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
-                  metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit),
-                                          "breadcrumb_copies": copies})
+               breadcrumb_copies=copies, results=lambda stage: write_results(
+                   stage, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
+                   metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit),
+                                           "breadcrumb_copies": copies}, history_from=args.out))
     for split, m in metrics.items():
         g = m["gs1"]
         print(f"[{split}] MWPD avg weighted F1 {g['avg_weighted_f1']:.4f} ("
@@ -298,9 +298,9 @@ def main(argv=None) -> int:
              "classes_without_training_examples": model.classes_without_training_examples}
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
                breadcrumb_copies=copies,
-               figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()})
-    write_results(args.out, f"linear ({cfg.features} n-grams + LinearSVC)", asdict(cfg), metrics, labels,
-                  extra=extra)
+               figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()},
+               results=lambda stage: write_results(stage, f"linear ({cfg.features} n-grams + LinearSVC)", asdict(cfg),
+                                                   metrics, labels, extra=extra, history_from=args.out))
     for split, m in metrics.items():
         print(format_metrics(m, labels, title=f"[{split}]"))
         if m.get("open_set"):

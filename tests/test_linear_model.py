@@ -115,6 +115,33 @@ def test_train_script_end_to_end(tmp_path):
     assert (out / "results_category.txt").exists() and (out / "confusion_matrix.png").exists()
     assert load_linear(out).predict(["leather boots sneakers canvas"])[0] == 2
 
+    # retrained into the same folder, killed while it draws its figures: the model and its figures stay the
+    # previous ones together (they were published apart: a kill left the new model beside the old figures)
+    import category_classification.evaluation.metrics as metrics_module
+
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+
+    class Killed(BaseException):
+        pass
+
+    def die(*_a, **_k):
+        raise Killed()
+
+    real = metrics_module.plot_confusion_matrix
+    metrics_module.plot_confusion_matrix = die
+    try:
+        with pytest.raises(Killed):
+            train_main(["--data", str(tmp_path / "data"), "--out", str(out), "--hash_bits", "15",
+                        "--lang_min_samples", "5"])
+    finally:
+        metrics_module.plot_confusion_matrix = real
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+    # a finished retraining continues the results history
+    assert train_main(["--data", str(tmp_path / "data"), "--out", str(out), "--hash_bits", "15",
+                       "--lang_min_samples", "5"]) == 0
+    assert (out / "results_category.txt").read_text().count("=== linear") == 2
+    assert json.loads((out / "metrics.json").read_text())["config"]["hash_bits"] == 15
+
 
 def test_train_script_missing_data_exits_2(tmp_path, capsys):
     from category_classification.core.cli import run

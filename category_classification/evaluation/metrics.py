@@ -180,14 +180,21 @@ def plot_confusion_matrix(cm, label_names: Sequence[str], path, title: str = "")
 
 
 def write_results(out_dir, model_name: str, config: Mapping, split_metrics: Mapping[str, Mapping],
-                  label_names: Sequence[str], extra: Mapping | None = None) -> dict:
+                  label_names: Sequence[str], extra: Mapping | None = None, history_from=None) -> dict:
     """Write metrics.json, append to results_category.txt, draw confusion_matrix[_split].png.
 
-    `split_metrics` maps a split name ("validation", "test") to `compute_metrics` output.
+    `split_metrics` maps a split name ("validation", "test") to `compute_metrics` output. `history_from`:
+    the folder whose results_category.txt this one continues (out_dir is a model's stage, published with
+    the model: the figures never describe another model than the one beside them).
     Returns the dict written to metrics.json.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    earlier = Path(history_from) / "results_category.txt" if history_from is not None else None
+    if earlier is not None and earlier.is_file() and not (out / "results_category.txt").exists():
+        import shutil
+
+        shutil.copyfile(earlier, out / "results_category.txt")
     date = time.strftime("%Y-%m-%d %H:%M:%S")
     payload = {"model": model_name, "date": date, "labels": list(label_names),
                "config": dict(config), **{k: dict(v) for k, v in split_metrics.items()}}

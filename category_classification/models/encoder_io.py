@@ -21,8 +21,9 @@ TRAIN_INFO_FILE = "train_info.json"
 
 
 def save_encoder(model_dir, model: EmbeddingClassifier, config: EmbeddingClassifierConfig, tokenizer, labels,
-                 train_info: dict) -> Path:
-    """Write weights (safetensors), encoder_config.json, the tokenizer, train_info.json, category_model.json.
+                 train_info: dict, results=None) -> Path:
+    """Write weights (safetensors), encoder_config.json, the tokenizer, train_info.json, category_model.json
+    (and, with `results(stage)`, the trainer's figures, moved in with the model).
 
     `train_info` must hold `max_length` (the token length the model was trained with); the rest (flags,
     figures) is kept for the record.
@@ -44,6 +45,8 @@ def save_encoder(model_dir, model: EmbeddingClassifier, config: EmbeddingClassif
                          max_length=int(train_info["max_length"]), weights=WEIGHTS_FILE,
                          config=CONFIG_FILE, tokenizer=".", pad_token_id=config.pad_token_id,
                          num_parameters=model.num_parameters(), pooler=config.pooler, head=config.head)
+        if results is not None:
+            results(stage)
     return out
 
 

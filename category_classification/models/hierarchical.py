@@ -79,12 +79,15 @@ class HierarchicalLinear:
         _, post = self.decode(texts)
         return level_marginals(post, self.paths, LEVELS.index(level), len(self.level_labels[level]))
 
-    def save(self, model_dir, **info) -> Path:
-        """Staged inside `model_dir` and moved into place file by file, as LinearTextClassifier.save."""
+    def save(self, model_dir, results=None, **info) -> Path:
+        """Staged inside `model_dir` and moved into place file by file, as LinearTextClassifier.save (with
+        `results(stage)` writing the figures beside the model)."""
         from category_classification.core.artifacts import staged_folder
 
         with staged_folder(model_dir) as stage:
             self._write(stage, **info)
+            if results is not None:
+                results(stage)
         return Path(model_dir)
 
     def _write(self, d: Path, **info) -> None:

@@ -350,14 +350,17 @@ class LinearTextClassifier:
     def predict(self, texts: Sequence[str]) -> np.ndarray:
         return self.decision_scores(texts).argmax(axis=1)
 
-    def save(self, model_dir, **info) -> Path:
+    def save(self, model_dir, results=None, **info) -> Path:
         """Write the model into a folder inside `model_dir`, then move each file into place by a rename
         (core/artifacts.staged_folder): a run killed while saving leaves the previous model whole, and files
-        of `model_dir` that are not the model's are left alone."""
+        of `model_dir` that are not the model's are left alone. `results(stage)` writes the trainer's
+        figures beside the model, so they are moved in with it."""
         from category_classification.core.artifacts import staged_folder
 
         with staged_folder(model_dir) as stage:
             self._write(stage, **info)
+            if results is not None:
+                results(stage)
         return Path(model_dir)
 
     def _write(self, d: Path, **info) -> None:

@@ -400,11 +400,11 @@ def finish(r, train_seconds: float, eval_options: dict) -> None:
                       "train_seconds": round(train_seconds, 1), "world_size": r.dist.world_size,
                       "device": str(r.device), "parameters": r.counts, "run": r.record,
                       "classes_without_training_examples": r.missing}
-        save_encoder(r.out, r.raw_model, r.config, r.tokenizer, r.labels, train_info)
         cfg_record = {**cfg.to_dict(), "num_parameters": r.counts["total"], "vocab_size": len(r.tokenizer)}
-        evaluation.write_results(r.out, "embedding_classifier", cfg_record, metrics, r.labels,
-                                 extra={"best_epoch": r.best["epoch"], "train_seconds": round(train_seconds, 1),
-                                        "classes_without_training_examples": r.missing})
+        save_encoder(r.out, r.raw_model, r.config, r.tokenizer, r.labels, train_info, results=lambda stage: (
+            evaluation.write_results(stage, "embedding_classifier", cfg_record, metrics, r.labels, history_from=r.out,
+                                     extra={"best_epoch": r.best["epoch"], "train_seconds": round(train_seconds, 1),
+                                            "classes_without_training_examples": r.missing})))
         main_split = "test" if "test" in metrics else "validation"
         print(evaluation.format_metrics(metrics[main_split], r.labels,
                                         title=f"[{main_split}] embedding_classifier, best epoch {r.best['epoch']}"))

@@ -421,10 +421,12 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
                      for name in ("validation", "test")}
     staging = out / (work_dir.name + "-out")
     save_outputs(cfg, trainer, tokenizer, labels, device, staging)
-    publish_dir(staging, out)
-    shutil.rmtree(work_dir, ignore_errors=True)
     extra = {"train_seconds": round(train_seconds, 1), "trainable_parameters": trainable,
              "total_parameters": total, **batches, "best_validation_macro_f1": trainer.state.best_metric,
              "device": device.type, "classes_without_training_examples": data["missing"]}
-    evaluation.write_results(out, f"lora:{Path(cfg.model).name}", cfg.to_dict(), split_metrics, labels, extra=extra)
+    # the figures are published with the model they describe
+    evaluation.write_results(staging, f"lora:{Path(cfg.model).name}", cfg.to_dict(), split_metrics, labels,
+                             extra=extra, history_from=out)
+    publish_dir(staging, out)
+    shutil.rmtree(work_dir, ignore_errors=True)
     return {**split_metrics, "labels": labels, "config": cfg, **extra}
