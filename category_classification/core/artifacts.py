@@ -346,6 +346,16 @@ def remove_stale_stages(out: Path, prefix: str = ".save-") -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
+def save_staged(model_dir, write, results=None) -> Path:
+    """`write(stage)` writes a model and `results(stage)` (optional) a trainer's figures into a stage of
+    `model_dir` (staged_folder): both are moved in together, so figures never sit beside another model."""
+    with staged_folder(model_dir) as stage:
+        write(stage)
+        if results is not None:
+            results(stage)
+    return Path(model_dir)
+
+
 @contextmanager
 def staged_folder(out):
     """`with staged_folder(out) as stage:` write a model into `stage` (a folder inside `out`, so every move

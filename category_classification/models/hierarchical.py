@@ -82,13 +82,9 @@ class HierarchicalLinear:
     def save(self, model_dir, results=None, **info) -> Path:
         """Staged inside `model_dir` and moved into place file by file, as LinearTextClassifier.save (with
         `results(stage)` writing the figures beside the model)."""
-        from category_classification.core.artifacts import staged_folder
+        from category_classification.core.artifacts import save_staged
 
-        with staged_folder(model_dir) as stage:
-            self._write(stage, **info)
-            if results is not None:
-                results(stage)
-        return Path(model_dir)
+        return save_staged(model_dir, lambda stage: self._write(stage, **info), results)
 
     def _write(self, d: Path, **info) -> None:
         level_files = []  # each level's arrays and vocabulary, so the registry checks them too

@@ -355,13 +355,9 @@ class LinearTextClassifier:
         (core/artifacts.staged_folder): a run killed while saving leaves the previous model whole, and files
         of `model_dir` that are not the model's are left alone. `results(stage)` writes the trainer's
         figures beside the model, so they are moved in with it."""
-        from category_classification.core.artifacts import staged_folder
+        from category_classification.core.artifacts import save_staged
 
-        with staged_folder(model_dir) as stage:
-            self._write(stage, **info)
-            if results is not None:
-                results(stage)
-        return Path(model_dir)
+        return save_staged(model_dir, lambda stage: self._write(stage, **info), results)
 
     def _write(self, d: Path, **info) -> None:
         """The model's files in folder `d` (a stage: see save)."""
