@@ -300,3 +300,40 @@ def test_latency_of_a_model_whose_info_names_fewer_labels_than_outputs_is_one_li
                                            "--batch", "4", "--warmup_batches", "0", "--threads", "1"]) == 2
     lines = [x for x in capsys.readouterr().err.strip().splitlines() if x.startswith("error: ")]
     assert len(lines) == 1 and "4 labels but the model has 6 outputs" in lines[0]
+
+
+_SLOW_PUBLISHER = """
+import fcntl, os, sys, time
+out, new = sys.argv[1], sys.argv[2]
+fd = os.open(out, os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("locked", flush=True)
+for name in sorted(os.listdir(new), key=lambda n: n == "category_model.json"):
+    time.sleep(0.3)  # a reader that does not wait reads the old info and then the new weights
+    os.replace(os.path.join(new, name), os.path.join(out, name))
+"""
+
+
+def test_a_predictor_loading_while_a_save_publishes_waits_and_gets_the_new_model_whole(tmp_path):
+    """load_predictor holds the folder's lock shared while it reads (core/artifacts.reading_model): a save
+    moving its files in (holding the lock) is waited for, so info and weights come from one model."""
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier
+    from category_classification.models.registry import load_predictor
+
+    texts, labels = toy_offers(10)
+    out, new = tmp_path / "m", tmp_path / "new"
+    LinearTextClassifier(LABELS, LinearConfig(word_ngrams=(1, 1))).fit(texts, labels).save(out)
+    LinearTextClassifier(LABELS[::-1], LinearConfig(word_ngrams=(1, 2))).fit(
+        texts, [len(LABELS) - 1 - y for y in labels]).save(new)
+    publisher = subprocess.Popen([sys.executable, "-c", _SLOW_PUBLISHER, str(out), str(new)],
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        assert publisher.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        predictor = load_predictor(out)
+        waited = time.monotonic() - started
+    finally:
+        publisher.wait(timeout=30)
+    assert waited > 0.5, waited
+    assert predictor.labels == LABELS[::-1]
+    assert predictor.model.config.word_ngrams == (1, 2)  # the new model's files with the new model's info

@@ -243,7 +243,7 @@ def _pid_is_gone(pid: str) -> bool:
 
 
 @contextmanager
-def _publish_lock(out: Path, wait_s: float | None):
+def _publish_lock(out: Path, wait_s: float | None, shared: bool = False):
     """Hold the publish lock of the folder `out`: an flock on the folder itself, dropped by the kernel when
     its holder dies (a pid is reused, in a container every run is pid 1; a lock never outlives its process).
     Yields True when held, False when a live publish still held it after `wait_s` seconds (None: wait as long
@@ -259,7 +259,8 @@ def _publish_lock(out: Path, wait_s: float | None):
         deadline = None if wait_s is None else time.monotonic() + wait_s
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if deadline is None else fcntl.LOCK_NB))
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                            | (0 if deadline is None else fcntl.LOCK_NB))
                 held = True
             except BlockingIOError:
                 if time.monotonic() < deadline:
@@ -314,6 +315,23 @@ def restore_interrupted_publish(out, wait_s: float | None = READER_WAIT_S) -> li
         return []
     with _publish_lock(out, wait_s) as held:
         return [] if held is False else _restore(out, locked=bool(held))
+
+
+@contextmanager
+def reading_model(model_dir, wait_s: float = READER_WAIT_S):
+    """Hold the folder's publish lock shared while a loader reads a model's files: a save never finishes
+    moving its files in between the loader reading the model info and the weights it names (old info with
+    new weights). A killed save is put back first; a publish still running after `wait_s` is not waited for."""
+    try:
+        restore_interrupted_publish(model_dir, wait_s)
+    except OSError:
+        pass  # read_model_info names the backup that could not be put back
+    path = Path(model_dir)
+    if not path.is_dir():
+        yield
+        return
+    with _publish_lock(path, wait_s, shared=True):
+        yield
 
 
 def _restore(out: Path, locked: bool) -> list[str]:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from category_classification.core.artifacts import MODEL_INFO, read_model_info
+from category_classification.core.artifacts import MODEL_INFO, read_model_info, reading_model
 from category_classification.core.cli import UserError
 
 
@@ -127,10 +127,11 @@ def load_predictor(model_dir, device: str = "cpu", batch_size: int = 64, precisi
     from category_classification.core.cli import check_threads
 
     check_threads(threads)
-    kind, info = check_folder(model_dir)
-    with damaged_files_are_user_errors(model_dir, kind, info):
-        return kind.predictor_class().from_dir(Path(model_dir), info, batch_size=batch_size, device=device,
-                                               precision=precision, threads=threads)
+    with reading_model(model_dir):  # a save into the folder waits until every file is read
+        kind, info = check_folder(model_dir)
+        with damaged_files_are_user_errors(model_dir, kind, info):
+            return kind.predictor_class().from_dir(Path(model_dir), info, batch_size=batch_size, device=device,
+                                                   precision=precision, threads=threads)
 
 
 # Damaged folders: what a truncated or overwritten file raises inside the libraries that read it.
