@@ -22,8 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from category_classification.core.artifacts import check_model_out
-from category_classification.core.cli import (UserError, add_dataclass_args, add_eval_args, check_threads,
-                                              dataclass_from_args, run)
+from category_classification.core.cli import UserError, add_dataclass_args, add_eval_args, dataclass_from_args, run
 from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
                                                         eval_options, evaluate_split, format_metrics,
@@ -46,8 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what --other_bias cv/auto maximises: min (default) or sum of accepted precision and "
                         "in-scope recall")
     p.add_argument("--other_bias_folds", type=int, default=5, help="folds of --other_bias cv (>= 2)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="--other_bias cv fits this many folds side by side (default: one per CPU core)")
     p.add_argument("--hierarchy", action="store_true",
                    help="GS1 levels: one model per lvl1/lvl2/lvl3 column, hierarchy-consistent decoding")
     add_eval_args(p)
@@ -118,8 +115,7 @@ def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict,
     return with_bare_copies(texts, bare, cols)
 
 
-def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: int,
-                  threads: int | None = None) -> tuple[float, dict]:
+def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: int) -> tuple[float, dict]:
     """(offset, open-set metrics at it over the out-of-fold offers): grouped `folds`-fold CV over `splits`
     with the model's settings (training/open_set.py), title groups (the `cluster` column) kept whole."""
     import numpy as np
@@ -133,12 +129,12 @@ def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: in
         raise UserError(f"--other_bias cv needs --other_bias_folds >= 2 and at least that many title groups "
                         f"(the data has {len(np.unique(groups))}); use --other_bias auto or a number")
     parts = out_of_fold(texts, y, grouped_folds(y, groups, folds, model.config.seed), model.labels, model.config,
-                        cols.get("sources"), cols.get("fine"), bare, workers=threads)
+                        cols.get("sources"), cols.get("fine"), bare)
     return choose_bias(parts, y, model.labels, model.labels.index(model.config.other_label), objective)
 
 
 def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str = "min", train=None,
-              folds: int = 5, threads: int | None = None) -> dict | None:
+              folds: int = 5) -> dict | None:
     """Temperature from the validation split and, for an out-of-scope class, the offset on its score: by
     grouped CV over train + validation ("cv"; the out-of-fold figures are returned), on validation ("auto"),
     or given (the temperature first: with Other sub-classes, decisions depend on it; then again with the
@@ -148,7 +144,7 @@ def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str 
     found = None
     if model.config.other_label:
         if other_bias == "cv":
-            bias, m = cv_other_bias(model, [s for s in (train, val) if s is not None], objective, folds, threads)
+            bias, m = cv_other_bias(model, [s for s in (train, val) if s is not None], objective, folds)
             model.other_bias = bias
             found = {"other_bias": bias, "folds": folds, "accepted_precision": m["accepted_precision"],
                      "in_scope_recall": m["in_scope_recall"], "target_macro_f1": m["target_macro_f1"]}
@@ -255,7 +251,6 @@ def train_hierarchy(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    check_threads(args.threads)
     check_model_out(args.out, [args.data], kinds=("linear", "hierarchical_linear"))
     if args.other_bias not in ("cv", "auto"):
         try:
@@ -284,8 +279,7 @@ def main(argv=None) -> int:
     if model.class_subclasses:
         print(f"the target classes trained as {len(model.class_subclasses)} fine-category sub-classes "
               f"(>= {cfg.other_min_size} training rows each) + their own columns (--class_split none: not)")
-    bias_cv = calibrate(model, val, args.other_bias, args.other_bias_objective, train, args.other_bias_folds,
-                        args.threads)
+    bias_cv = calibrate(model, val, args.other_bias, args.other_bias_objective, train, args.other_bias_folds)
     metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
     if args.refit and val is not None:
         print(f"refitting on train + validation ({len(train) + len(val)} offers)")

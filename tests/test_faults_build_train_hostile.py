@@ -255,8 +255,7 @@ def test_damaged_or_deeply_nested_mwpd_files_keep_what_they_can(tmp_path, capsys
 
 @pytest.mark.parametrize("flags", [["--C", "nan"], ["--C", "-1"], ["--max_iter", "-5"], ["--word_ngrams", "2", "1"],
                                    ["--char_min_df", "0"], ["--features", "hashed", "--hash_bits", "64"],
-                                   ["--seed", "-1"], ["--other_bias", "nan"], ["--other_bias", "inf"],
-                                   ["--threads", "0"]])
+                                   ["--seed", "-1"], ["--other_bias", "nan"], ["--other_bias", "inf"]])
 def test_impossible_linear_flags_are_one_line(tmp_path, capsys, flags):
     from test_faults_train import make_data
 

@@ -8,8 +8,6 @@ chose -0.05 (docs/benchmarks.md, open set). `train_linear_baseline.py --other_bi
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from category_classification.models.linear import LinearTextClassifier, with_bare_copies
@@ -22,21 +20,13 @@ def grouped_folds(y, groups, folds: int, seed: int = 0):
     return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
 
 
-def out_of_fold(texts, y, folds, labels, cfg, sources=None, fine=None, bare=None, workers: int | None = None) -> list:
+def out_of_fold(texts, y, folds, labels, cfg, sources=None, fine=None, bare=None) -> list:
     """Per fold: (held-out index, column scores, temperature, the model's column -> label map), the model fit
     on the other folds with `cfg` (with `bare`, the texts without their breadcrumb, also on those copies, as
-    the trainer does) and its temperature fitted on the held-out fold. The offset is left at 0.
-
-    Folds are fitted `workers` at a time (None: one per CPU core), in threads: liblinear releases the GIL,
-    so two folds take little more than one on two cores, with the same figures (each fit is seeded). A
-    config with sentence embeddings fits one fold at a time (the encoder uses every core itself)."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    the trainer does) and its temperature fitted on the held-out fold. The offset is left at 0."""
     y = np.asarray(y)
-    workers = 1 if cfg.embed_model else min(len(folds), workers or os.cpu_count() or 1)
-
-    def one(fold):
-        train_idx, test_idx = fold
+    parts = []
+    for train_idx, test_idx in folds:
         fit_texts = [texts[i] for i in train_idx]
         cols = {"y": y[train_idx].tolist()}
         for key, values in (("src", sources), ("fine", fine)):
@@ -48,9 +38,5 @@ def out_of_fold(texts, y, folds, labels, cfg, sources=None, fine=None, bare=None
                                                       cols.get("fine"))
         held = [texts[i] for i in test_idx]
         model.calibrate(held, y[test_idx])
-        return test_idx, model.column_scores(held), model.temperature, model.column_labels
-
-    if workers == 1:
-        return [one(fold) for fold in folds]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(one, folds))
+        parts.append((test_idx, model.column_scores(held), model.temperature, model.column_labels))
+    return parts
