@@ -337,3 +337,47 @@ def test_a_predictor_loading_while_a_save_publishes_waits_and_gets_the_new_model
     assert waited > 0.5, waited
     assert predictor.labels == LABELS[::-1]
     assert predictor.model.config.word_ngrams == (1, 2)  # the new model's files with the new model's info
+
+
+@pytest.mark.parametrize("kill_at", range(1, 7))
+def test_a_killed_publish_leaves_neither_the_new_models_extra_files_nor_a_half_first_model(tmp_path, monkeypatch,
+                                                                                           kill_at):
+    """The new model has a file the old one lacks (an embedder/ folder, say): a kill between the renames used
+    to leave it beside the restored model; a first save into a folder killed midway left half a model."""
+    real = os.replace
+    for first in (True, False):
+        out = tmp_path / f"m{first}{kill_at}"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+        if not first:
+            _hf_like(out, "old")
+        before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+        stage = out / ".stage"
+        _hf_like(stage, "new")
+        (stage / "embedder").mkdir()
+        (stage / "embedder" / "config.json").write_text("{}")
+        calls = []
+
+        def replace(a, b):
+            calls.append(b)
+            if len(calls) > kill_at:
+                raise KeyboardInterrupt
+            real(a, b)
+
+        monkeypatch.setattr(artifacts.os, "replace", replace)
+        try:
+            artifacts.publish_dir(stage, out)
+            finished = True
+        except KeyboardInterrupt:
+            finished = False
+        monkeypatch.setattr(artifacts.os, "replace", real)
+        if finished:  # a first save makes only 4 renames: it ended, whole
+            assert json.loads((out / artifacts.MODEL_INFO).read_text())["tag"] == "new" and first
+            continue
+        import shutil
+
+        shutil.rmtree(stage)  # a killed run's stage: the next save removes it
+        for p in out.glob(artifacts.PUBLISH_BACKUP + "*"):  # the killed process is gone (its lock with it)
+            p.rename(out / f"{artifacts.PUBLISH_BACKUP}999999999")
+        artifacts.restore_interrupted_publish(out)
+        assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before, (first, kill_at)

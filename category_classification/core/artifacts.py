@@ -226,6 +226,7 @@ def jsonl_first_line_has(path, keys) -> bool:
 
 
 PUBLISH_BACKUP = ".published.old"  # + pid: the files a publish replaces, kept until its last rename
+INCOMING = ".incoming.json"  # in a backup: the names a publish moves in that `out` lacked (a restore removes them)
 READER_WAIT_S = 10.0  # how long a loader waits for a save that is moving its files in
 
 
@@ -296,6 +297,8 @@ def publish_dir(staging, out) -> Path:
         backup.mkdir()
         replaced = sorted((out / i.name for i in items if os.path.lexists(out / i.name)),
                           key=lambda p: p.name != MODEL_INFO)
+        new_only = sorted({i.name for i in items} - {p.name for p in replaced})
+        (backup / INCOMING).write_text(json.dumps(new_only), encoding="utf-8")
         for old in replaced:
             os.replace(old, backup / old.name)
         for item in items:
@@ -345,7 +348,21 @@ def _restore(out: Path, locked: bool) -> list[str]:
                 locked or _pid_is_gone(backup.name.removeprefix(PUBLISH_BACKUP))):
             continue
         if not (out / MODEL_INFO).is_file():
+            try:  # what the killed publish moved in that the previous model did not have goes too
+                incoming = json.loads((backup / INCOMING).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                incoming = []
+            for name in incoming if isinstance(incoming, list) else []:
+                new = out / str(name)
+                if Path(str(name)).name != str(name) or not os.path.lexists(new):
+                    continue
+                if new.is_dir() and not new.is_symlink():
+                    shutil.rmtree(new)
+                else:
+                    new.unlink()
             for old in sorted(backup.iterdir(), key=lambda p: p.name == MODEL_INFO):
+                if old.name == INCOMING:
+                    continue
                 dest = out / old.name
                 if dest.is_dir() and not dest.is_symlink():
                     shutil.rmtree(dest)
