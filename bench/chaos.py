@@ -453,14 +453,11 @@ def _our_json(path: Path) -> bool:
 
 def main(argv=None) -> int:
     from category_classification.core.artifacts import check_file_out, write_text_atomic
-    from category_classification.core.cli import UserError, check_settings, require_dir
+    from category_classification.core.cli import check_names, check_settings, require_dir
 
     args = build_parser().parse_args(argv)
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
-    unknown = set(parts) - set(PARTS)
-    if unknown or not parts:
-        raise UserError(f"--only: unknown part(s) {', '.join(sorted(unknown)) or '(none)'} "
-                        f"(choose from {', '.join(PARTS)})")
+    check_names("--only", parts, PARTS, "part")
     check_settings(args, whole=("kills", "offers", "requests", "clients"), non_negative=("seed",),
                    shares=("poison_rate",))  # --poison_rate: a share of the requests
     if args.work is not None:

@@ -321,13 +321,12 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")  # the format follows the suffix
+    from category_classification.core.artifacts import written_whole
+
     try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)  # a reader (the docs) sees the old plot or the new one whole
+        with written_whole(path) as tmp:  # a reader (the docs) sees the old plot or the new one whole
+            fig.savefig(tmp, dpi=120)
     finally:
-        tmp.unlink(missing_ok=True)
         plt.close(fig)
 
 

@@ -143,14 +143,12 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (CUDA runs bf16 autocast, as the trainer)")
     p.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one preset, in a child process
     args = p.parse_args(argv)
-    from category_classification.core.cli import UserError, check_settings
+    from category_classification.core.cli import check_names, check_settings
     from category_classification.core.env import stay_offline
     from category_classification.train_embedding_classifier import PRESETS
 
     check_settings(args, whole=("n", "steps"))  # and --threads (0: torch's default), --device
-    unknown = [x for x in [*args.presets, *([args.only] if args.only else [])] if x not in PRESETS]
-    if unknown:
-        raise UserError(f"--presets: unknown {', '.join(unknown)}; known: {', '.join(PRESETS)}")
+    check_names("--presets", [*args.presets, *([args.only] if args.only else [])], PRESETS, "preset")
     stay_offline()
     texts = offers(args.data, args.n)
     if args.only:

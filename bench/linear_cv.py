@@ -52,16 +52,6 @@ def check_folds(folds: int) -> None:
         raise UserError(f"--folds must be a whole number of at least 2, got {folds!r}")
 
 
-def only_configs(only, names) -> None:
-    """--only: each name given must match a configuration (a typo would run nothing and print an empty table)."""
-    from category_classification.core.cli import UserError
-
-    unmatched = [o for o in only or () if not any(n.startswith(o) for n in names)]
-    if unmatched:
-        raise UserError(f"--only {', '.join(map(repr, unmatched))} matches no configuration; they are: "
-                        + "; ".join(names))
-
-
 def bundled_offers(label_level: str = "six", breadcrumb: bool = False):
     """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups and
     each offer's GS1 level-3 class ("" where it has none: the fine category of LinearConfig.class_split)."""
@@ -136,7 +126,10 @@ def main(argv=None):
     if args.fine and args.label_level != "six":
         p.error("--fine goes with --label_level six")
     check_folds(args.folds)
-    only_configs(args.only, list(CONFIGS))
+    if args.only:
+        from category_classification.core.cli import check_names
+
+        check_names("--only", args.only, CONFIGS, "configuration", prefix=True)
 
     texts, names, y, groups, fine = bundled_offers(args.label_level, args.breadcrumb)
     fine = fine if args.fine else None

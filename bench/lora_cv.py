@@ -171,19 +171,6 @@ def summarize(rows: dict[int, dict]) -> dict:
     return out
 
 
-def check_out(out: Path) -> Path:
-    """Refuse, before any work, an --out that is a file, lies inside the repository's data/, or whose cv.json is
-    not an earlier one of this script."""
-    from category_classification.core.artifacts import check_file_out, json_file_with_keys, refuse_inside
-
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; the cross-validation writes a folder (foldK/, cv.json): name a new one")
-    refuse_inside("--out", out, [REPO / "data"])
-    check_file_out(out / "cv.json", ours=lambda p: json_file_with_keys(p, ("per_fold", "summary")),
-                   what="cv.json of bench/lora_cv.py")
-    return out
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -200,7 +187,10 @@ def main(argv=None):
 
     add_embed_model_arg(p, "the linear model also reads this encoder's sentence embeddings")
     args, lora_argv = p.parse_known_args(argv)
-    out = check_out(Path(args.out))
+    from category_classification.core.artifacts import check_results_folder
+
+    out = Path(args.out)
+    check_results_folder(out, "cv.json", ("per_fold", "summary"), "bench/lora_cv.py", folders=[REPO / "data"])
     check_folds(args.folds)
     wrong = [k for k in args.folds_to_run or () if not 0 <= k < args.folds]
     if wrong:

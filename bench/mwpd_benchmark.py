@@ -325,21 +325,8 @@ def write_json(path: Path, payload: dict) -> None:
     write_text_atomic(path, json.dumps(payload, indent=2) + "\n")
 
 
-def check_out(out: Path, inputs) -> Path:
-    """Refuse, before any work, an --out that is a file, lies inside the repository's data/ (the bundled MWPD
-    files), or whose benchmark.json is an input or not an earlier one of this script; returns OUT/benchmark.json."""
-    from category_classification.core.artifacts import check_file_out, json_file_with_keys, refuse_inside
-    from category_classification.core.cli import UserError
-
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; the benchmark writes a folder (benchmark.json, work/): name a new one")
-    refuse_inside("--out", out, [REPO / "data"])
-    return check_file_out(out / "benchmark.json", inputs, lambda p: json_file_with_keys(p, ("models", "scored_on")),
-                          what="benchmark.json of bench/mwpd_benchmark.py")
-
-
 def main(argv=None) -> int:
-    from category_classification.core.cli import UserError, check_settings, require_file
+    from category_classification.core.cli import check_names, check_settings, require_file
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="folder for benchmark.json")
@@ -353,9 +340,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     check_settings(args, non_negative=("max_offers",))  # and --device
     models = [m.strip() for m in args.models.split(",") if m.strip()]
-    unknown = [m for m in models if m not in MODELS]
-    if unknown or not models:
-        raise UserError(f"unknown model kind(s) {', '.join(unknown) or '(none)'}; known: {', '.join(MODELS)}")
+    check_names("--models", models, MODELS, "model kind")
     mwpd = Path(args.mwpd_dir)
     files = {"train": str(require_file(mwpd / "train.json.gz", "MWPD train file"))}
     if args.test:
@@ -365,7 +350,10 @@ def main(argv=None) -> int:
         files["test"] = str(require_file(mwpd / "validation.json.gz", "MWPD validation file"))
     scored_on = "test file " + args.test if args.test else "MWPD validation file (3,000 offers)"
     out = Path(args.out)
-    check_out(out, [files.get(k) for k in ("train", "validation", "test")])
+    from category_classification.core.artifacts import check_results_folder
+
+    check_results_folder(out, "benchmark.json", ("models", "scored_on"), "bench/mwpd_benchmark.py",
+                         [files.get(k) for k in ("train", "validation", "test")], folders=[REPO / "data"])
     for path in dict.fromkeys(files.values()):  # a damaged or unlabelled file: one line now, not in a child later
         read_offers(path)
     print(f"MWPD benchmark: scored on the {scored_on}")

@@ -155,12 +155,10 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of: {', '.join(TASKS)}")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
-    from category_classification.core.cli import UserError, check_device
+    from category_classification.core.cli import UserError, check_device, check_names
 
     tasks = [t for t in args.tasks.split(",") if t]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:  # before reading and before any fine-tune
-        raise UserError(f"--tasks: unknown {', '.join(map(repr, unknown)) or '(none)'}; known: {', '.join(TASKS)}")
+    check_names("--tasks", tasks, TASKS, "task")  # before reading and before any fine-tune
     check_device(args.device)
     work = Path(args.out) / "work"
     if Path(args.out).exists() and not Path(args.out).is_dir() or work.exists() and not work.is_dir():

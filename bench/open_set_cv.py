@@ -37,7 +37,7 @@ CONFIGS = {
 
 def main(argv=None):
     from bench.linear_cv import check_folds
-    from category_classification.core.cli import UserError
+    from category_classification.core.cli import UserError, check_names
     from category_classification.data.builder import FINE_COLUMN, SOURCE_COLUMN
     from category_classification.data.dataset_dir import label_names, load_dataset_dir
     from category_classification.models.linear import LinearConfig, choose_bias
@@ -52,10 +52,8 @@ def main(argv=None):
     add_embed_model_arg(p, "append this encoder's sentence embeddings to every configuration's features")
     args = p.parse_args(argv)
     check_folds(args.folds)
-    unknown = [o for o in args.only or () if o not in CONFIGS]
-    if unknown:
-        raise UserError(f"--only {', '.join(map(repr, unknown))}: no such configuration; they are: "
-                        + "; ".join(CONFIGS))
+    if args.only:
+        check_names("--only", args.only, CONFIGS, "configuration")
     dsd = load_dataset_dir(args.data)
     labels = label_names(dsd)
     splits = [s for s in ("train", "validation") if s in dsd]

@@ -148,7 +148,7 @@ def test_compare_keeps_the_hand_written_part_and_writes_nothing_when_every_measu
 @pytest.mark.parametrize("script, argv, words", [
     ("linear_cv", ["--folds", "1"], "--folds must be"),
     ("linear_cv", ["--folds", "0"], "--folds must be"),
-    ("linear_cv", ["--only", "typo"], "matches no configuration"),
+    ("linear_cv", ["--only", "typo"], "'typo': unknown configuration"),
     ("lora_cv", ["--folds", "-2"], "--folds must be"),
     ("lora_cv", ["--folds", "2", "--folds_to_run", "7"], "numbered 0 to 1"),
 ])
@@ -197,7 +197,7 @@ def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
     from bench import open_set_cv
 
     for argv, words in ((["--data", str(runs / "mwpd6")], "source_category"),
-                        (["--data", str(runs / "mwpd6"), "--only", "typo"], "no such configuration"),
+                        (["--data", str(runs / "mwpd6"), "--only", "typo"], "'typo': unknown configuration"),
                         (["--data", str(runs / "nothing")], "not found"),
                         (["--data", str(runs / "mwpd6"), "--folds", "1"], "--folds must be")):
         assert run(open_set_cv.main, argv) == 2
@@ -212,7 +212,7 @@ def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
     ("build_throughput", ["--offers", "100", "--mapped_fraction", "nan"], "--mapped_fraction"),
     ("zip_shard_start", ["--offers", "100", "--nproc", "0"], "--nproc"),
     ("zip_shard_start", ["--offers", "0"], "--offers"),
-    ("chaos", ["--only", "nope"], "unknown part"),
+    ("chaos", ["--only", "nope"], "'nope': unknown part"),
     ("chaos", ["--only", "predict", "--kills", "-1"], "--kills"),
     ("chaos", ["--only", "predict", "--poison_rate", "2"], "--poison_rate"),
 ])
@@ -296,14 +296,14 @@ def test_load_test_passes_on_the_services_own_refusal_in_one_line(runs, capsys):
     ("mwpd_best_search", ["--c", "nan"], "--c"),
     ("mwpd_best_search", ["--cv", "--temperatures", "{bad"], "not JSON"),
     ("mwpd_best_search", ["--cv", "--temperatures", '{"lvl1": -1}'], "positive numbers"),
-    ("encoder_throughput", ["--presets", "nope"], "unknown nope"),
+    ("encoder_throughput", ["--presets", "nope"], "'nope': unknown preset"),
     ("encoder_throughput", ["--n", "0"], "--n"),
     ("encoder_throughput", ["--steps", "0"], "--steps"),
     ("encoder_throughput", ["--device", "nonsense"], "--device"),
     ("minilm_baselines", ["step", "--steps", "0"], "--steps"),
     ("minilm_baselines", ["step", "--batch", "0"], "--batch"),
     ("minilm_baselines", ["probe", "--threads", "100000"], "--threads"),
-    ("mwpd_minilm", ["--out", "unused", "--tasks", "nope"], "unknown 'nope'"),
+    ("mwpd_minilm", ["--out", "unused", "--tasks", "nope"], "'nope': unknown task"),
     ("mwpd_minilm", ["--out", "unused", "--device", "nonsense"], "--device"),
 ])
 def test_search_and_encoder_benches_refuse_in_one_line_before_any_work(script, argv, words, capsys):

@@ -192,18 +192,40 @@ def check_file_out(out, inputs=(), ours=lambda path: False, what: str = "output"
     return out
 
 
-def write_text_atomic(path, text: str) -> Path:
-    """Write `text` beside `path` and rename it into place: readers see the old file or the new one whole."""
+def check_results_folder(out, results_file: str, keys, script: str, inputs=(), folders=()) -> Path:
+    """A bench's --out folder, refused before any work when it is a file, lies inside one of `folders` (the
+    bundled data), or holds a `results_file` that is an input or not an earlier one of `script` (a JSON
+    object with `keys`). Returns OUT/results_file."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; {script} writes a folder ({results_file}, ...): name a new one")
+    refuse_inside("--out", out, folders)
+    return check_file_out(out / results_file, inputs, lambda p: json_file_with_keys(p, keys),
+                          what=f"{results_file} of {script}")
+
+
+@contextmanager
+def written_whole(path):
+    """`with written_whole(path) as tmp:` write the file `tmp` (beside `path`, with its suffix, so writers
+    that pick a format by suffix keep it); it is renamed to `path` when the block ends, so readers see the
+    old file or the new one whole. A failed write removes `tmp`; an OSError is one line."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         os.replace(tmp, path)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
-    return path
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path, text: str) -> Path:
+    """Write `text` beside `path` and rename it into place: readers see the old file or the new one whole."""
+    with written_whole(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def json_file_with_keys(path, keys) -> bool:

@@ -203,6 +203,16 @@ def check_settings(cfg, whole=(), positive=(), non_negative=(), shares=()) -> No
 DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 
 
+def check_names(flag: str, given, known, what: str, prefix: bool = False) -> None:
+    """A UserError naming every value given to `flag` that is none of `known` (with `prefix`: that begins none
+    of them), or when none is given: a typo would otherwise run nothing, or everything, after minutes."""
+    given, known = list(given), list(known)
+    bad = [g for g in given if not any(k.startswith(g) if prefix else k == g for k in known)]
+    if bad or not given:
+        raise UserError(f"{flag} {', '.join(map(repr, bad)) or '(nothing)'}: unknown {what}; known: "
+                        + "; ".join(known))
+
+
 def check_device(device) -> None:
     """--device: auto, cpu, cuda, mps, or cuda:N."""
     if device is None:

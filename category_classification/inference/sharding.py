@@ -118,13 +118,10 @@ def part_path(out, rank: int, world_size: int) -> Path:
 
 def write_manifest(out, world_size: int, records, unit: int) -> Path:
     """`records`: the record count of an input file, or the [name, size] members of a zip."""
-    path = shard_dir(out) / MANIFEST
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"world_size": world_size, "records": records, "chunk": unit}) + "\n",
-                   encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    from category_classification.core.artifacts import write_text_atomic
+
+    return write_text_atomic(shard_dir(out) / MANIFEST,
+                             json.dumps({"world_size": world_size, "records": records, "chunk": unit}) + "\n")
 
 
 def check_manifest(out, world_size: int, records, unit: int) -> None:

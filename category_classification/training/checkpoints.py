@@ -134,10 +134,9 @@ def claim_folder(ckpt_dir: Path, record: dict, settings_keys, log=print) -> None
                 os.replace(p, keep / p.name)
                 moved += 1
         log(f"{ckpt_dir} held {moved} file(s) of another run ({'; '.join(diff)}): moved to {keep}, untouched")
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ckpt_dir / f"{RUN_FILE}.tmp{os.getpid()}"
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, ckpt_dir / RUN_FILE)
+    from category_classification.core.artifacts import write_text_atomic
+
+    write_text_atomic(ckpt_dir / RUN_FILE, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def prune(own: list[Path], keep: int) -> list[Path]:

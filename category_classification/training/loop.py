@@ -4,7 +4,6 @@ weights, checkpoint files with RNG state, classes missing from train, and output
 from __future__ import annotations
 
 import math
-import os
 import random
 from pathlib import Path
 
@@ -134,12 +133,11 @@ def restore_rng_state(state: dict) -> None:
 
 def save_checkpoint(path, payload: dict) -> Path:
     """torch.save to a temporary file, then rename: a run killed mid-write never leaves a torn checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    from category_classification.core.artifacts import written_whole
+
+    with written_whole(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path) -> dict:
