@@ -23,6 +23,7 @@ if __package__ in (None, ""):
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -132,12 +133,25 @@ def finished_fold(done: Path, lora_argv: list[str], breadcrumb: bool = False, fi
     return row
 
 
+# what a fold folder holds: its dataset, the two models (their trainers refuse to replace other folders),
+# the text marker and the finished fold's figures (and their write-beside files, a killed run's)
+FOLD_ENTRIES = {"data", "linear", "lora", "text.json", "fold.json"}
+
+
 def check_fold_text(fold_dir: Path, breadcrumb: bool, fine: bool = False) -> None:
     """An interrupted fold resumes on its data only when that data has the text (and the fine categories)
     this run asks for."""
     from category_classification.core.cli import UserError
 
     marker = fold_dir / "text.json"
+    foreign = sorted(e.name for e in fold_dir.iterdir() if e.name not in FOLD_ENTRIES
+                     and not re.fullmatch(r"\.(text|fold)\.tmp\d+\.json", e.name)) if fold_dir.is_dir() else []
+    if fold_dir.exists() and not fold_dir.is_dir() or foreign:
+        raise UserError(f"{fold_dir} is not a fold folder of bench/lora_cv.py"
+                        + (f" (it holds {', '.join(foreign[:3])})" if foreign else "") + ": use another --out or remove it")
+    if (fold_dir / "data").exists() and not (fold_dir / "data" / "dataset_dict.json").is_file() \
+            and any((fold_dir / "data").iterdir()):
+        raise UserError(f"{fold_dir / 'data'} holds files that are not a fold's dataset: use another --out or remove it")
     if (fold_dir / "data").exists() and not marker.is_file() and (breadcrumb or fine):
         raise UserError(f"{fold_dir} holds data written without --breadcrumb or --fine: use another --out or "
                         "remove it")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -81,12 +82,20 @@ def _fit_linear(data: Path, names: list[str]):
 
 
 def _cached(path: Path, key: str) -> dict | None:
-    if not path.is_file():
+    """The cached probabilities when they were made from these offers (`key`); None when there are none or
+    they are of other offers (then refitted and replaced). A file there that this script did not write is
+    refused, never replaced."""
+    from category_classification.core.cli import UserError
+
+    if not path.exists():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        if str(z["key"]) != key:
-            return None
-        return {"names": z["names"].tolist(), "probs": z["probs"], "info": json.loads(str(z["info"]))}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            return {"names": z["names"].tolist(), "probs": z["probs"], "info": json.loads(str(z["info"]))}
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+        raise UserError(f"{path} is not a cache file of bench/mwpd_minilm.py: use another --out or remove it") from None
 
 
 def _save(path: Path, key: str, names: list[str], probs: np.ndarray, info: dict) -> None:

@@ -193,6 +193,48 @@ def test_lora_cv_a_torn_fold_json_or_marker_is_one_line(tmp_path):
         check_fold_text(fold, False)
 
 
+def test_lora_cv_a_fold_folder_holding_a_users_files_is_refused_and_kept(tmp_path):
+    from bench.lora_cv import check_fold_text
+    from category_classification.core.cli import UserError
+
+    fold = tmp_path / "fold0"
+    fold.mkdir()
+    (fold / "notes.txt").write_text("mine\n", encoding="utf-8")
+    with pytest.raises(UserError, match="not a fold folder.*notes.txt"):
+        check_fold_text(fold, False)
+    (fold / "notes.txt").unlink()
+    (fold / "data").mkdir()
+    (fold / "data" / "mine.csv").write_text("a,b\n", encoding="utf-8")  # not a dataset: save_to_disk would write over
+    with pytest.raises(UserError, match="not a fold's dataset"):
+        check_fold_text(fold, False)
+    assert (fold / "data" / "mine.csv").read_text(encoding="utf-8") == "a,b\n"
+    assert not (fold / "text.json").exists()
+    (fold / "data" / "mine.csv").unlink()
+    (fold / ".text.tmp4242.json").write_text("{", encoding="utf-8")  # a killed run's write-beside file
+    check_fold_text(fold, False)  # resumes
+    assert (fold / "text.json").is_file()
+
+
+def test_mwpd_minilm_a_cache_file_it_did_not_write_is_refused_and_kept(tmp_path):
+    import numpy as np
+
+    from bench.mwpd_minilm import _cached, _save
+    from category_classification.core.cli import UserError
+
+    ours = tmp_path / "minilm.npz"
+    _save(ours, "k1", ["a", "b"], np.eye(2), {"train_seconds": 1.0})
+    assert _cached(ours, "k1")["names"] == ["a", "b"]
+    assert _cached(ours, "other offers") is None  # refitted and replaced: it is ours
+    for name, write in (("text.npz", lambda p: p.write_text("mine", encoding="utf-8")),
+                        ("arrays.npz", lambda p: np.savez(p, weights=np.ones(3)))):
+        path = tmp_path / name
+        write(path)
+        before = path.read_bytes()
+        with pytest.raises(UserError, match="not a cache file of bench/mwpd_minilm.py"):
+            _cached(path, "k1")
+        assert path.read_bytes() == before
+
+
 def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
     from bench import open_set_cv
 
