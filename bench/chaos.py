@@ -428,11 +428,15 @@ def print_table(rows: list[dict]) -> None:
                   f"service alive at the end: {r['server_alive_at_end']}")
 
 
+MIN_OFFERS = 300  # the smallest subset tried whose reference build and model train (smaller: classes missing)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts of {', '.join(PARTS)}")
     p.add_argument("--kills", type=int, default=20, help="SIGKILL trials per killed part")
-    p.add_argument("--offers", type=int, default=2000, help="MWPD offers in the builder and trainer subsets")
+    p.add_argument("--offers", type=int, default=2000,
+                   help=f"MWPD offers in the builder and trainer subsets (at least {MIN_OFFERS})")
     p.add_argument("--requests", type=int, default=20000, help="requests sent to the service")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--poison_rate", type=float, default=0.01)
@@ -453,13 +457,16 @@ def _our_json(path: Path) -> bool:
 
 def main(argv=None) -> int:
     from category_classification.core.artifacts import check_file_out, write_text_atomic
-    from category_classification.core.cli import check_names, check_settings, require_dir
+    from category_classification.core.cli import UserError, check_names, check_settings, require_dir
 
     args = build_parser().parse_args(argv)
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     check_names("--only", parts, PARTS, "part")
     check_settings(args, whole=("kills", "offers", "requests", "clients"), non_negative=("seed",),
                    shares=("poison_rate",))  # --poison_rate: a share of the requests
+    if args.offers < MIN_OFFERS:
+        raise UserError(f"--offers must be at least {MIN_OFFERS} (a subset with offers of every class to train on), "
+                        f"got {args.offers}")
     if args.work is not None:
         require_dir(args.work, "--work folder")
     if args.json:

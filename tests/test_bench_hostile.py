@@ -257,6 +257,7 @@ def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
     ("chaos", ["--only", "nope"], "'nope': unknown part"),
     ("chaos", ["--only", "predict", "--kills", "-1"], "--kills"),
     ("chaos", ["--only", "predict", "--poison_rate", "2"], "--poison_rate"),
+    ("chaos", ["--only", "predict", "--offers", "1"], "--offers must be at least 300"),
 ])
 def test_bench_counts_are_one_line_before_any_work(script, argv, words, tmp_path, capsys):
     import importlib
