@@ -10,6 +10,7 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +33,25 @@ def make_model(path: Path) -> Path:
             labels.append(i)
     LinearTextClassifier(list(CATEGORIES), LinearConfig(features="hashed", hash_bits=16)).fit(texts, labels).save(path)
     return path
+
+
+def watch_ranks(cmd: list[str], env: dict, parts: list[Path]) -> tuple[int, float, list, str]:
+    """Run `cmd` to its end, noting when each rank's part file first gets lines: (exit code, wall seconds,
+    seconds to each rank's first lines or None, the last 3,000 characters of its stderr)."""
+    first = [None] * len(parts)
+    t0 = time.perf_counter()
+    # stderr to a file, not a pipe: unread, a pipe fills at 64 kB of the ranks' logs and the run hangs
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        while proc.poll() is None:
+            for r, part in enumerate(parts):
+                partial = part.with_name(part.name + ".partial")
+                if first[r] is None and ((partial.exists() and partial.stat().st_size) or part.exists()):
+                    first[r] = time.perf_counter() - t0
+            time.sleep(0.05)
+        wall = time.perf_counter() - t0
+        err.seek(0)
+        return proc.returncode, wall, first, err.read()[-3000:]
 
 
 def main(argv=None):
@@ -60,19 +80,10 @@ def main(argv=None):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(args.nproc),
            str(Path(args.code) / "category_classification" / "predict.py"), "--model", str(model), "--zip",
            str(zip_path), "--out", str(out), "--no_progress", "--threads", "1"]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    first = [None] * args.nproc
-    while proc.poll() is None:
-        for r, part in enumerate(parts):
-            partial = part.with_name(part.name + ".partial")
-            if first[r] is None and ((partial.exists() and partial.stat().st_size) or part.exists()):
-                first[r] = time.perf_counter() - t0
-        time.sleep(0.05)
-    wall = time.perf_counter() - t0
-    if proc.returncode:
-        print(proc.stderr.read()[-3000:], file=sys.stderr)
-        return proc.returncode
+    code, wall, first, err = watch_ranks(cmd, env, parts)
+    if code:
+        print(err, file=sys.stderr)
+        return code
     print(f"zip: {args.offers:,} offers in {args.members} members, {zip_path.stat().st_size / 2**20:.0f} MiB; "
           f"code {args.code}; {args.nproc} processes; load average {os.getloadavg()[0]:.1f}")
     print("first prediction per rank (s from launch): "

@@ -269,6 +269,28 @@ def test_bench_counts_are_one_line_before_any_work(script, argv, words, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+def test_zip_shard_start_a_run_logging_much_ends_with_its_error_tail(tmp_path):
+    """Its ranks' stderr went to a pipe read only at the end: 64 kB of logs blocked them and the bench hung."""
+    import os
+    import sys
+    import threading
+
+    from bench.zip_shard_start import watch_ranks
+
+    part = tmp_path / "part-00000-of-00001.jsonl"
+    code = ("import sys, pathlib; sys.stderr.write('warning: x\\n' * 100000); "
+            f"pathlib.Path({str(part)!r}).write_text('{{}}\\n'); sys.stderr.write('the last line'); sys.exit(3)")
+    result = []
+    t = threading.Thread(target=lambda: result.append(watch_ranks([sys.executable, "-c", code], dict(os.environ),
+                                                                  [part])), daemon=True)
+    t.start()
+    t.join(60)
+    assert result, "watch_ranks hung on a child's stderr"
+    rc, wall, first, err = result[0]
+    assert rc == 3 and err.endswith("the last line") and len(err) == 3000
+    assert first[0] is not None or part.exists()
+
+
 def test_a_zip_generation_killed_midway_is_never_reused(tmp_path, monkeypatch):
     import category_classification.data.synthetic_lspc as synthetic
     from bench.build_throughput import generated_zip
