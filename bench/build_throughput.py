@@ -15,13 +15,14 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from bench.child import run_polled  # noqa: E402
 
 
 def tree_rss(root_pid: int) -> int:
@@ -117,21 +118,20 @@ def main(argv=None):
         cmd += ["--other_label", args.other_label]
     if args.add_language:
         cmd.append("--add_language")
-    t = time.perf_counter()
     cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
-    while proc.poll() is None:
-        peak = max(peak, tree_rss(proc.pid))
-        time.sleep(0.05)
-    seconds = time.perf_counter() - t
+
+    def sample(pid):
+        nonlocal peak
+        peak = max(peak, tree_rss(pid))
+
+    code, seconds, output = run_polled(cmd, sample, with_stdout=True)
     cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the builder and its read workers, once reaped
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-    output = proc.stdout.read()
-    if proc.returncode:
+    if code:
         print(output)
-        print(f"error: the builder failed with exit code {proc.returncode}", file=sys.stderr)
-        return proc.returncode
+        print(f"error: the builder failed with exit code {code}", file=sys.stderr)
+        return code
     report = json.loads((work / "out" / "build_report.json").read_text())
     lines = report["lines_read"]
     print(f"zip: {args.offers:,} offers in {args.members} members, {size / 2**20:.0f} MiB; "

@@ -60,20 +60,19 @@ def run_to_end(cmd: list[str], timeout: float = 900) -> float:
 
 def run_watching(cmd: list[str], seen=None, timeout: float = 900) -> tuple[float, float | None]:
     """Run `cmd` to completion (exit 0 required): (wall seconds, seconds until `seen()` first held, if it did)."""
-    t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=err)
-        t_seen = None
-        while proc.poll() is None:
-            if seen is not None and t_seen is None and seen():
-                t_seen = time.perf_counter() - t0
-            if time.perf_counter() - t0 > timeout:
-                proc.kill()
-            time.sleep(0.05)
-        if proc.returncode != 0:
-            err.seek(0)
-            raise SystemExit(f"{' '.join(cmd[1:3])} failed ({proc.returncode}):\n{err.read()[-2000:]}")
-    return time.perf_counter() - t0, t_seen
+    from bench.child import run_polled
+
+    t0, t_seen = time.perf_counter(), None
+
+    def watch(_pid):
+        nonlocal t_seen
+        if seen is not None and t_seen is None and seen():
+            t_seen = time.perf_counter() - t0
+
+    code, wall, err = run_polled(cmd, watch, ENV, timeout)
+    if code != 0:
+        raise SystemExit(f"{' '.join(cmd[1:3])} failed ({code}):\n{err[-2000:]}")
+    return wall, t_seen
 
 
 def kill_time(rng: random.Random, trial: int, t_full: float, t_write: float | None = None) -> float:

@@ -8,9 +8,7 @@ A rank's first prediction is the moment its part file gets its first chunk of li
 
 import argparse
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,20 +36,19 @@ def make_model(path: Path) -> Path:
 def watch_ranks(cmd: list[str], env: dict, parts: list[Path]) -> tuple[int, float, list, str]:
     """Run `cmd` to its end, noting when each rank's part file first gets lines: (exit code, wall seconds,
     seconds to each rank's first lines or None, the last 3,000 characters of its stderr)."""
+    from bench.child import run_polled
+
     first = [None] * len(parts)
     t0 = time.perf_counter()
-    # stderr to a file, not a pipe: unread, a pipe fills at 64 kB of the ranks' logs and the run hangs
-    with tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
-        while proc.poll() is None:
-            for r, part in enumerate(parts):
-                partial = part.with_name(part.name + ".partial")
-                if first[r] is None and ((partial.exists() and partial.stat().st_size) or part.exists()):
-                    first[r] = time.perf_counter() - t0
-            time.sleep(0.05)
-        wall = time.perf_counter() - t0
-        err.seek(0)
-        return proc.returncode, wall, first, err.read()[-3000:]
+
+    def tick(_pid):
+        for r, part in enumerate(parts):
+            partial = part.with_name(part.name + ".partial")
+            if first[r] is None and ((partial.exists() and partial.stat().st_size) or part.exists()):
+                first[r] = time.perf_counter() - t0
+
+    code, wall, err = run_polled(cmd, tick, env)
+    return code, wall, first, err
 
 
 def main(argv=None):
