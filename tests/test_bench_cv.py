@@ -172,6 +172,28 @@ def test_linear_cv_fine_reads_level_3_and_calibrates_on_a_held_out_part(monkeypa
     assert calibrated == []
 
 
+def test_linear_cv_url_words_end_each_text_with_its_own_offers_url(monkeypatch):
+    """--url_words: every text is the same offer's text + " | " + its URL's words (the offers kept in order)."""
+    import gzip
+    import json
+
+    monkeypatch.syspath_prepend(str(REPO))
+    from bench.linear_cv import bundled_offers
+    from category_classification.models.fielded import url_words
+
+    plain, names, y, groups, _ = bundled_offers("six", breadcrumb=True)
+    texts, names2, y2, groups2, _ = bundled_offers("six", breadcrumb=True, url_words=True)
+    assert names2 == names and (y2 == y).all() and (groups2 == groups).all() and len(texts) == 7185
+    urls = {}
+    for f in ("train.json.gz", "validation.json.gz"):
+        for line in gzip.open(REPO / "data" / "mwpd" / f, "rt", encoding="utf-8"):
+            o = json.loads(line)
+            urls.setdefault(o["Name"][:40], set()).add(url_words(o.get("URL")))
+    for i in (0, 1, 5000, 7184):  # from both files
+        assert texts[i].startswith(plain[i] + " | ")
+        assert texts[i][len(plain[i]) + 3:] in set().union(*(v for k, v in urls.items() if plain[i].startswith(k)))
+
+
 def test_lora_cv_fine_fold_data_and_flags_are_not_mixed(tmp_path, monkeypatch):
     """--fine writes each offer's level-3 class into the fold data (the linear model then splits its classes);
     a fold or fold data made with the other setting is refused, not silently reused."""
