@@ -80,6 +80,48 @@ def test_a_dead_runs_stage_of_our_pid_is_not_published_with_our_model(tmp_path):
     assert load_linear(out).config.word_ngrams == (1, 1)
 
 
+_STAGER = """
+import fcntl, os, sys, time
+stage = sys.argv[1]
+os.makedirs(stage)
+fd = os.open(stage, os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("staging", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_saves_stage_whose_pid_now_runs_another_process_is_removed(tmp_path):
+    """A killed save's `.save-<pid>` was removed only once its pid was gone: with the pid reused (pid 1 in
+    every container, here our parent's) it stayed for ever, weights included. Now a stage no live save holds
+    locked is stale, and a live save's stage (another process writing now) is left alone."""
+    import subprocess
+    import sys
+
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
+
+    texts, labels = toy_offers(5)
+    out = tmp_path / "m"
+    out.mkdir()
+    killed = out / f".save-{os.getppid()}"  # a live process's pid, not a save
+    killed.mkdir()
+    (killed / "weights.npz").write_bytes(b"x" * 1000)
+    live = out / ".save-7"
+    proc = subprocess.Popen([sys.executable, "-c", _STAGER, str(live)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "staging"
+        LinearTextClassifier(LABELS, LinearConfig(word_ngrams=(1, 1))).fit(texts, labels).save(out)
+        assert not killed.exists()
+        assert live.is_dir()  # its save is still running
+    finally:
+        proc.kill()
+        proc.wait()
+    LinearTextClassifier(LABELS, LinearConfig(word_ngrams=(1, 2))).fit(texts, labels).save(out)
+    assert not live.exists()  # its process died holding it: the next save removes it
+    assert load_linear(out).config.word_ngrams == (1, 2)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
 _PUBLISHER = """
 import fcntl, os, sys, time
 out = sys.argv[1]

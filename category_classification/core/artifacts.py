@@ -394,12 +394,38 @@ def _restore(out: Path, locked: bool) -> list[str]:
     return restored
 
 
-def remove_stale_stages(out: Path, prefix: str = ".save-") -> None:
-    """Remove `<prefix><pid>` folders left in `out` by saves that were killed (their process is gone)."""
+def _try_lock(folder: Path):
+    """An open descriptor of `folder` holding an exclusive flock on it (kept until closed, dropped by the
+    kernel when its process dies); False when a live process holds it; None where there are no locks."""
+    try:
+        import fcntl
+
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    except OSError:
+        os.close(fd)
+        return None
+
+
+def remove_stale_stages(out: Path, prefix: str = ".save-", locks: bool = False) -> None:
+    """Remove `<prefix><pid>` folders left in `out` by saves that were killed. With `locks` (the caller holds
+    the folder's publish lock, under which every save makes and locks its stage) a stage is stale when no
+    live save holds its lock, whatever its pid (pids are reused: every container run is pid 1); otherwise,
+    or where the file system has no locks, when its pid is gone."""
     import shutil
 
     for p in out.glob(prefix + "*") if out.is_dir() else []:
-        if _pid_is_gone(p.name.removeprefix(prefix)):
+        fd = _try_lock(p) if locks else None
+        if fd:
+            os.close(fd)
+        if fd or fd is None and _pid_is_gone(p.name.removeprefix(prefix)):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -423,15 +449,23 @@ def staged_folder(out):
 
     out = Path(out)
     restore_interrupted_publish(out, wait_s=None)
-    remove_stale_stages(out)
+    out.mkdir(parents=True, exist_ok=True)
     stage = out / f".save-{os.getpid()}"
-    # one save per folder at a time in a process: a stage of our pid is a dead run's (a container's trainer
-    # has the same pid every run), whose files must not be published with ours
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    try:
-        yield stage
-    except BaseException:
+    # under the folder's lock: no other save judges our stage stale between its mkdir and its lock
+    with _publish_lock(out, wait_s=None) as held:
+        remove_stale_stages(out, locks=held is True)
+        # one save per folder at a time in a process: a stage of our pid is a dead run's (a container's
+        # trainer has the same pid every run), whose files must not be published with ours
         shutil.rmtree(stage, ignore_errors=True)
-        raise
-    publish_dir(stage, out)
+        stage.mkdir()
+        stage_lock = _try_lock(stage) if held else None
+    try:
+        try:
+            yield stage
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
+        publish_dir(stage, out)
+    finally:
+        if stage_lock:
+            os.close(stage_lock)
