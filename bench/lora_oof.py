@@ -108,8 +108,10 @@ def fine_tune(args, configs) -> None:
             out = fold_dir / name
             shutil.rmtree(out, ignore_errors=True)
             t = time.perf_counter()
+            # a merged model scoring apart from the trainer (bf16 on a GPU: one offer) is noted, not fatal: the
+            # probabilities kept are the merged model's, through the predictor, as users get them
             if lora_main(["--data", str(fold_dir / "data"), "--out", str(out), "--device", args.device, *flags]):
-                raise RuntimeError(f"{name} fold {k}: the merged model does not score as the trainer did")
+                info.setdefault("reload_differs", []).append(k)
             done[k] = load_predictor(out, device=args.device, batch_size=256).predict_proba(
                 [texts[i] for i in test_idx]).astype(np.float32)
             info["seconds"][str(k)] = round(time.perf_counter() - t, 1)

@@ -34,11 +34,11 @@ def main(argv=None):
     parser.add_argument("--model", required=True,
                         help="trainer output dir, its merged/ dir, or any sequence-classification model dir")
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", help="dataset directory (build_lspc_dataset.py output)")
+    src.add_argument("--data", "--dataset", dest="dataset", help="dataset directory (build_lspc_dataset.py output)")
     src.add_argument("--txt", help="a text file, one offer per line")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, default=1000, help="classify at most N offers (0: all)")
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batch_size", "--batch", dest="batch", type=int, default=32)
     parser.add_argument("--seq_len", type=int, default=0, help="max tokens (0: the model's training seq_len)")
     parser.add_argument("--warmup_batches", type=int, default=2)
     parser.add_argument("--device", default="auto")
@@ -50,7 +50,7 @@ def main(argv=None):
     from category_classification.core.cli import check_device, check_threads
 
     if args.batch < 1:
-        raise UserError("--batch must be at least 1")
+        raise UserError("--batch_size must be at least 1")
     if args.limit < 0 or args.seq_len < 0 or args.warmup_batches < 0 or args.cpu_threads < 0:
         raise UserError("--limit, --seq_len, --warmup_batches and --threads must be at least 0")
     check_device(args.device)

@@ -111,6 +111,22 @@ def test_compare_never_replaces_a_users_notes_json_or_picture(runs, tmp_path, ca
     assert not (runs / "compare.md").exists()
 
 
+def test_compare_md_may_name_the_runs_own_table(tmp_path):
+    """--md RUNS/compare.md (the docs' speed command) was refused as 'the input': it is the same output."""
+    from bench import compare
+    from predict_fixtures import make_dataset, make_linear
+
+    runs = tmp_path / "runs"
+    make_dataset(runs / "mwpd6")
+    make_linear(runs / "linear")
+    argv = ["--runs", runs, "--seconds", "0.02", "--no_export", "--md", runs / "compare.md", "--plot",
+            runs / "compare.png"]
+    assert run(compare.main, [str(a) for a in argv]) == 0
+    text = (runs / "compare.md").read_text(encoding="utf-8")
+    assert text.startswith("# Benchmarks") and "| linear |" in text and "compare.png" in text
+    assert run(compare.main, [str(a) for a in argv]) == 0  # and again over its own table
+
+
 @pytest.mark.parametrize("flags, words", [(["--seconds", "inf"], "--seconds"), (["--seconds", "nan"], "--seconds"),
                                           (["--seconds", "0"], "--seconds"), (["--threads", "-3"], "--threads"),
                                           (["--split", "nope"], "--split nope")])

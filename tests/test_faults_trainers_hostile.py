@@ -67,6 +67,20 @@ def test_logits_never_come_from_uninitialised_memory():
         logits_for_ids(model, [[1, 2], [3]], batch_size=-3)
 
 
+def test_latency_takes_the_shared_flag_names(tmp_path, capsys):
+    """README: every script takes --data and --batch_size; this one knew only --dataset and --batch."""
+    from category_classification import measure_lora_latency
+    from predict_fixtures import make_dataset, make_hf
+
+    model, data = make_hf(tmp_path / "hf"), make_dataset(tmp_path / "d")
+    capsys.readouterr()
+    assert run(measure_lora_latency.main, ["--model", str(model), "--data", str(data), "--limit", "4",
+                                           "--batch_size", "2", "--warmup_batches", "0"]) == 0
+    assert "4 offers in 2 batches of 2" in capsys.readouterr().out
+    assert run(measure_lora_latency.main, ["--model", str(model), "--data", str(data), "--batch_size", "0"]) == 2
+    _one_error_line(capsys.readouterr().err, "--batch_size must be at least 1")
+
+
 def test_latency_json_out_never_overwrites_the_model_or_the_input(tmp_path, capsys):
     from category_classification import measure_lora_latency
     from predict_fixtures import make_hf

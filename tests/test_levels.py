@@ -212,3 +212,14 @@ def test_an_ensemble_keeps_its_members_description_length(gs1, tmp_path):
     shutil.copytree(model, tmp_path / "twin")
     write_ensemble(tmp_path / "ens", [model, tmp_path / "twin"])
     assert load_predictor(tmp_path / "ens").describe()["max_description_chars"] == 50
+
+
+def test_reported_probabilities_never_exceed_one(gs1):
+    """A summed path or sub-class probability can round to 1.0000000012 (seen in fielded_linear's levels)."""
+    pred = load_predictor(gs1["models"]["hierarchical_linear"])
+    over = 1.0 + 1.2e-9
+    probs = np.zeros((1, len(pred.labels)))
+    probs[0, 0] = over
+    rows = pred.format(LevelScores(probs, {"lvl1": ([pred.labels[0]], np.array([over]))}), top_k=2)
+    assert rows[0]["score"] == 1.0 and rows[0]["top_k"][0]["prob"] == 1.0
+    assert rows[0]["levels"]["lvl1"]["score"] == 1.0

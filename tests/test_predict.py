@@ -106,6 +106,16 @@ def test_cli_formats_and_malformed_lines(models, tmp_path, capsys):
                                      "product_title", "--out", str(out), "--no_progress"]) == 0
     assert [(r["id"], r["label"]) for r in _lines(out)] == [("1", "Jewelry"), ("2", None), ("3", "Baby")]
 
+    # MWPD files name it "ID": the output carries it as "id" too (it was dropped: rows joined back by line only)
+    mw = tmp_path / "mwpd.jsonl"
+    mw.write_text('{"ID": "a-1", "Name": "gold ring"}\n{"ID": 9, "Name": ""}\n', encoding="utf-8")
+    cs.write_text('ID,title\nx7,gold ring\n', encoding="utf-8")
+    for src in (mw, cs):
+        out = tmp_path / f"{src.stem}_ids.jsonl"
+        assert run(predict_script.main, ["--model", str(models["linear"]), "--input", str(src), "--out", str(out),
+                                         "--no_progress"]) == 0
+        assert [r["id"] for r in _lines(out)] == (["a-1", 9] if src == mw else ["x7"])
+
 
 def test_cli_resume_continues_after_the_last_complete_line(models, tmp_path):
     texts, _ = toy_offers(10, seed=3)

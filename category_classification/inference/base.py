@@ -21,6 +21,11 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
+def _prob(x) -> float:
+    """A reported probability: summed sub-class or path probabilities can round to 1 + 1e-9; shown in [0, 1]."""
+    return min(1.0, max(0.0, float(x)))
+
+
 @dataclass
 class LevelScores:
     """The scores of a kind that predicts several label levels (GS1 lvl1 > lvl2 > lvl3): the first level's
@@ -83,12 +88,12 @@ class Predictor:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         out = []
         for i, (row, idx) in enumerate(zip(probs, order)):
-            best = float(row[idx[0]])
+            best = _prob(row[idx[0]])
             label = self.labels[idx[0]] if threshold is None or best >= threshold else None
             r = {"label": label, "score": best,
-                 "top_k": [{"label": self.labels[j], "prob": float(row[j])} for j in idx]}
+                 "top_k": [{"label": self.labels[j], "prob": _prob(row[j])} for j in idx]}
             if levels is not None:
-                r["levels"] = {lv: {"label": names[i], "score": float(p[i])} for lv, (names, p) in levels.items()}
+                r["levels"] = {lv: {"label": names[i], "score": _prob(p[i])} for lv, (names, p) in levels.items()}
                 if label is not None:  # the first level's chosen label, so label and levels always agree
                     r["label"] = r["levels"][next(iter(levels))]["label"]
             out.append(r)

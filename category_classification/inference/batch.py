@@ -35,6 +35,7 @@ TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order 
 TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
 DESCRIPTION_FIELDS = ("description", "Description")
 BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")  # read only for models trained with the breadcrumb
+ID_FIELDS = ("id", "ID", "Id")  # the first present is copied to the output as "id" (MWPD files write "ID")
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
 
@@ -119,8 +120,9 @@ def read_jsonl(path: Path, text_field: str | None = None,
             yield Record(ref, reason="JSON nested too deep")
             continue
         text, reason = _text_from_obj(obj, text_field, max_description_chars, breadcrumb)
-        if isinstance(obj, dict) and "id" in obj:
-            ref["id"] = obj["id"]
+        key = next((k for k in ID_FIELDS if k in obj), None) if isinstance(obj, dict) else None
+        if key is not None:
+            ref["id"] = obj[key]
         yield Record(ref, text, reason)
 
 
@@ -237,8 +239,9 @@ def _csv_rows(records, at: dict, column: str, description, crumb_column,
             yield Record(ref, reason=problem)
             continue
         row = {name: cells[i] for name, i in at.items() if i < len(cells)}
-        if row.get("id") is not None:
-            ref["id"] = encodable(row["id"])
+        key = next((k for k in ID_FIELDS if row.get(k) is not None), None)
+        if key is not None:
+            ref["id"] = encodable(row[key])
         value = row.get(column)
         if value is None:
             yield Record(ref, reason="too few columns")
