@@ -74,6 +74,17 @@ def gs1_block(split, level_preds, evaluation) -> dict | None:
     return evaluation.gs1_metrics(truth, {lv: level_preds[lv] for lv in levels})
 
 
+def refit_on(model_dir, split: str) -> str | None:
+    """The dataset a model was refit on (train + validation) when `split` is its validation split, else None."""
+    from category_classification.core.artifacts import read_model_info
+
+    try:
+        info = read_model_info(model_dir)
+    except (UserError, OSError):
+        return None
+    return str(info.get("data") or "its dataset") if split == "validation" and info.get("refit") is True else None
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
@@ -94,6 +105,11 @@ def main(argv=None):
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, threads=args.threads)
     dataset_columns(predictor.labels, data_labels)  # before the work
+    trained_on_it = refit_on(args.model, args.split)
+    if trained_on_it:
+        print(f"note: {args.model} was refit on train + validation of {trained_on_it} (--refit): its {args.split} "
+              "figures (and a threshold chosen on them) describe offers it was trained on; use a model trained "
+              "without --refit for that", file=sys.stderr)
     t0 = time.perf_counter()
     scores = predictor.scores(split["text"])
     seconds = time.perf_counter() - t0
