@@ -181,11 +181,12 @@ def main(argv=None) -> int:
     check_device(args.device)
     if not (args.seconds >= 0 and np.isfinite(args.seconds)):
         raise UserError(f"--seconds must be a number of at least 0, got {args.seconds}")
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+    configs = None if args.combine else parse_configs(args.configs)  # before anything is written
     if args.combine:
         combine(args)
     else:
-        fine_tune(args, parse_configs(args.configs))
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        fine_tune(args, configs)
     return 0
 
 

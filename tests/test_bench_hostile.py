@@ -251,6 +251,27 @@ def test_mwpd_minilm_a_cache_file_it_did_not_write_is_refused_and_kept(tmp_path)
         assert path.read_bytes() == before
 
 
+def test_lora_oof_flags_and_its_saved_folds(tmp_path, capsys):
+    import numpy as np
+
+    from bench import lora_oof
+
+    for argv, words in ((["--configs", "a b=--epochs 1"], "'a b' is not a new name"),
+                        (["--configs", "a=;a=--epochs 4"], "'a' is not a new name"),
+                        (["--configs", ";"], "names no fine-tune"),
+                        (["--seconds", "nan"], "--seconds"), (["--folds", "1"], "--folds must be"),
+                        (["--device", "nonsense"], "--device"), (["--combine"], "no oof_*.npz")):
+        assert run(lora_oof.main, ["--out", str(tmp_path / "o"), *argv]) == 2
+        _one_error_line(capsys.readouterr().err, words)
+    # what a stopped run kept is read back; a rerun with other flags for the same name is refused, not mixed
+    path = tmp_path / "o" / "oof_e4.npz"
+    lora_oof._write(path, {0: np.eye(3, dtype=np.float32)}, {"flags": ["--epochs", "4"], "seconds": {"0": 1.0}})
+    assert list(lora_oof._done(path)) == [0] and lora_oof._done(path)[0].shape == (3, 3)
+    assert run(lora_oof.main, ["--out", str(tmp_path / "o"), "--configs", "e4=--epochs 2"]) == 2
+    _one_error_line(capsys.readouterr().err, "made with other flags")
+    assert list(lora_oof._done(path)) == [0]
+
+
 def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
     from bench import open_set_cv
 
