@@ -63,10 +63,20 @@ def inner_split(y, groups, train_idx, k: int):
 
 
 def _done(path: Path) -> dict:
-    if not path.is_file():
+    """fold -> held-out probabilities kept in `path` ({} when there is none); a file this script did not
+    write is one line, never read as folds or replaced."""
+    import zipfile
+
+    from category_classification.core.cli import UserError
+
+    if not path.exists():
         return {}
-    with np.load(path, allow_pickle=False) as z:
-        return {int(k.removeprefix("fold")): z[k] for k in z.files if k.startswith("fold")}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            json.loads(str(z["info"]))
+            return {int(k.removeprefix("fold")): z[k] for k in z.files if re.fullmatch(r"fold\d+", k)}
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+        raise UserError(f"{path} is not a file of bench/lora_oof.py: use another --out or remove it") from None
 
 
 def _write(path: Path, folds: dict, info: dict) -> None:

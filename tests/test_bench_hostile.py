@@ -270,6 +270,10 @@ def test_lora_oof_flags_and_its_saved_folds(tmp_path, capsys):
     assert run(lora_oof.main, ["--out", str(tmp_path / "o"), "--configs", "e4=--epochs 2"]) == 2
     _one_error_line(capsys.readouterr().err, "made with other flags")
     assert list(lora_oof._done(path)) == [0]
+    (tmp_path / "o" / "oof_mine.npz").write_text("my notes", encoding="utf-8")
+    assert run(lora_oof.main, ["--out", str(tmp_path / "o"), "--combine"]) == 2
+    _one_error_line(capsys.readouterr().err, "not a file of bench/lora_oof.py")
+    assert (tmp_path / "o" / "oof_mine.npz").read_text(encoding="utf-8") == "my notes"
 
 
 def test_open_set_cv_wrong_layout_and_unknown_names_are_one_line(runs, capsys):
