@@ -22,8 +22,10 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def _prob(x) -> float:
-    """A reported probability: summed sub-class or path probabilities can round to 1 + 1e-9; shown in [0, 1]."""
-    return min(1.0, max(0.0, float(x)))
+    """A reported probability: summed sub-class or path probabilities can round to 1 + 1e-9; shown in [0, 1]
+    (a NaN stays NaN: clipping must not make a broken score look like a real one)."""
+    x = float(x)
+    return 1.0 if x > 1.0 else 0.0 if x < 0.0 else x
 
 
 @dataclass
