@@ -144,6 +144,9 @@ def test_the_gs1_levels_share_one_encoder_and_encode_each_text_once(tmp_path, ti
     yl["lvl1"] = [1 if v == 2 else 0 for v in yl["lvl2"]]
     model = HierarchicalLinear(names, LinearConfig(embed_model=str(tiny_encoder), embed_seq_len=32)).fit(texts, yl)
     model.save(tmp_path / "h")
+    # the encoder's files once on disk: the levels' copies are hard links of one (they were 3 copies, 270 MB)
+    weights = [next((tmp_path / "h" / lv / "embedder").rglob("*.safetensors")) for lv in LEVELS]
+    assert len({w.stat().st_ino for w in weights}) == 1 and weights[0].stat().st_nlink == 3
     loaded = load_hierarchical(tmp_path / "h")
     assert len({id(loaded.models[lv].embedder) for lv in LEVELS}) == 1
     calls = []

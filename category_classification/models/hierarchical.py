@@ -11,11 +11,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from category_classification.core.artifacts import read_model_info, write_model_info
+from category_classification.core.artifacts import link_identical_files, read_model_info, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior
 from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
+from category_classification.models.sentence_embedding import EMBEDDER_DIR
 
 LEVELS = ("lvl1", "lvl2", "lvl3")
 KIND = "hierarchical_linear"
@@ -93,6 +94,9 @@ class HierarchicalLinear:
             level_info = read_model_info(d / lv)
             level_files += [f"{lv}/{level_info[key]}" for key in ("weights", "vocabulary") if key in level_info]
             level_files += [f"{lv}/{level_info['embedder']}/config.json"] if "embedder" in level_info else []
+        encoders = [d / lv / EMBEDDER_DIR for lv in LEVELS if (d / lv / EMBEDDER_DIR).is_dir()]
+        for other in encoders[1:]:  # the levels share one encoder: its files once on disk, linked
+            link_identical_files(encoders[0], other)
         (d / PATHS_FILE).write_text(json.dumps({"mode": self.mode, "paths": self.paths.tolist()}) + "\n",
                                     encoding="utf-8")
         write_model_info(d, KIND, self.level_labels["lvl1"], levels=list(LEVELS), mode=self.mode,
