@@ -14,7 +14,7 @@ def run_polled(cmd: list[str], tick=None, env: dict | None = None, timeout: floa
     last 3,000 characters of its stderr, and of its stdout too `with_stdout`). The output goes to a file, not
     a pipe: a pipe read only at the end fills at 64 kB and blocks the child for ever."""
     t0 = time.perf_counter()
-    with tempfile.TemporaryFile("w+") as out:
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:  # a child's bad bytes: U+FFFD
         proc = subprocess.Popen(cmd, env=env, stdout=out if with_stdout else subprocess.DEVNULL,
                                 stderr=subprocess.STDOUT if with_stdout else out, text=True)
         while proc.poll() is None:

@@ -48,8 +48,9 @@ def parse_configs(spec: str) -> dict[str, list[str]]:
     out = {}
     for part in (p.strip() for p in spec.split(";") if p.strip()):
         name, _, flags = part.partition("=")
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", name.strip()) or name.strip() in out:
-            raise UserError(f"--configs: {name.strip()!r} is not a new name of letters, digits, '-' or '_'")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name.strip()) or name.strip() in out or name.strip() == "data":
+            raise UserError(f"--configs: {name.strip()!r} is not a new name of letters, digits, '-' or '_' "
+                            "(nor 'data', the folds' dataset folder)")
         out[name.strip()] = shlex.split(flags)
     if not out:
         raise UserError("--configs names no fine-tune")
@@ -62,9 +63,9 @@ def inner_split(y, groups, train_idx, k: int):
     return train_idx[fit], train_idx[val]
 
 
-def _done(path: Path) -> dict:
+def _done(path: Path, folds: int) -> dict:
     """fold -> held-out probabilities kept in `path` ({} when there is none); a file this script did not
-    write is one line, never read as folds or replaced."""
+    write, or one made over another number of folds, is one line, never read as folds or replaced."""
     import zipfile
 
     from category_classification.core.cli import UserError
@@ -73,10 +74,13 @@ def _done(path: Path) -> dict:
         return {}
     try:
         with np.load(path, allow_pickle=False) as z:
-            json.loads(str(z["info"]))
-            return {int(k.removeprefix("fold")): z[k] for k in z.files if re.fullmatch(r"fold\d+", k)}
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+            made_for = json.loads(str(z["info"])).get("folds", 5)  # files from before the field: the default
+            kept = {int(k.removeprefix("fold")): z[k] for k in z.files if re.fullmatch(r"fold\d+", k)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, zipfile.BadZipFile, EOFError):
         raise UserError(f"{path} is not a file of bench/lora_oof.py: use another --out or remove it") from None
+    if made_for != folds:
+        raise UserError(f"{path} holds folds of a {made_for}-fold split, not of --folds {folds}: use another --out")
+    return kept
 
 
 def _write(path: Path, folds: dict, info: dict) -> None:
@@ -98,7 +102,7 @@ def fine_tune(args, configs) -> None:
     t0 = time.perf_counter()
     for name, flags in configs.items():
         path = Path(args.out) / f"oof_{name}.npz"
-        done, info = _done(path), {"flags": flags, "seconds": {}}
+        done, info = _done(path, args.folds), {"flags": flags, "folds": args.folds, "seconds": {}}
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 info = json.loads(str(z["info"]))
@@ -136,7 +140,7 @@ def combine(args) -> None:
 
     plain, names, y, groups, fine = bundled_offers("six")
     folds = grouped_folds(y, groups, args.folds)
-    lora = {p.stem.removeprefix("oof_"): _done(p) for p in sorted(Path(args.out).glob("oof_*.npz"))}
+    lora = {p.stem.removeprefix("oof_"): _done(p, args.folds) for p in sorted(Path(args.out).glob("oof_*.npz"))}
     if not lora:
         from category_classification.core.cli import UserError
 

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from category_classification.core.cli import UserError, add_eval_args, run
 from category_classification.core.env import stay_offline
@@ -74,15 +75,27 @@ def gs1_block(split, level_preds, evaluation) -> dict | None:
     return evaluation.gs1_metrics(truth, {lv: level_preds[lv] for lv in levels})
 
 
-def refit_on(model_dir, split: str) -> str | None:
-    """The dataset a model was refit on (train + validation) when `split` is its validation split, else None."""
+def refit_on(model_dir, split: str, data) -> str | None:
+    """Which model (the model or a member of an ensemble) was refit on train + validation of which dataset, when `split` is
+    the validation split of that dataset (or of one whose path cannot be compared: a relative path written
+    elsewhere); else None."""
     from category_classification.core.artifacts import read_model_info
+    from category_classification.inference.ensemble import KIND, member_dirs
 
+    if split != "validation":
+        return None
     try:
         info = read_model_info(model_dir)
+        models = [(model_dir, info)] if info.get("kind") != KIND else \
+            [(d, read_model_info(d)) for d in member_dirs(model_dir, info)]
     except (UserError, OSError):
         return None
-    return str(info.get("data") or "its dataset") if split == "validation" and info.get("refit") is True else None
+    for folder, i in models:
+        trained = str(i.get("data") or "")
+        same = not trained or not Path(trained).exists() or Path(trained).resolve() == Path(data).resolve()
+        if i.get("refit") is True and same:
+            return f"{folder} was refit on train + validation of {trained or 'its dataset'}"
+    return None
 
 
 def main(argv=None):
@@ -105,11 +118,10 @@ def main(argv=None):
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, threads=args.threads)
     dataset_columns(predictor.labels, data_labels)  # before the work
-    trained_on_it = refit_on(args.model, args.split)
+    trained_on_it = refit_on(args.model, args.split, args.data)
     if trained_on_it:
-        print(f"note: {args.model} was refit on train + validation of {trained_on_it} (--refit): its {args.split} "
-              "figures (and a threshold chosen on them) describe offers it was trained on; use a model trained "
-              "without --refit for that", file=sys.stderr)
+        print(f"note: {trained_on_it} (--refit): the {args.split} figures (and a threshold chosen on them) "
+              "describe offers it was trained on; use models trained without --refit for that", file=sys.stderr)
     t0 = time.perf_counter()
     scores = predictor.scores(split["text"])
     seconds = time.perf_counter() - t0

@@ -259,17 +259,23 @@ def test_lora_oof_flags_and_its_saved_folds(tmp_path, capsys):
     for argv, words in ((["--configs", "a b=--epochs 1"], "'a b' is not a new name"),
                         (["--configs", "a=;a=--epochs 4"], "'a' is not a new name"),
                         (["--configs", ";"], "names no fine-tune"),
+                        (["--configs", "data=--epochs 1"], "nor 'data'"),
                         (["--seconds", "nan"], "--seconds"), (["--folds", "1"], "--folds must be"),
                         (["--device", "nonsense"], "--device"), (["--combine"], "no oof_*.npz")):
         assert run(lora_oof.main, ["--out", str(tmp_path / "o"), *argv]) == 2
         _one_error_line(capsys.readouterr().err, words)
     # what a stopped run kept is read back; a rerun with other flags for the same name is refused, not mixed
     path = tmp_path / "o" / "oof_e4.npz"
-    lora_oof._write(path, {0: np.eye(3, dtype=np.float32)}, {"flags": ["--epochs", "4"], "seconds": {"0": 1.0}})
-    assert list(lora_oof._done(path)) == [0] and lora_oof._done(path)[0].shape == (3, 3)
+    lora_oof._write(path, {0: np.eye(3, dtype=np.float32)}, {"flags": ["--epochs", "4"], "folds": 5,
+                                                              "seconds": {"0": 1.0}})
+    assert list(lora_oof._done(path, 5)) == [0] and lora_oof._done(path, 5)[0].shape == (3, 3)
     assert run(lora_oof.main, ["--out", str(tmp_path / "o"), "--configs", "e4=--epochs 2"]) == 2
     _one_error_line(capsys.readouterr().err, "made with other flags")
-    assert list(lora_oof._done(path)) == [0]
+    # another number of folds: its fold 0 is other offers (it was taken as done, or failed in a traceback)
+    for argv in (["--configs", "e4=--epochs 4"], ["--combine"]):
+        assert run(lora_oof.main, ["--out", str(tmp_path / "o"), "--folds", "3", *argv]) == 2
+        _one_error_line(capsys.readouterr().err, "a 5-fold split, not of --folds 3")
+    assert list(lora_oof._done(path, 5)) == [0]
     (tmp_path / "o" / "oof_mine.npz").write_text("my notes", encoding="utf-8")
     assert run(lora_oof.main, ["--out", str(tmp_path / "o"), "--combine"]) == 2
     _one_error_line(capsys.readouterr().err, "not a file of bench/lora_oof.py")

@@ -153,7 +153,15 @@ def test_evaluate_says_when_the_model_was_refit_on_the_scored_validation_split(t
         assert train_linear_baseline.main(["--data", str(data), "--out", str(tmp_path / name), "--features",
                                            "hashed", "--hash_bits", "14", "--no_lang_metrics", *flags]) == 0
     capsys.readouterr()
-    for name, split, noted in (("refit", "validation", True), ("refit", "test", False), ("plain", "validation", False)):
-        assert evaluate.main(["--model", str(tmp_path / name), "--data", str(data), "--split", split]) == 0
+    from category_classification import build_ensemble
+
+    assert build_ensemble.main(["--models", str(tmp_path / "plain"), str(tmp_path / "refit"), "--out",
+                                str(tmp_path / "ens")]) == 0
+    other = make_dataset(tmp_path / "other")  # another dataset's validation split: not what it was refit on
+    capsys.readouterr()
+    for name, split, noted, d in (("refit", "validation", True, data), ("refit", "test", False, data),
+                                  ("plain", "validation", False, data), ("ens", "validation", True, data),
+                                  ("refit", "validation", False, other)):
+        assert evaluate.main(["--model", str(tmp_path / name), "--data", str(d), "--split", split]) == 0
         err = capsys.readouterr().err
         assert ("was refit on train + validation" in err) == noted, (name, split, err)

@@ -122,6 +122,38 @@ def test_a_killed_saves_stage_whose_pid_now_runs_another_process_is_removed(tmp_
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
+def test_folders_named_like_a_stage_are_left_alone_and_two_saves_of_one_pid_both_finish(tmp_path):
+    """A user's `.save-notes/` was deleted as a stale stage; two saves of one pid (threads, or two containers'
+    pid 1 on a shared folder) shared one stage name, and the second deleted the first's: FileNotFoundError."""
+    import threading
+
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
+
+    texts, labels = toy_offers(5)
+    out = tmp_path / "m"
+    for name in (".save-notes", ".save-", ".save-12-mine"):
+        (out / name).mkdir(parents=True)
+        (out / name / "mine.txt").write_text("mine", encoding="utf-8")
+    errors = []
+
+    def save(n):
+        try:
+            LinearTextClassifier(LABELS, LinearConfig(word_ngrams=(1, n))).fit(texts, labels).save(out)
+        except Exception as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(n,)) for n in (1, 2, 1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and load_linear(out).config.word_ngrams in ((1, 1), (1, 2))
+    for name in (".save-notes", ".save-", ".save-12-mine"):
+        assert (out / name / "mine.txt").read_text(encoding="utf-8") == "mine"
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [".save-", ".save-12-mine",
+                                                                               ".save-notes"]
+
+
 _PUBLISHER = """
 import fcntl, os, sys, time
 out = sys.argv[1]

@@ -115,6 +115,17 @@ def test_cli_formats_and_malformed_lines(models, tmp_path, capsys):
         assert run(predict_script.main, ["--model", str(models["linear"]), "--input", str(src), "--out", str(out),
                                          "--no_progress"]) == 0
         assert [r["id"] for r in _lines(out)] == (["a-1", 9] if src == mw else ["x7"])
+    # an id nested 900 deep failed the whole run (RecursionError); an empty id beside a filled ID gave the empty
+    mw.write_text('{"ID": ' + "[" * 900 + "]" * 900 + ', "Name": "gold ring"}\n{"id": null, "ID": "b", "Name": "x"}\n',
+                  encoding="utf-8")
+    cs.write_text('id,ID,title\n,c,gold ring\n', encoding="utf-8")
+    for src in (mw, cs):
+        out = tmp_path / f"{src.stem}_ids2.jsonl"
+        assert run(predict_script.main, ["--model", str(models["linear"]), "--input", str(src), "--out", str(out),
+                                         "--no_progress"]) == 0
+        rows = _lines(out)
+        assert [r["id"] for r in rows][-1] == ("b" if src == mw else "c") and all(r["label"] for r in rows)
+        assert src == cs or "nested too deep" in json.dumps(rows[0]["id"])
 
 
 def test_cli_resume_continues_after_the_last_complete_line(models, tmp_path):
@@ -192,3 +203,21 @@ def test_evaluate_script(models, tmp_path, capsys):
     assert run(evaluate_script.main, ["--model", str(models["hf"]), "--data", str(data), "--split", "test"]) == 0
     assert run(evaluate_script.main, ["--model", str(models["linear"]), "--data", str(data),
                                       "--split", "nope"]) == 2
+
+
+def test_a_model_whose_scores_are_nan_gives_error_lines_not_labels(tmp_path):
+    """A temperature of 1e-300 passes the loader's check and makes every softmax inf - inf = NaN. Clipping
+    the reported probabilities into [0, 1] turned those NaNs into 0.0 and the first label; they must stay
+    each record's error line."""
+    from predict_fixtures import make_linear
+
+    model = make_linear(tmp_path / "m")
+    info = json.loads((model / "category_model.json").read_text(encoding="utf-8"))
+    info["temperature"] = 1e-300
+    (model / "category_model.json").write_text(json.dumps(info), encoding="utf-8")
+    src, out = tmp_path / "in.txt", tmp_path / "out.jsonl"
+    src.write_text("gold ring\nred shoe\n", encoding="utf-8")
+    assert run(predict_script.main, ["--model", str(model), "--input", str(src), "--out", str(out),
+                                     "--no_progress"]) == 0
+    rows = _lines(out)
+    assert [r["label"] for r in rows] == [None, None] and all("not a number" in r["error"] for r in rows)

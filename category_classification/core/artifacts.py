@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -438,18 +440,26 @@ def _try_lock(folder: Path):
         return None
 
 
-def remove_stale_stages(out: Path, prefix: str = ".save-", locks: bool = False) -> None:
-    """Remove `<prefix><pid>` folders left in `out` by saves that were killed. With `locks` (the caller holds
-    the folder's publish lock, under which every save makes and locks its stage) a stage is stale when no
-    live save holds its lock, whatever its pid (pids are reused: every container run is pid 1); otherwise,
-    or where the file system has no locks, when its pid is gone."""
+# a save's stage: `.save-<pid>-<8 hex digits>` (one per save, so two saves of one pid, threads or two
+# containers' pid 1, never share one); `.save-<pid>` from before. Nothing else is ever taken for a stage.
+STAGE_NAME = re.compile(r"\.save-(\d+)(?:-[0-9a-f]{8})?")
+
+
+def remove_stale_stages(out: Path, locks: bool = False) -> None:
+    """Remove the stage folders left in `out` by saves that were killed. With `locks` (the caller holds the
+    folder's publish lock, under which every save makes and locks its stage) a stage is stale when no live
+    save holds its lock, whatever its pid (pids are reused: every container run is pid 1); otherwise, or
+    where the file system has no locks, when its pid is gone. Links and files are never stages."""
     import shutil
 
-    for p in out.glob(prefix + "*") if out.is_dir() else []:
+    for p in out.glob(".save-*") if out.is_dir() else []:
+        name = STAGE_NAME.fullmatch(p.name)
+        if name is None or p.is_symlink() or not p.is_dir():
+            continue
         fd = _try_lock(p) if locks else None
         if fd:
             os.close(fd)
-        if fd or fd is None and _pid_is_gone(p.name.removeprefix(prefix)):
+        if fd or fd is None and _pid_is_gone(name.group(1)):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -474,13 +484,10 @@ def staged_folder(out):
     out = Path(out)
     restore_interrupted_publish(out, wait_s=None)
     out.mkdir(parents=True, exist_ok=True)
-    stage = out / f".save-{os.getpid()}"
+    stage = out / f".save-{os.getpid()}-{secrets.token_hex(4)}"
     # under the folder's lock: no other save judges our stage stale between its mkdir and its lock
     with _publish_lock(out, wait_s=None) as held:
         remove_stale_stages(out, locks=held is True)
-        # one save per folder at a time in a process: a stage of our pid is a dead run's (a container's
-        # trainer has the same pid every run), whose files must not be published with ours
-        shutil.rmtree(stage, ignore_errors=True)
         stage.mkdir()
         stage_lock = _try_lock(stage) if held else None
     try:

@@ -35,7 +35,7 @@ TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order 
 TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
 DESCRIPTION_FIELDS = ("description", "Description")
 BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")  # read only for models trained with the breadcrumb
-ID_FIELDS = ("id", "ID", "Id")  # the first present is copied to the output as "id" (MWPD files write "ID")
+ID_FIELDS = ("id", "ID", "Id")  # copied to the output as "id" (MWPD files write "ID"): the first with a value
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
 
@@ -120,7 +120,8 @@ def read_jsonl(path: Path, text_field: str | None = None,
             yield Record(ref, reason="JSON nested too deep")
             continue
         text, reason = _text_from_obj(obj, text_field, max_description_chars, breadcrumb)
-        key = next((k for k in ID_FIELDS if k in obj), None) if isinstance(obj, dict) else None
+        key = next((k for k in ID_FIELDS if obj.get(k) is not None), next((k for k in ID_FIELDS if k in obj), None)) \
+            if isinstance(obj, dict) else None
         if key is not None:
             ref["id"] = obj[key]
         yield Record(ref, text, reason)
@@ -239,7 +240,7 @@ def _csv_rows(records, at: dict, column: str, description, crumb_column,
             yield Record(ref, reason=problem)
             continue
         row = {name: cells[i] for name, i in at.items() if i < len(cells)}
-        key = next((k for k in ID_FIELDS if row.get(k) is not None), None)
+        key = next((k for k in ID_FIELDS if row.get(k)), next((k for k in ID_FIELDS if row.get(k) is not None), None))
         if key is not None:
             ref["id"] = encodable(row[key])
         value = row.get(column)
@@ -476,8 +477,11 @@ def _safe_value(v, depth: int = 0):
     if isinstance(v, float) and not math.isfinite(v):
         return str(v)
     if isinstance(v, (list, dict)):
-        if depth > 100:  # a deeply nested id: its text, cut
-            return encodable(json.dumps(v, default=str)[:200])
+        if depth > 100:  # a deeply nested id: its text, cut (too deep even for that: a note instead)
+            try:
+                return encodable(json.dumps(v, default=str)[:200])
+            except RecursionError:
+                return "(an id nested too deep to show)"
         if isinstance(v, list):
             return [_safe_value(x, depth + 1) for x in v]
         return {encodable(str(k)): _safe_value(x, depth + 1) for k, x in v.items()}
