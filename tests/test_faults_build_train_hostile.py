@@ -5,6 +5,7 @@ impossible flag is one line with exit 2."""
 import gzip
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -118,8 +119,10 @@ def test_a_kill_between_the_renames_of_a_save_loses_no_model(tmp_path, monkeypat
     monkeypatch.undo()
     assert finished == (kill_at == 8), f"the save took {len(calls)} renames; the test kills at each of them"
     for p in list(out.iterdir()):  # the killed process is gone: its leftovers carry a dead pid
-        if p.name.startswith((".save-", artifacts.PUBLISH_BACKUP)):
+        if p.name.startswith(artifacts.PUBLISH_BACKUP):
             p.rename(out / (p.name.rstrip("0123456789") + str(_dead_pid())))
+        elif p.name.startswith(".save-"):  # .save-<pid>-<hex>
+            p.rename(out / re.sub(r"^\.save-\d+", f".save-{_dead_pid()}", p.name))
     model = load_linear(out)  # loads: the previous model put back byte for byte, or the new one whole
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     if finished:

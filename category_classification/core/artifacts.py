@@ -457,9 +457,10 @@ def remove_stale_stages(out: Path, locks: bool = False) -> None:
         if name is None or p.is_symlink() or not p.is_dir():
             continue
         fd = _try_lock(p) if locks else None
-        if fd:
+        locked_now = fd is not None and fd is not False  # a descriptor, 0 included: no live save holds it
+        if locked_now:
             os.close(fd)
-        if fd or fd is None and _pid_is_gone(name.group(1)):
+        if locked_now or fd is None and _pid_is_gone(name.group(1)):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -489,7 +490,7 @@ def staged_folder(out):
     with _publish_lock(out, wait_s=None) as held:
         remove_stale_stages(out, locks=held is True)
         stage.mkdir()
-        stage_lock = _try_lock(stage) if held else None
+        stage_lock = _try_lock(stage) if held else None  # a descriptor (0 possible), or None/False
     try:
         try:
             yield stage
@@ -498,5 +499,5 @@ def staged_folder(out):
             raise
         publish_dir(stage, out)
     finally:
-        if stage_lock:
+        if stage_lock is not None and stage_lock is not False:
             os.close(stage_lock)
