@@ -38,6 +38,12 @@ MODELS = ("reference", "linear", "lora", "ensemble")
 VAL_FOLDS = 10  # the validation split inside each fold's training part: 1 of 10 grouped folds
 
 
+def inner_split(y, groups, train_idx, seed: int):
+    """A fold's training part split into (fit, validation) indexes: one grouped tenth validates."""
+    fit, val = grouped_folds(y[train_idx], groups[train_idx], VAL_FOLDS, seed)[0]
+    return train_idx[fit], train_idx[val]
+
+
 def write_fold_data(out: Path, texts, names, y, groups, train_idx, test_idx, seed: int, fine=None) -> None:
     """A DatasetDict like build_lspc_dataset.py writes: test = the held-out fold, validation carved from the rest
     (with `fine`, each offer's fine category in the builder's fine_category column)."""
@@ -45,8 +51,8 @@ def write_fold_data(out: Path, texts, names, y, groups, train_idx, test_idx, see
 
     from category_classification.data.builder import FINE_COLUMN, features_for
 
-    inner_train, inner_val = grouped_folds(y[train_idx], groups[train_idx], VAL_FOLDS, seed)[0]
-    parts = {"train": train_idx[inner_train], "validation": train_idx[inner_val], "test": test_idx}
+    inner_train, inner_val = inner_split(y, groups, train_idx, seed)
+    parts = {"train": inner_train, "validation": inner_val, "test": test_idx}
     features = features_for(names, fine_category=fine is not None)
 
     def columns(idx):

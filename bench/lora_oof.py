@@ -38,7 +38,6 @@ LINEAR = {
     "breadcrumb+fine": dict(breadcrumb=True, url_words=False, fine=True),
     "breadcrumb+url+fine": dict(breadcrumb=True, url_words=True, fine=True),
 }
-VAL_FOLDS = 10  # bench/lora_cv.py's inner validation: 1 of 10 grouped folds of the training part
 
 
 def parse_configs(spec: str) -> dict[str, list[str]]:
@@ -55,12 +54,6 @@ def parse_configs(spec: str) -> dict[str, list[str]]:
     if not out:
         raise UserError("--configs names no fine-tune")
     return out
-
-
-def inner_split(y, groups, train_idx, k: int):
-    """The fold's (fit, validation) indexes, as bench/lora_cv.write_fold_data carves them."""
-    fit, val = grouped_folds(y[train_idx], groups[train_idx], VAL_FOLDS, k)[0]
-    return train_idx[fit], train_idx[val]
 
 
 def _done(path: Path, folds: int) -> dict:
@@ -135,6 +128,7 @@ def fine_tune(args, configs) -> None:
 
 
 def combine(args) -> None:
+    from bench.lora_cv import inner_split  # the split the fine-tunes' fold datasets were carved with
     from category_classification.evaluation.metrics import label_scores
     from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
 

@@ -291,19 +291,29 @@ def _pid_is_gone(pid: str) -> bool:
     return False
 
 
+def _open_folder(folder) -> int | None:
+    """A read-only descriptor of `folder` to flock, or None where there are no locks (not POSIX: no fcntl)
+    or no such folder."""
+    if os.name != "posix":
+        return None
+    try:
+        return os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return None
+
+
 @contextmanager
 def _publish_lock(out: Path, wait_s: float | None, shared: bool = False):
     """Hold the publish lock of the folder `out`: an flock on the folder itself, dropped by the kernel when
     its holder dies (a pid is reused, in a container every run is pid 1; a lock never outlives its process).
     Yields True when held, False when a live publish still held it after `wait_s` seconds (None: wait as long
     as it takes), None where the file system has no locks (then a backup's pid tells whether it is stale)."""
-    try:
-        import fcntl
-
-        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except (ImportError, OSError):
+    fd = _open_folder(out)
+    if fd is None:
         yield None
         return
+    import fcntl
+
     try:
         deadline = None if wait_s is None else time.monotonic() + wait_s
         while True:
@@ -420,21 +430,18 @@ def _restore(out: Path, locked: bool) -> list[str]:
     return restored
 
 
-def _try_lock(folder: Path):
+def _try_lock(folder: Path) -> int | None:
     """An open descriptor of `folder` holding an exclusive flock on it (kept until closed, dropped by the
-    kernel when its process dies); False when a live process holds it; None where there are no locks."""
-    try:
-        import fcntl
-
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except (ImportError, OSError):
+    kernel when its process dies); None when a live process holds it or it cannot be locked. Callers ask
+    only where the folder above it could be locked, so None means "held"."""
+    fd = _open_folder(folder)
+    if fd is None:
         return None
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd
-    except BlockingIOError:
-        os.close(fd)
-        return False
     except OSError:
         os.close(fd)
         return None
@@ -456,12 +463,14 @@ def remove_stale_stages(out: Path, locks: bool = False) -> None:
         name = STAGE_NAME.fullmatch(p.name)
         if name is None or p.is_symlink() or not p.is_dir():
             continue
-        fd = _try_lock(p) if locks else None
-        locked_now = fd is not None and fd is not False  # a descriptor, 0 included: no live save holds it
-        if locked_now:
+        if locks:
+            fd = _try_lock(p)
+            if fd is None:  # a live save holds it
+                continue
             os.close(fd)
-        if locked_now or fd is None and _pid_is_gone(name.group(1)):
-            shutil.rmtree(p, ignore_errors=True)
+        elif not _pid_is_gone(name.group(1)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def save_staged(model_dir, write, results=None) -> Path:
@@ -483,14 +492,15 @@ def staged_folder(out):
     import shutil
 
     out = Path(out)
-    restore_interrupted_publish(out, wait_s=None)
     out.mkdir(parents=True, exist_ok=True)
     stage = out / f".save-{os.getpid()}-{secrets.token_hex(4)}"
-    # under the folder's lock: no other save judges our stage stale between its mkdir and its lock
+    # under the folder's lock: a killed save put back first, and no other save judges our stage stale
+    # between its mkdir and its lock
     with _publish_lock(out, wait_s=None) as held:
+        _restore(out, locked=bool(held))
         remove_stale_stages(out, locks=held is True)
         stage.mkdir()
-        stage_lock = _try_lock(stage) if held else None  # a descriptor (0 possible), or None/False
+        stage_lock = _try_lock(stage) if held else None
     try:
         try:
             yield stage
@@ -499,5 +509,5 @@ def staged_folder(out):
             raise
         publish_dir(stage, out)
     finally:
-        if stage_lock is not None and stage_lock is not False:
+        if stage_lock is not None:
             os.close(stage_lock)

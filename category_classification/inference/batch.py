@@ -120,11 +120,17 @@ def read_jsonl(path: Path, text_field: str | None = None,
             yield Record(ref, reason="JSON nested too deep")
             continue
         text, reason = _text_from_obj(obj, text_field, max_description_chars, breadcrumb)
-        key = next((k for k in ID_FIELDS if obj.get(k) is not None), next((k for k in ID_FIELDS if k in obj), None)) \
-            if isinstance(obj, dict) else None
+        key = _id_field(obj) if isinstance(obj, dict) else None
         if key is not None:
             ref["id"] = obj[key]
         yield Record(ref, text, reason)
+
+
+def _id_field(record: dict) -> str | None:
+    """Which of ID_FIELDS a record's id comes from: the first holding a value (not null, not empty), else the
+    first present (its null or empty value is copied as given), else None."""
+    present = [k for k in ID_FIELDS if k in record]
+    return next((k for k in present if record[k] not in (None, "")), present[0] if present else None)
 
 
 class _RecordTooLong(Exception):
@@ -240,7 +246,7 @@ def _csv_rows(records, at: dict, column: str, description, crumb_column,
             yield Record(ref, reason=problem)
             continue
         row = {name: cells[i] for name, i in at.items() if i < len(cells)}
-        key = next((k for k in ID_FIELDS if row.get(k)), next((k for k in ID_FIELDS if row.get(k) is not None), None))
+        key = _id_field(row)
         if key is not None:
             ref["id"] = encodable(row[key])
         value = row.get(column)
