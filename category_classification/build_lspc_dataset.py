@@ -19,7 +19,7 @@ from category_classification.core.cli import UserError, require_file, run
 from category_classification.data.build_dir import BuildDir, check_out
 from category_classification.data.builder import (BuildConfig, merge_counts, print_summary, split_and_save,
                                                      write_report)
-from category_classification.data.sources import SOURCES, pick_source, use_breadcrumb
+from category_classification.data.sources import SOURCES, parse_categories, pick_source, use_breadcrumb
 
 
 def build_parser():
@@ -66,6 +66,11 @@ def check_args(args) -> None:
         raise UserError("--mwpd_test needs --mwpd files for train/validation")
     if args.label_level != "six" and not args.mwpd:
         raise UserError("--label_level is for --mwpd files (LSPC labels come from --map or the category field)")
+    if args.other_label is not None and not args.other_label.strip():  # '' was taken as no --other_label
+        raise UserError("--other_label needs a class name (e.g. Other), got a blank one")
+    if args.zip and not args.map and args.other_label in (parse_categories(args.categories) or ()):
+        # labels from the `category` field: the classes are known now, not only after the read pass
+        raise UserError(f"--other_label {args.other_label} is also a target class; choose another name")
     if args.max_other_fraction is not None and not (args.other_label and 0 <= args.max_other_fraction < 1):
         raise UserError("--max_other_fraction needs --other_label and a value in [0, 1)")
     if args.keep_unmapped and not args.other_label:

@@ -5,6 +5,7 @@ A build killed at any point leaves the previous dataset intact; the next run rem
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -24,9 +25,18 @@ def _own_entries(out: Path) -> set | None:
         splits = json.loads((out / "dataset_dict.json").read_text(encoding="utf-8"))["splits"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not (out / "build_report.json").is_file() or not isinstance(splits, list):
+    try:
+        report = json.loads((out / "build_report.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
-    return OWN_FILES | {str(s) for s in splits}
+    if not isinstance(report, dict) or not isinstance(splits, list):
+        return None
+    # the optional files only where this build wrote them: a user's PDC2020_map.tsv put into a dataset
+    # built with --map was deleted by the next build
+    source = report.get("source") if isinstance(report.get("source"), dict) else {}
+    optional = {"PDC2020_map.tsv": report.get("derived_map") == "PDC2020_map.tsv",
+                "hierarchy.json": source.get("label_level") == "all"}
+    return {n for n in OWN_FILES if optional.get(n, True)} | {str(s) for s in splits}
 
 
 def check_out(out, inputs=()) -> Path:
@@ -69,7 +79,9 @@ def clean_stale(out: Path) -> list[str]:
     """Remove temp folders of killed builds into `out` (ours: named .build-<out>-*, holding MARKER, their
     process gone). A build killed mid-swap left the old dataset in it: that is moved back first."""
     removed = []
-    for tmp in out.parent.glob(f".build-{out.name}-*"):
+    # escaped: an --out named like a pattern (ds[1]) never matched its own temp folders, so a dataset a kill
+    # left in one was never moved back
+    for tmp in out.parent.glob(f".build-{glob.escape(out.name)}-*"):
         try:
             marker = json.loads((tmp / MARKER).read_text(encoding="utf-8"))
             pid, owner = marker.get("pid"), marker.get("out")

@@ -71,13 +71,20 @@ class LabelPlan:
         return sorted(self.targets) + ([self.other_label] if self.other_label else [])
 
     def label_of(self, category: str) -> int:
+        return self.labels_for([category])[0]
+
+    def labels_for(self, categories) -> list:
+        """label_of of each category (-1: dropped), the class names indexed once: a free-text `category`
+        field with --categories all names as many classes, and a sort and a list search per name took
+        minutes for 20k of them."""
         from category_classification.data.lspc import NO_CATEGORY_NAME, NOT_IN_MAP
 
-        if category in self.targets:
-            return self.names.index(category)
-        if category in (NOT_IN_MAP, NO_CATEGORY_NAME) and not self.keep_unmapped:
-            return -1
-        return len(self.names) - 1 if self.other_label else -1
+        index = {n: i for i, n in enumerate(self.names)}
+        targets = set(self.targets)
+        other = len(index) - 1 if self.other_label else -1
+        return [index[c] if c in targets else
+                -1 if c in (NOT_IN_MAP, NO_CATEGORY_NAME) and not self.keep_unmapped else other
+                for c in categories]
 
 
 SOURCE_COLUMN = "source_category"  # --other_label datasets: the category each offer came from
@@ -264,7 +271,7 @@ def label_rows(plan: LabelPlan, categories, clusters, labels, sources, majority=
         pos = np.minimum(np.searchsorted(mc, clusters), max(mc.size - 1, 0))
         found = (mc[pos] == clusters) if mc.size else np.zeros(clusters.size, bool)
         sources = np.where(found, mk[pos] if mc.size else 0, categories.index(NO_CATEGORY_NAME))
-    table = np.array([plan.label_of(c) for c in categories] or [-1], dtype=np.int64)
+    table = np.array(plan.labels_for(categories) or [-1], dtype=np.int64)
     return np.where(labels < 0, table[sources], labels), sources
 
 

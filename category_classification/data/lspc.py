@@ -56,9 +56,21 @@ def _cluster_match(raw: bytes):
     """The fast path's cluster id match, or None where the line needs a full parse: no key, or a second
     "cluster_id" key (a nested object's) that makes the first one found possibly not the offer's own."""
     i = raw.find(_CLUSTER_KEY)
-    if i < 0 or raw.find(_CLUSTER_KEY, i + len(_CLUSTER_KEY)) >= 0:
+    # a brace between the line's first byte and the key: the key may be a nested object's (an offer without
+    # its own key once took a nested one); a brace inside a string, or leading blanks, only cost the full parse
+    if i < 0 or raw.find(_CLUSTER_KEY, i + len(_CLUSTER_KEY)) >= 0 or raw.find(b"{", 1, i) >= 0:
         return None
     return _CLUSTER_RE.match(raw, i)
+
+
+def _utf8(raw: bytes) -> bool:
+    """The line is UTF-8 (it could be JSON): a Latin-1 line must not vote for its cluster's category
+    before the full parse skips it as invalid_utf8. Called on non-ASCII lines only."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _whole_object(raw: bytes) -> bool:
@@ -70,6 +82,7 @@ def _whole_object(raw: bytes) -> bool:
     return raw[:1] == b"{" and (raw[-1:] == b"}" or raw.rstrip()[-1:] == b"}")
 
 
+_DIGITS = re.compile(r"-?[0-9]+")
 _LITERAL = re.compile(r'^"(.*)"(@[A-Za-z-]+)?$', re.S)  # N-Triples style "value"@en in some crawls
 
 
@@ -103,8 +116,11 @@ def parse_cluster_id(value) -> int | None:
         return value if -(1 << 63) <= value < (1 << 63) else None
     if isinstance(value, str):
         s = value.strip()
-        if s.isascii() and s.lstrip("-").isdigit() and len(s) <= 18:
-            return int(s)
+        # one optional minus, then ASCII digits ("--5" passed a lstrip test and crashed int()); the int
+        # range as for JSON ints, so an id written as text in one member and as a number in another agrees
+        if len(s) <= 20 and _DIGITS.fullmatch(s):
+            n = int(s)
+            return n if -(1 << 63) <= n < (1 << 63) else None
     return None
 
 
@@ -413,10 +429,11 @@ def _read_by_field(lines, rows: MemberRows, batch_lines: int):
         j = raw.find(_CATEGORY_KEY)
         m = _cluster_match(raw)
         c = category_at(raw, j) if j >= 0 else None
-        # no usable pattern, a second "category" key (keyValuePairs) or an escaped value, or a line that is
-        # not one whole object (a cut line must not vote for its cluster's category): full parse
-        if (m is None or (j >= 0 and (c is None or raw.find(_CATEGORY_KEY, j + 10) >= 0))
-                or not _whole_object(raw)):
+        # no usable pattern, a second "category" key (keyValuePairs), a nested one or an escaped value, or a
+        # line that is not one whole UTF-8 object (a cut or Latin-1 line must not vote for its cluster's
+        # category): full parse
+        if (m is None or (j >= 0 and (c is None or raw.find(_CATEGORY_KEY, j + 10) >= 0 or raw.find(b"{", 1, j) >= 0))
+                or not _whole_object(raw) or not (raw.isascii() or _utf8(raw))):
             if not raw.strip() and raw is not OVERLONG_LINE:
                 counts["empty_line"] += 1
                 continue
