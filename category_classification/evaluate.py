@@ -50,8 +50,9 @@ def dataset_columns(model_labels, data_labels) -> list[int]:
 
 
 def predicted_labels(scores, model_labels, data_labels) -> tuple:
-    """(probabilities over the dataset's labels, predicted label index per offer, GS1 level predictions by
-    name or None). A level kind's label is its first level's choice, as in predictor.predict."""
+    """(probabilities over the dataset's labels, predicted label index per offer, its probability, GS1 level
+    predictions by name or None). A level kind's label is its first level's choice and its probability that
+    label's, as in predictor.predict (path decoding need not choose the first level's most probable label)."""
     import numpy as np
 
     levels = getattr(scores, "levels", None)
@@ -60,9 +61,10 @@ def predicted_labels(scores, model_labels, data_labels) -> tuple:
     wide = np.zeros((len(probs), len(data_labels)), dtype=np.float32)
     wide[:, columns] = probs
     if levels is None:
-        return wide, wide.argmax(axis=1).tolist(), None
-    first_names = next(iter(levels.values()))[0]
-    return wide, [data_labels.index(x) for x in first_names], {lv: names for lv, (names, _) in levels.items()}
+        return wide, wide.argmax(axis=1).tolist(), wide.max(axis=1), None
+    first_names, first_p = next(iter(levels.values()))
+    return (wide, [data_labels.index(x) for x in first_names], np.asarray(first_p, dtype=np.float64),
+            {lv: names for lv, (names, _) in levels.items()})
 
 
 def gs1_block(split, level_preds, evaluation) -> dict | None:
@@ -102,7 +104,7 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
     from category_classification.evaluation import metrics as evaluation
-    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir, other_label_of
     from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table
 
     for name in ("target_precision", "target_coverage"):
@@ -125,14 +127,18 @@ def main(argv=None):
     t0 = time.perf_counter()
     scores = predictor.scores(split["text"])
     seconds = time.perf_counter() - t0
-    probs, preds, level_preds = predicted_labels(scores, predictor.labels, data_labels)
+    probs, preds, chosen, level_preds = predicted_labels(scores, predictor.labels, data_labels)
     m = evaluation.evaluate_split(split, preds, data_labels, **evaluation.eval_options(args))
+    # a dataset with an out-of-scope class gets the open-set figures the trainers report (README's yardstick)
+    evaluation.add_open_set(m, split["label"], preds, data_labels, other_label_of(args.data), probs)
     gs1 = gs1_block(split, level_preds, evaluation)
     if gs1:
         m["gs1"] = gs1
     desc = predictor.describe()
     name = f"{desc['kind']}:{desc['runtime']}"
     print(evaluation.format_metrics(m, data_labels, title=f"{name} on {args.split} ({args.model})"))
+    if m.get("open_set"):
+        print(evaluation.format_open_set(m["open_set"]))
     if gs1:
         print(f"MWPD avg weighted F1 {gs1['avg_weighted_f1']:.4f} ("
               + ", ".join(f"{lv} {gs1[lv]['weighted_f1']:.4f}" for lv in ("lvl1", "lvl2", "lvl3")) + ")")
@@ -140,9 +146,9 @@ def main(argv=None):
     extra = {"eval_seconds": round(seconds, 3), "model_dir": str(args.model)}
     if args.target_precision is not None or args.target_coverage is not None:
         pick = choose_threshold(probs, split["label"], target_precision=args.target_precision,
-                                target_coverage=args.target_coverage)
+                                target_coverage=args.target_coverage, chosen=(preds, chosen))
         print("threshold  coverage  precision")
-        for row in threshold_table(probs, split["label"]):
+        for row in threshold_table(probs, split["label"], chosen=(preds, chosen)):
             print(f"{row['threshold']:>9.2f}  {row['coverage']:>8.4f}  {row['precision']:>9.4f}")
         print(f"chosen threshold {pick['threshold']:.4f}: keeps {pick['coverage']:.2%} of {args.split} offers, "
               f"{pick['precision']:.4f} of them correct (pass --threshold {pick['threshold']:.4f})")
@@ -155,8 +161,8 @@ def main(argv=None):
         from category_classification.core.artifacts import write_text_atomic
 
         lines = []
-        for i, (y, p, row) in enumerate(zip(split["label"], preds, probs)):
-            rec = {"label": int(y), "pred": int(p), "score": float(row.max())}
+        for i, (y, p, score) in enumerate(zip(split["label"], preds, chosen)):
+            rec = {"label": int(y), "pred": int(p), "score": float(score)}
             if level_preds:
                 rec["levels"] = {lv: names[i] for lv, names in level_preds.items()}
             lines.append(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -212,6 +212,10 @@ def train_hierarchy(args) -> int:
 
     dsd = load_dataset_dir(args.data)
     names, labels = level_labels(dsd), label_names(dsd)
+    if labels != names["lvl1"]:  # --categories/--other_label: `label` is not level 1, whose ids it is scored by
+        raise UserError(f"--hierarchy needs a dataset whose label column is GS1 level 1 ({len(labels)} labels here "
+                        f"against {len(names['lvl1'])} lvl1 classes): build it with --label_level all and "
+                        "without --categories or --other_label")
     train = get_split(dsd, "train")
     val = dsd["validation"] if "validation" in dsd and len(dsd["validation"]) else None
     cfg = config_from_args(args, labels)

@@ -127,3 +127,22 @@ def test_damaged_or_missing_model_file_is_one_line(tmp_path):
     (out / "fielded_weights.npz").unlink()
     with pytest.raises(UserError, match="fielded_weights.npz is missing"):
         load_predictor(out)
+
+
+def test_a_path_table_naming_labels_the_model_lacks_is_one_line(tmp_path):
+    """Before: paths edited (or saved beside another training's labels) indexed past a level's labels, an
+    IndexError at the first prediction, or with a negative index named another class with no error."""
+    from category_classification.core.cli import UserError
+
+    out = tmp_path / "model"
+    assert main(["--data", str(write(tmp_path / "train.json.gz", offers())), "--out", str(out)]) == 0
+    weights = out / "fielded_weights.npz"
+    with np.load(weights, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    good = arrays["paths"].copy()
+    for bad in (good + np.array([0, 0, 9]), good - np.array([0, 0, 3]), good[:, :2]):
+        np.savez_compressed(weights, **{**arrays, "paths": bad})
+        with pytest.raises(UserError, match="paths of fielded_weights.npz are damaged"):
+            load_predictor(out)
+    np.savez_compressed(weights, **arrays)
+    assert load_predictor(out).predict(["blue denim jeans"])[0]["label"] == "Clothing"

@@ -90,14 +90,16 @@ class Predictor:
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         out = []
         for i, (row, idx) in enumerate(zip(probs, order)):
-            best = _prob(row[idx[0]])
-            label = self.labels[idx[0]] if threshold is None or best >= threshold else None
-            r = {"label": label, "score": best,
+            best, score = self.labels[idx[0]], _prob(row[idx[0]])
+            if levels is not None:  # the first level's chosen label, so label and levels always agree; path
+                # decoding may choose another than its most probable label, so the score (and the threshold)
+                # is the chosen label's own probability, never that of the top-k's first
+                names, p = next(iter(levels.values()))
+                best, score = names[i], _prob(p[i])
+            r = {"label": best if threshold is None or score >= threshold else None, "score": score,
                  "top_k": [{"label": self.labels[j], "prob": _prob(row[j])} for j in idx]}
             if levels is not None:
                 r["levels"] = {lv: {"label": names[i], "score": _prob(p[i])} for lv, (names, p) in levels.items()}
-                if label is not None:  # the first level's chosen label, so label and levels always agree
-                    r["label"] = r["levels"][next(iter(levels))]["label"]
             out.append(r)
         return out
 

@@ -110,6 +110,12 @@ class EnsemblePredictor(Predictor):
         texts = list(texts)
         return [p.predict_proba(texts) for p in self.members]
 
+    def member_scores(self, texts) -> list:
+        """Each member's `scores` (for a level kind LevelScores: its label is its path's first level, not always
+        its most probable one), for figures of the members as they predict alone; `.probs` is what combines."""
+        texts = list(texts)
+        return [p.scores(texts) for p in self.members]
+
     def combine(self, probas: Sequence[np.ndarray]) -> np.ndarray:
         out = np.zeros_like(np.asarray(probas[0], dtype=np.float64))
         for w, p in zip(self.weights, probas):

@@ -276,20 +276,27 @@ def model_size_bytes(paths) -> int:
     return total
 
 
+def _kept_scores(probs, y_true, chosen) -> tuple[np.ndarray, np.ndarray]:
+    """(score, correct) per offer: the top probability and whether its label is right, or for `chosen`
+    (predicted index, its probability per offer: a level kind's label is its path's, not always the argmax)
+    those."""
+    probs, y = np.asarray(probs), np.asarray(y_true)
+    pred, score = (probs.argmax(axis=1), probs.max(axis=1)) if chosen is None else map(np.asarray, chosen)
+    return score, pred == y
+
+
 def choose_threshold(probs: np.ndarray, y_true: Sequence[int], target_precision: float | None = None,
-                     target_coverage: float | None = None) -> dict:
+                     target_coverage: float | None = None, chosen=None) -> dict:
     """Pick a "none of these" threshold on held-out data (use the validation split).
 
     With `target_precision`: the lowest threshold whose kept predictions (score >= threshold) are correct
     at least that often, which keeps the most offers. With `target_coverage`: the threshold that keeps that
     share of offers. Returns {"threshold", "coverage", "precision"}; precision = accuracy of the kept ones.
+    `chosen`: (predicted index, its probability) per offer when the label is not the argmax of `probs`.
     """
     if (target_precision is None) == (target_coverage is None):
         raise ValueError("give exactly one of target_precision or target_coverage")
-    probs = np.asarray(probs)
-    y = np.asarray(y_true)
-    score = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
+    score, correct = _kept_scores(probs, y_true, chosen)
     order = np.argsort(-score, kind="stable")
     s, c = score[order], correct[order]
     kept = np.arange(1, len(s) + 1)
@@ -309,12 +316,9 @@ def choose_threshold(probs: np.ndarray, y_true: Sequence[int], target_precision:
 
 
 def threshold_table(probs: np.ndarray, y_true: Sequence[int],
-                    thresholds=(0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)) -> list[dict]:
+                    thresholds=(0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99), chosen=None) -> list[dict]:
     """Coverage and precision of the kept predictions at a few thresholds, for the docs and evaluate.py."""
-    probs = np.asarray(probs)
-    y = np.asarray(y_true)
-    score = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == y
+    score, correct = _kept_scores(probs, y_true, chosen)
     rows = []
     for t in thresholds:
         keep = score >= t

@@ -19,7 +19,7 @@ from category_classification.core.artifacts import read_model_info, write_model_
 from category_classification.core.cli import UserError, option
 from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb_text, clean, offer_text
 from category_classification.inference.base import LevelScores, Predictor
-from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior
+from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior, path_problem
 from category_classification.models.linear import fit_temperature
 from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
                                                    write_vocabulary)
@@ -257,6 +257,9 @@ def load_fielded(model_dir) -> FieldedLinear:
             model.weights[lv] = sp.csr_matrix((z[f"w{k}_data"], z[f"w{k}_indices"], z[f"w{k}_indptr"]),
                                               shape=tuple(z[f"w{k}_shape"]))
             model.intercepts[lv] = z[f"b{k}"]
+        problem = path_problem(z["paths"].tolist(), [len(labels[lv]) for lv in levels])
+        if problem:  # as load_hierarchical: an edited or mixed file names other classes, or an IndexError mid-run
+            raise UserError(f"{d}: the paths of {WEIGHTS_FILE} are damaged ({problem}); retrain the model")
         model.paths = np.asarray(z["paths"], dtype=np.int64)
     model.vectorizer = vectorizer
     model.temperatures = {lv: float(info.get("temperatures", {}).get(lv, 1.0)) for lv in levels}

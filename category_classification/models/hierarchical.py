@@ -14,7 +14,7 @@ import numpy as np
 from category_classification.core.artifacts import link_identical_files, read_model_info, write_model_info
 from category_classification.core.cli import UserError
 from category_classification.inference.base import LevelScores, Predictor
-from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior
+from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior, path_problem
 from category_classification.models.linear import LinearConfig, LinearTextClassifier, load_linear
 from category_classification.models.sentence_embedding import EMBEDDER_DIR
 
@@ -53,6 +53,8 @@ class HierarchicalLinear:
     def decode(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """(chosen path index per text, path posteriors (n, num_paths))."""
         texts = list(texts)
+        if not texts:  # an empty split (evaluate.py, build_ensemble.py): the vectorizers refuse zero rows
+            return np.zeros(0, dtype=np.int64), np.zeros((0, len(self.paths)))
         levels = ("lvl3",) if self.mode == "lvl3" else LEVELS
         embedded: dict = {}  # per encoder: the levels share one, so each text is encoded once, not per level
         logp = []
@@ -67,7 +69,10 @@ class HierarchicalLinear:
 
     def predict_levels(self, texts: Sequence[str]) -> dict:
         """level -> (label indices, marginal probability of each chosen label)."""
-        best, post = self.decode(texts)
+        return self.chosen_levels(*self.decode(texts))
+
+    def chosen_levels(self, best: np.ndarray, post: np.ndarray) -> dict:
+        """predict_levels of one decode's (best path, path posteriors)."""
         out = {}
         for k, lv in enumerate(LEVELS):
             chosen = self.paths[best, k]
@@ -110,16 +115,32 @@ def load_hierarchical(model_dir) -> HierarchicalLinear:
     if info.get("kind") != KIND:
         raise UserError(f"{d} holds a {info.get('kind')} model, not a {KIND} one")
     saved = json.loads((d / PATHS_FILE).read_text(encoding="utf-8"))
-    model = HierarchicalLinear(info["level_labels"], LinearConfig.from_dict(info.get("config", {})), saved["mode"])
+    names = info.get("level_labels")
+    # category_model.json and the paths file are read as they are: a hand edit or a level folder from another
+    # training otherwise surfaces as an IndexError mid-run, or as other class names with no error at all
+    if not (isinstance(names, dict) and all(isinstance(names.get(lv), list) and names[lv]
+                                            and all(isinstance(x, str) for x in names[lv]) for lv in LEVELS)
+            and names["lvl1"] == info["labels"]):
+        raise UserError(f"{d}: category_model.json is damaged (level_labels must list the labels of "
+                        f"{', '.join(LEVELS)}, those of lvl1 being its labels); retrain the model")
+    sizes = [len(names[lv]) for lv in LEVELS]
+    problem = "it is not a JSON object" if not isinstance(saved, dict) else path_problem(saved.get("paths"), sizes)
+    if problem or saved.get("mode") not in MODES:
+        raise UserError(f"{d}: {PATHS_FILE} is damaged ({problem or 'its mode must be one of ' + ', '.join(MODES)})"
+                        "; retrain the model")
+    model = HierarchicalLinear(names, LinearConfig.from_dict(info.get("config", {})), saved["mode"])
     model.models, shared, key = {}, None, None
     for lv in LEVELS:  # trained with one config, the levels share one encoder: loaded once, not three times
         level = load_linear(d / lv, embedder=shared)
         if shared is not None and (level.config.embed_model, level.config.embed_seq_len) != key:
             level = load_linear(d / lv)  # a level trained with another encoder keeps its own
+        if level.labels != names[lv]:
+            raise UserError(f"{d}: {lv}/ holds a model of {len(level.labels)} labels that are not the {lv} labels "
+                            "of category_model.json (a level folder from another training?); retrain the model")
         model.models[lv] = level
         if shared is None and level.embedder is not None:
             shared, key = level.embedder, (level.config.embed_model, level.config.embed_seq_len)
-    model.paths = np.asarray(saved["paths"], dtype=np.int64).reshape(-1, 3)
+    model.paths = np.asarray(saved["paths"], dtype=np.int64)
     return model
 
 
@@ -137,7 +158,9 @@ class HierarchicalPredictor(Predictor):
         return self.model.level_marginals(list(texts), "lvl1").astype(np.float32)
 
     def scores(self, texts) -> LevelScores:
-        texts = list(texts)
-        levels = self.model.predict_levels(texts)
-        return LevelScores(self.predict_proba(texts), {
+        m = self.model
+        best, post = m.decode(list(texts))  # once: the levels and the lvl1 probabilities come from one decode
+        levels = m.chosen_levels(best, post)
+        probs = level_marginals(post, m.paths, 0, len(m.level_labels["lvl1"])).astype(np.float32)
+        return LevelScores(probs, {
             lv: ([self.model.level_labels[lv][int(i)] for i in idx], p) for lv, (idx, p) in levels.items()})
