@@ -187,6 +187,8 @@ def level_labels(dsd) -> dict:
     missing = [lv for lv in LEVELS if lv not in split.column_names]
     if missing:
         raise UserError(f"--hierarchy needs a dataset built with --label_level all (no {', '.join(missing)} column)")
+    if not all(hasattr(split.features[lv], "names") for lv in LEVELS):
+        raise UserError(f"--hierarchy needs {', '.join(LEVELS)} columns of ClassLabel type")
     return {lv: list(split.features[lv].names) for lv in LEVELS}
 
 
@@ -216,8 +218,9 @@ def train_hierarchy(args) -> int:
         raise UserError(f"--hierarchy needs a dataset whose label column is GS1 level 1 ({len(labels)} labels here "
                         f"against {len(names['lvl1'])} lvl1 classes): build it with --label_level all and "
                         "without --categories or --other_label")
-    train = get_split(dsd, "train")
-    val = dsd["validation"] if "validation" in dsd and len(dsd["validation"]) else None
+    train = get_split(dsd, "train", train=True)
+    val = get_split(dsd, "validation") if "validation" in dsd else None
+    val = val if val is not None and len(val) else None
     cfg = config_from_args(args, labels)
     print(f"training one linear model per GS1 level on {len(train)} offers: "
           + ", ".join(f"{lv} {len(names[lv])} classes" for lv in LEVELS))
@@ -235,8 +238,9 @@ def train_hierarchy(args) -> int:
             for lv in LEVELS:
                 model.models[lv].temperature = temps[lv]
     train_seconds = time.perf_counter() - t0
-    if "test" in dsd and len(dsd["test"]):
-        metrics["test"] = gs1_split_metrics(model, dsd["test"], labels, args)
+    test = get_split(dsd, "test") if "test" in dsd else None
+    if test is not None and len(test):
+        metrics["test"] = gs1_split_metrics(model, test, labels, args)
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
                breadcrumb_copies=copies, results=lambda stage: write_results(
                    stage, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
@@ -267,9 +271,9 @@ def main(argv=None) -> int:
         return train_hierarchy(args)
     dsd = load_dataset_dir(args.data)
     labels = label_names(dsd)
-    train = get_split(dsd, "train")
-    val = dsd["validation"] if "validation" in dsd and len(dsd["validation"]) else None
-    test = dsd["test"] if "test" in dsd and len(dsd["test"]) else None
+    train = get_split(dsd, "train", train=True)
+    val, test = (get_split(dsd, name) if name in dsd else None for name in ("validation", "test"))
+    val, test = (s if s is not None and len(s) else None for s in (val, test))
     cfg = config_from_args(args, labels)
     print(f"training linear model on {len(train)} offers, {len(labels)} classes"
           + (f" (out of scope: {cfg.other_label})" if cfg.other_label else ""))

@@ -24,7 +24,44 @@ def load_dataset_dir(path):
         raise UserError(f"not a saved dataset: {p} ({exc})") from None
     if not isinstance(ds, DatasetDict):
         raise UserError(f"expected a DatasetDict with train/validation/test splits in {p}")
+    check_columns(ds, p)
     return ds
+
+
+def check_columns(dsd, path) -> None:
+    """Refuse, in one line, a hand-made dataset whose columns no reader can use: every split needs a string
+    `text` and a ClassLabel `label`, and a ClassLabel column must name the same classes in every split (ids
+    are read by the first split's names: another order would score, or train, every offer as another class)."""
+    from datasets import ClassLabel, Value
+
+    if not dsd:
+        raise UserError(f"{path} holds no splits")
+    first, first_features = next(iter(dsd.items()))[0], next(iter(dsd.values())).features
+    for name, split in dsd.items():
+        features = split.features
+        text = features.get("text")
+        if text is None:
+            raise UserError(f"split {name!r} of {path} has no `text` column (has: {', '.join(features)}); name the "
+                            "offer text column `text` (Dataset.rename_column)")
+        if not (isinstance(text, Value) and text.dtype in ("string", "large_string")):
+            raise UserError(f"the `text` column of split {name!r} in {path} holds {text}, not strings")
+        if not isinstance(features.get("label"), ClassLabel):
+            raise UserError(f"the `label` column of split {name!r} in {path} is not a ClassLabel (it is "
+                            f"{features.get('label')}): make it one with Dataset.class_encode_column('label') or "
+                            "cast_column('label', ClassLabel(names=[...]))")
+        for column, feature in features.items():
+            if not isinstance(feature, ClassLabel):
+                continue
+            if any(not n.strip() for n in feature.names):  # a class that predictions and metrics cannot name
+                raise UserError(f"the `{column}` column of {path} has a blank class name: {feature.names}")
+            other = first_features.get(column)
+            if isinstance(other, ClassLabel) and other.names != feature.names:
+                raise UserError(f"the `{column}` column names its classes differently in split {name!r} "
+                                f"({feature.names}) and split {first!r} ({other.names}): its ids would be read as "
+                                "other classes; cast every split to one ClassLabel (align_labels_with_mapping)")
+    if "validation" not in dsd and set(dsd) - {"train", "test"}:
+        print(f"note: {path} has no `validation` split (has: {', '.join(dsd)}); trainers and tools read train, "
+              "validation and test by name: rename yours to validation if it is one")
 
 
 def label_names(dsd) -> list[str]:
@@ -37,10 +74,38 @@ def label_names(dsd) -> list[str]:
     return list(names)
 
 
-def get_split(dsd, name: str):
+def get_split(dsd, name: str, train: bool = False):
+    """Split `name` without the offers no model can use, counted in a note: a missing text, or a missing
+    label (-1 is datasets' "no label", or an id past the class names, in `label` or a GS1 level column).
+    A training split with unlabelled offers is refused instead (its labels are in doubt), as is one left empty."""
+    import numpy as np
+    import pyarrow.compute as pc
+    from datasets import ClassLabel
+
     if name not in dsd:
         raise UserError(f"split {name!r} not in dataset (has: {', '.join(dsd.keys())})")
-    return dsd[name]
+    split = dsd[name]
+    table = split.with_format("arrow")
+    no_text = table["text"].is_null().to_numpy(zero_copy_only=False)
+    no_label = np.zeros(len(split), dtype=bool)
+    for column, feature in split.features.items():
+        if isinstance(feature, ClassLabel):
+            ids = pc.fill_null(table[column], -1).to_numpy()
+            no_label |= (ids < 0) | (ids >= feature.num_classes)
+    n_labels = split.features["label"].num_classes
+    if train and no_label.any():
+        raise UserError(f"{int(no_label.sum())} {name} offers have a label outside the {n_labels} classes "
+                        f"(e.g. row {int(np.flatnonzero(no_label)[0])}); label or drop them")
+    bad = no_text | no_label
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        print(f"note: skipped {int(no_text.sum())} {name} offers without a text and {int(no_label.sum())} without "
+              f"a label (-1 or past the {n_labels} classes): rows {', '.join(map(str, rows[:5]))}"
+              + (" ..." if len(rows) > 5 else ""))
+        split = split.select(np.flatnonzero(~bad), keep_in_memory=True)  # nothing written into the dataset folder
+    if train and not len(split):
+        raise UserError(f"the {name} split holds no offers to train on")
+    return split
 
 
 def languages_of(split):

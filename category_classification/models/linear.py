@@ -140,7 +140,8 @@ def with_bare_copies(texts: Sequence[str], bare: Sequence[str], columns: dict) -
     text, `columns` (name -> per-offer values: labels, source categories) with those rows repeated, and the
     number of copies: the training rows of `LinearConfig.breadcrumb_copies`."""
     texts = list(texts)
-    extra = [i for i, (t, b) in enumerate(zip(texts, bare)) if b != t]
+    # a hand-made text_bare may hold None or numbers: only a text can be a copy
+    extra = [i for i, (t, b) in enumerate(zip(texts, bare)) if isinstance(b, str) and b != t]
     columns = {k: list(v) + [v[i] for i in extra] for k, v in columns.items()}
     return texts + [bare[i] for i in extra], columns, len(extra)
 
@@ -231,7 +232,8 @@ class LinearTextClassifier:
             return kept
 
         if other is not None and cfg.other_split == "source" and sources is not None:
-            src = np.array([str(s) for s in sources], dtype=object)
+            # a missing source (None) pools with the rest, as a missing fine category does, never "None"
+            src = np.array(["" if s is None else str(s) for s in sources], dtype=object)
             self.other_subclasses = split(np.flatnonzero(y == other), src, len(self.labels))
         if cfg.class_split == "fine" and fine is not None:
             keys = np.array([str(f or "") for f in fine], dtype=object)

@@ -160,8 +160,8 @@ def load_data(r) -> None:
     cfg = r.cfg
     dsd = load_dataset_dir(cfg.data)
     r.labels = label_names(dsd)
-    train_split = get_split(dsd, cfg.train_split)
-    r.eval_splits = {name: dsd[name] for name in ("validation", "test") if name in dsd}
+    train_split = get_split(dsd, cfg.train_split, train=True)
+    r.eval_splits = {name: get_split(dsd, name) for name in ("validation", "test") if name in dsd}
     if "validation" not in r.eval_splits:
         raise UserError("the dataset needs a validation split to pick the best epoch")
     r.missing = classes_without_training_examples({"train": train_split, **r.eval_splits}, r.labels)

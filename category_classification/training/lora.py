@@ -266,7 +266,7 @@ def load_splits(cfg: LoraTrainConfig) -> dict:
 
     dsd = load_dataset_dir(cfg.data)
     labels = label_names(dsd)
-    train_split = select_per_class(get_split(dsd, "train"), cfg.balance_to_min_class,
+    train_split = select_per_class(get_split(dsd, "train", train=True), cfg.balance_to_min_class,
                                    cfg.max_samples_per_class, cfg.seed)
     splits = {"train": train_split, "validation": get_split(dsd, "validation"), "test": get_split(dsd, "test")}
     missing = classes_without_training_examples(splits, labels)
