@@ -104,7 +104,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
     from category_classification.evaluation import metrics as evaluation
-    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir, other_label_of
+    from category_classification.data.dataset_dir import (get_split, kept_rows, label_names, load_dataset_dir,
+                                                           other_label_of)
     from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table
 
     for name in ("target_precision", "target_coverage"):
@@ -115,6 +116,7 @@ def main(argv=None):
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     check_outputs(args)  # before the model loads: a bad --out or --save_preds costs nothing
     dsd = load_dataset_dir(args.data)
+    rows = kept_rows(dsd[args.split]) if args.split in dsd else None
     split = get_split(dsd, args.split)
     data_labels = label_names(dsd)
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
@@ -162,7 +164,8 @@ def main(argv=None):
 
         lines = []
         for i, (y, p, score) in enumerate(zip(split["label"], preds, chosen)):
-            rec = {"label": int(y), "pred": int(p), "score": float(score)}
+            # `row`: the offer's row in the split, which skipped offers (no text or label) would otherwise shift
+            rec = {"row": int(rows[i]), "label": int(y), "pred": int(p), "score": float(score)}
             if level_preds:
                 rec["levels"] = {lv: names[i] for lv, names in level_preds.items()}
             lines.append(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -107,7 +107,9 @@ def test_evaluate_and_ensemble_skip_offers_without_a_text_or_a_label(model, tmp_
     assert run(evaluate.main, ["--model", str(model), "--data", str(data), "--split", "test",
                                "--save_preds", str(preds), "--no_lang_metrics"]) == 0
     assert "rows 0, 1" in capsys.readouterr().out
-    assert len(preds.read_text().splitlines()) == 19
+    lines = [json.loads(x) for x in preds.read_text().splitlines()]
+    assert len(lines) == 19 and [r["row"] for r in lines] == list(range(2, 21))  # each names its dataset row
+    assert all(r["label"] == splits["test"][r["row"]]["label"] for r in lines)
     assert run(build_ensemble.main, ["--models", str(model), str(model.parent / "linear2"), "--data", str(data),
                                      "--out", str(tmp_path / "ens"), "--no_lang_metrics"]) == 0
     metrics = json.loads((tmp_path / "ens" / "metrics.json").read_text())

@@ -79,19 +79,11 @@ def get_split(dsd, name: str, train: bool = False):
     label (-1 is datasets' "no label", or an id past the class names, in `label` or a GS1 level column).
     A training split with unlabelled offers is refused instead (its labels are in doubt), as is one left empty."""
     import numpy as np
-    import pyarrow.compute as pc
-    from datasets import ClassLabel
 
     if name not in dsd:
         raise UserError(f"split {name!r} not in dataset (has: {', '.join(dsd.keys())})")
     split = dsd[name]
-    table = split.with_format("arrow")
-    no_text = table["text"].is_null().to_numpy(zero_copy_only=False)
-    no_label = np.zeros(len(split), dtype=bool)
-    for column, feature in split.features.items():
-        if isinstance(feature, ClassLabel):
-            ids = pc.fill_null(table[column], -1).to_numpy()
-            no_label |= (ids < 0) | (ids >= feature.num_classes)
+    no_text, no_label = _unusable(split)
     n_labels = split.features["label"].num_classes
     if train and no_label.any():
         raise UserError(f"{int(no_label.sum())} {name} offers have a label outside the {n_labels} classes "
@@ -106,6 +98,31 @@ def get_split(dsd, name: str, train: bool = False):
     if train and not len(split):
         raise UserError(f"the {name} split holds no offers to train on")
     return split
+
+
+def kept_rows(split):
+    """The row numbers of `split` that get_split keeps (evaluate.py's per-offer output names its rows by them)."""
+    import numpy as np
+
+    no_text, no_label = _unusable(split)
+    return np.flatnonzero(~(no_text | no_label))
+
+
+def _unusable(split):
+    """(no text, no label) masks of a split: a null text; a label id of -1 (datasets' "no label") or past the
+    names, in `label` or any other ClassLabel column (the GS1 levels)."""
+    import numpy as np
+    import pyarrow.compute as pc
+    from datasets import ClassLabel
+
+    table = split.with_format("arrow")
+    no_text = table["text"].is_null().to_numpy(zero_copy_only=False)
+    no_label = np.zeros(len(split), dtype=bool)
+    for column, feature in split.features.items():
+        if isinstance(feature, ClassLabel):
+            ids = pc.fill_null(table[column], -1).to_numpy()
+            no_label |= (ids < 0) | (ids >= feature.num_classes)
+    return no_text, no_label
 
 
 def languages_of(split):
