@@ -37,6 +37,9 @@ LINEAR = {
     "plain": dict(breadcrumb=False, url_words=False, fine=False),
     "breadcrumb+fine": dict(breadcrumb=True, url_words=False, fine=True),
     "breadcrumb+url+fine": dict(breadcrumb=True, url_words=True, fine=True),
+    # + the frozen all-MiniLM-L6-v2 sentence embeddings (LinearConfig.embed_model): does the fine-tune's
+    # backbone, frozen, add to the pair what it adds to the linear model alone?
+    "breadcrumb+fine+minilm": dict(breadcrumb=True, url_words=False, fine=True, embed=True),
 }
 
 
@@ -129,6 +132,7 @@ def fine_tune(args, configs) -> None:
 
 def combine(args) -> None:
     from bench.lora_cv import inner_split  # the split the fine-tunes' fold datasets were carved with
+    from bench.lora_minilm import minilm_dir
     from category_classification.evaluation.metrics import label_scores
     from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
 
@@ -154,7 +158,8 @@ def combine(args) -> None:
             fit_texts, cols = [t[i] for i in fit_idx], {"y": list(y[fit_idx]), "fine": [fine[i] for i in fit_idx]}
             if spec["breadcrumb"]:
                 fit_texts, cols, _ = with_bare_copies(fit_texts, [plain[i] for i in fit_idx], cols)
-            model = LinearTextClassifier(names, LinearConfig(class_split="fine" if spec["fine"] else "none"))
+            model = LinearTextClassifier(names, LinearConfig(class_split="fine" if spec["fine"] else "none",
+                                                             embed_model=str(minilm_dir()) if spec.get("embed") else None))
             model.fit(fit_texts, np.asarray(cols["y"]), fine=cols["fine"] if spec["fine"] else None)
             model.calibrate([t[i] for i in val_idx], y[val_idx])
             p_lin = model.predict_proba([t[i] for i in test_idx])
