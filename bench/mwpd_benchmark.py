@@ -14,7 +14,6 @@ if __package__ in (None, ""):
     import os, sys; sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # noqa: E401,E702
 
 import argparse
-import gzip
 import json
 import multiprocessing as mp
 import resource
@@ -52,39 +51,62 @@ DESCRIPTION = {
 }
 
 
-def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None) -> list[dict]:
+def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None, raw: bool = False) -> list[dict]:
     """MWPD offers as {"text", "lvl1", "lvl2", "lvl3", "six"}: labels keep their GS1 codes ("67000000_Clothing");
     an offer without a title or a level label is skipped and counted. With `breadcrumb` the text ends with the
-    shop's breadcrumb by the builder's rule (text.offer_text; build_lspc_dataset.py --breadcrumb)."""
-    from category_classification.data.lspc import parse_json_object
-    from category_classification.data.mwpd import BREADCRUMB_FIELD, gs1_label
-    from category_classification.data.text import clean, offer_text
-
-    import zlib
-
+    shop's breadcrumb by the builder's rule (text.offer_text; build_lspc_dataset.py --breadcrumb). `raw`: each
+    offer's JSON object under "offer" too. Read as every MWPD reader reads (data/mwpd.file_lines: gzip or not
+    by its bytes, one JSON array or JSON lines); a damaged file is an error, never scored in part."""
     from category_classification.core.cli import UserError
+    from category_classification.data.lspc import parse_json_object
+    from category_classification.data.mwpd import BREADCRUMB_FIELD, file_lines, gs1_label
+    from category_classification.data.text import clean, has_visible_text, offer_text
 
     counts = Counter() if counts is None else counts
     out = []
-    try:
-        with gzip.open(path, "rb") if str(path).endswith(".gz") else open(path, "rb") as fh:
-            for raw in fh:
-                offer = parse_json_object(raw, counts)
-                if offer is None:
-                    continue
-                title = clean(offer.get("Name"))
-                levels = {lv: clean(offer.get(lv)) for lv in LEVELS}
-                if not title or not all(levels.values()):
-                    counts["skipped_no_title_or_label"] += 1
-                    continue
-                text = offer_text(title, clean(offer.get("Description")),
-                                  breadcrumb=offer.get(BREADCRUMB_FIELD) if breadcrumb else None)
-                out.append({"text": text, **levels, "six": gs1_label(levels, "six")})
-    except (OSError, EOFError, zlib.error) as exc:  # not gzip, damaged, unreadable
-        raise UserError(f"cannot read {path}: {exc}") from None
+    for line in file_lines(path, counts):
+        offer = parse_json_object(line, counts)
+        if offer is None:
+            continue
+        title = clean(offer.get("Name"))
+        levels = {lv: clean(offer.get(lv)) for lv in LEVELS}
+        if not title or not has_visible_text(title) or not all(levels.values()):
+            counts["skipped_no_title_or_label"] += 1
+            continue
+        text = offer_text(title, clean(offer.get("Description")),
+                          breadcrumb=offer.get(BREADCRUMB_FIELD) if breadcrumb else None)
+        out.append({"text": text, **levels, "six": gs1_label(levels, "six")} | ({"offer": offer} if raw else {}))
+    if counts["corrupt_file"]:
+        raise UserError(f"cannot read {path}: damaged gzip data after {len(out):,} offers")
     if not out:
         raise UserError(f"{path} holds no MWPD offer with a Name and the lvl1, lvl2 and lvl3 labels ({dict(counts)})")
     return out
+
+
+def write_scored_file(path: Path, offers: list[dict], training: list[dict]) -> dict:
+    """The offers to score, written where every kind reads them (fielded_linear and the MiniLM kinds read the
+    file themselves; two readers of the user's file could keep different offers and misalign predictions
+    with labels): the readable offers only, the title cleaned, each level label in the training files'
+    spelling when it names the same class (mwpd.same_classes: a file that writes "67000000" or
+    "67000000_clothing" for "67000000_Clothing" would otherwise score every offer a miss). Returns
+    {level: number of labels respelled}."""
+    from category_classification.data.mwpd import same_classes
+
+    respell = {lv: same_classes({o[lv] for o in offers}, {o[lv] for o in training}) for lv in LEVELS}
+    from category_classification.data.text import clean
+
+    lines = []
+    for o in offers:
+        offer = dict(o["offer"])  # every field as the file has it: a kind reading it sees the offer unchanged
+        if not isinstance(offer.get("Name"), str):  # a number: as text, as this reader took it
+            offer["Name"] = clean(offer.get("Name"))
+        offer.update({lv: respell[lv].get(o[lv], o[lv]) for lv in LEVELS})
+        lines.append(json.dumps(offer) + "\n")
+    from category_classification.core.artifacts import write_text_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, "".join(lines))
+    return {lv: len(v) for lv, v in respell.items()}
 
 
 def six_of(lvl1: str, lvl3: str) -> str | None:
@@ -140,6 +162,8 @@ def run_flat(kind: str, train: list[dict], test: list[dict]) -> dict:
         pred[lv] = [labels[i] for i in model.predict([o["text"] for o in test])]
     six_train = [o for o in train if o["six"]]
     labels = sorted({o["six"] for o in six_train})
+    if not any(o["six"] for o in test):  # a file without offers of the 6 classes: nothing to predict (or fit)
+        return pred | {"six": []}
     if kind == "reference":
         model = _flat_model(kind, labels).fit([o["text"] for o in six_train], [labels.index(o["six"]) for o in six_train])
     else:
@@ -203,6 +227,8 @@ def score(pred: dict, test: list[dict]) -> dict:
     for lv in LEVELS:
         gs1[lv] = {k: gs1[lv][k] for k in ("weighted_f1", "macro_f1")}
     six = label_scores([o["six"] for o in test if o["six"]], pred["six"])
+    if not six["n"]:  # no offer of the 6 classes in the scored file: no figure, not a 0
+        six = {"macro_f1": None, "accuracy": None}
     return {"gs1": {lv: gs1[lv] for lv in LEVELS} | {"avg_weighted_f1": gs1["avg_weighted_f1"]},
             "six_class": {"macro_f1": six["macro_f1"], "accuracy": six["accuracy"]}}
 
@@ -302,7 +328,8 @@ def table(results: dict) -> str:
         g = r["gs1"]
         lines.append(f"{name:<24}{g['avg_weighted_f1']:>8.4f}{g['lvl1']['weighted_f1']:>9.4f}"
                      f"{g['lvl2']['weighted_f1']:>9.4f}{g['lvl3']['weighted_f1']:>9.4f}{g['lvl3']['macro_f1']:>9.4f}"
-                     f"{r['six_class']['macro_f1']:>10.4f}{r['train_seconds']:>9.1f}{r['peak_rss_mib']:>9.0f}")
+                     + (f"{r['six_class']['macro_f1']:>10.4f}" if r["six_class"]["macro_f1"] is not None else f"{'-':>10}")
+                     + f"{r['train_seconds']:>9.1f}{r['peak_rss_mib']:>9.0f}")
     return "\n".join(lines)
 
 
@@ -354,11 +381,25 @@ def main(argv=None) -> int:
 
     check_results_folder(out, "benchmark.json", ("models", "scored_on"), "bench/mwpd_benchmark.py",
                          [files.get(k) for k in ("train", "validation", "test")], folders=[REPO / "data"])
-    for path in dict.fromkeys(files.values()):  # a damaged or unlabelled file: one line now, not in a child later
-        read_offers(path)
+    # a damaged or unlabelled file: one line now, not in a child later
+    training = [o for k in ("train", "validation") if k in files for o in read_offers(files[k])]
+    counts = Counter()
+    scored = read_offers(files["test"], counts=counts, raw=True)
+    if args.max_offers:
+        scored = scored[: args.max_offers]
     print(f"MWPD benchmark: scored on the {scored_on}")
+    skipped = {k: v for k, v in counts.items() if k != "empty_line"}
+    if skipped:  # every offer of the file is scored or named here
+        print(f"WARNING: {sum(skipped.values()):,} entries of {files['test']} are not scored "
+              f"({', '.join(f'{k}: {v:,}' for k, v in skipped.items())}); {len(scored):,} offers are", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     files.update(work=str(out / "work"), device=args.device, max_offers=args.max_offers)
+    files["test"] = str(out / "work" / "scored_offers.jsonl")
+    respelled = write_scored_file(Path(files["test"]), scored, training)
+    if any(respelled.values()):
+        print("    labels of the scored file spelled otherwise than the training files', matched by GS1 code or name: "
+              + ", ".join(f"{lv} {n}" for lv, n in respelled.items() if n))
+    scored_file = {"offers": len(scored), "not_scored": skipped}
     results = earlier_rows(out / "benchmark.json", scored_on, files)
     for kind in models:
         print(f"  {kind}: {DESCRIPTION[kind]}", flush=True)
@@ -373,7 +414,8 @@ def main(argv=None) -> int:
                   + ", ".join(f"{lv} {n}" for lv, n in missing.items()))
         # issue 13's schema exactly; written after each kind, so a long run keeps its finished rows
         write_json(out / "benchmark.json", {"default_model": DEFAULT_MODEL, "models": results,
-                                            "scored_on": scored_on, "max_offers": files["max_offers"]})
+                                            "scored_on": scored_on, "max_offers": files["max_offers"],
+                                            "scored_file": scored_file})
     print(table(results))
     print(f"written: {out / 'benchmark.json'}")
     return 0

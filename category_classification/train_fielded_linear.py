@@ -39,9 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_offers(path, levels, counts: Counter, codes: bool = False) -> list[tuple[str, dict]]:
+def read_offers(path, levels, counts: Counter, codes: bool = False, allow_none: bool = False) -> list[tuple[str, dict]]:
     """(model text, {level: label name}) per usable offer; bad lines, blank texts and unlabelled offers are
-    counted in `counts` and skipped. `codes`: GS1 level labels as written in the file ("67000000_Clothing")."""
+    counted in `counts` and skipped. `codes`: GS1 level labels as written in the file ("67000000_Clothing").
+    `allow_none`: a file with no usable offer gives [] instead of a user error."""
     from category_classification.data.mwpd import file_lines
 
     out = []
@@ -57,7 +58,7 @@ def read_offers(path, levels, counts: Counter, codes: bool = False) -> list[tupl
             counts["outside_label_set"] += 1
         else:
             out.append((text, labels))
-    if not out:
+    if not out and not allow_none:
         raise UserError(f"{path}: no usable offers ({dict(counts)})")
     return out
 
@@ -116,12 +117,17 @@ def fit_calibrate_refit(train, calib, levels, cfg: FieldedConfig) -> tuple[Field
 def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
     """For bench/mwpd_benchmark.py: {"lvl1"|"lvl2"|"lvl3": label per test offer, "six": label per six-class test
     offer}; GS1 labels as written in the files ("67000000_Clothing"). With a validation file: calibrated on it, refit on train + validation; without: calibrated
-    on a grouped tenth of train (one title text never on both sides), refit on all of train."""
+    on a grouped tenth of train (one title text never on both sides), refit on all of train. A test file
+    without offers of the six classes gets no six-class model (and no "six" predictions)."""
     from category_classification.data.text import group_id, normalize_title
 
     out, counts = {}, Counter()
     for name in ("all", "six"):
         levels = LEVEL_SETS[name]
+        test = read_offers(test_path, levels, counts, codes=True, allow_none=name == "six")
+        if not test:
+            out.update({lv: [] for lv in levels})
+            continue
         train = read_offers(train_path, levels, counts, codes=True)
         if validation_path:
             calib = read_offers(validation_path, levels, counts, codes=True)
@@ -129,7 +135,7 @@ def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
             held = [group_id(normalize_title(split_fields(t)[0])) % 10 == 0 for t, _ in train]
             train, calib = [o for o, h in zip(train, held) if not h], [o for o, h in zip(train, held) if h]
         model, _ = fit_calibrate_refit(train, calib, levels, FieldedConfig())
-        probs = model.predict_levels([t for t, _ in read_offers(test_path, levels, counts, codes=True)])
+        probs = model.predict_levels([t for t, _ in test])
         out.update({lv: [model.level_labels[lv][i] for i in p.argmax(axis=1)] for lv, p in probs.items()})
     return out
 

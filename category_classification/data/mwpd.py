@@ -8,6 +8,7 @@ model text ends with the shop's breadcrumb (`CategoryText`), by text.offer_text'
 from __future__ import annotations
 
 import json
+import re
 import sys
 import zlib
 from collections import Counter
@@ -35,15 +36,56 @@ _SIX_RULES = (
 )
 
 
+# A GS1 level label is "CODE_Name" in the MWPD files; a file from elsewhere may write the code alone, as a
+# JSON number, or with spaces around it: the code names the class in all of them.
+_GS1_CODE = re.compile(r"\s*(\d+)\s*(?:_|$)")
+
+
+def gs1_code(value) -> str | None:
+    """The GS1 code a level label starts with ("67000000" of "67000000_Clothing", " 67000000 " or 67000000)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    match = _GS1_CODE.match(str(value))
+    return match.group(1) if match else None
+
+
+def _name_key(value) -> str:
+    """The class name of a level label without its code, case and spacing ignored."""
+    text = clean(value)
+    name = text.partition("_")[2] if gs1_code(text) else text
+    return " ".join(name.casefold().split())
+
+
+def same_classes(labels, known) -> dict:
+    """{label: the `known` label of the same class} for each of `labels` spelled otherwise: the same GS1 code,
+    or (a label without one) the same name ignoring case and spacing. A label that matches no known label,
+    or more than one, is left out: a class of its own."""
+    by_code, by_name = {}, {}
+    for k in known:
+        if gs1_code(k):
+            by_code.setdefault(gs1_code(k), set()).add(k)
+        if _name_key(k):
+            by_name.setdefault(_name_key(k), set()).add(k)
+    out = {}
+    for label in labels:
+        if label in known:
+            continue
+        found = by_code.get(gs1_code(label)) if gs1_code(label) else by_name.get(_name_key(label))
+        if found and len(found) == 1:
+            out[label] = next(iter(found))
+    return out
+
+
 def gs1_label(offer: dict, level: str) -> str | None:
     """The offer's class at `level`, or None when it has none (outside the 6 classes, or unlabelled)."""
     if level == "six":
         for fld, code, name in _SIX_RULES:
-            value = offer.get(fld)
-            if isinstance(value, str) and value.split("_", 1)[0] == code:
+            if gs1_code(offer.get(fld)) == code:
                 return name
         return None
     value = offer.get(level)
+    if isinstance(value, int) and not isinstance(value, bool):  # a bare code written as a JSON number
+        value = str(value)
     if not isinstance(value, str) or not value.strip():
         return None
     code, _, name = value.partition("_")
