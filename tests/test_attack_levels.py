@@ -224,3 +224,19 @@ def test_hierarchy_training_on_a_dataset_whose_label_is_not_level_1_is_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "label column is GS1 level 1" in err[0]
     assert not (out / "category_model.json").exists()
+
+
+def test_get_model_of_a_level_model_lists_every_levels_labels(gs1):
+    """Before: GET /model (Predictor.describe) of a hierarchical model listed the level-1 labels only, though
+    every answer names a level-2 and a level-3 class too."""
+    from fastapi.testclient import TestClient
+
+    from category_classification.serve import create_app
+
+    predictor = load_predictor(gs1 / "hier")
+    with TestClient(create_app(predictor)) as client:
+        got = client.get("/model").json()
+    assert got["labels"] == got["level_labels"]["lvl1"]
+    assert sorted(got["level_labels"]) == ["lvl1", "lvl2", "lvl3"]
+    assert sorted(got["level_labels"]["lvl3"]) == sorted({p[2].partition("_")[2] for p in PATHS})  # names, no codes
+    assert "level_labels" not in load_predictor(gs1 / "flat").describe()

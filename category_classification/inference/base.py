@@ -108,4 +108,6 @@ class Predictor:
         return {"kind": self.kind, "runtime": self.runtime, "labels": self.labels,
                 "model_dir": str(self.model_dir), "max_length": self.info.get("max_length"),
                 "source_kind": self.info.get("source_kind"),
+                # a level model answers every level: its clients need every level's labels, not level 1's alone
+                **({"level_labels": self.info["level_labels"]} if isinstance(self.info.get("level_labels"), dict) else {}),
                 **text_settings(self.info)}
