@@ -86,15 +86,15 @@ def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None, r
 def write_scored_file(path: Path, offers: list[dict], training: list[dict]) -> dict:
     """The offers to score, written where every kind reads them (fielded_linear and the MiniLM kinds read the
     file themselves; two readers of the user's file could keep different offers and misalign predictions
-    with labels): the readable offers only, the title cleaned, each level label in the training files'
-    spelling when it names the same class (mwpd.same_classes: a file that writes "67000000" or
-    "67000000_clothing" for "67000000_Clothing" would otherwise score every offer a miss). Returns
-    {level: number of labels respelled}."""
+    with labels): the readable offers only, as the file has them (a numeric title as text), each level label
+    in the training files' spelling when it names the same class (mwpd.same_classes: a file that writes
+    "67000000" or "67000000_clothing" for "67000000_Clothing" would otherwise score every offer a miss).
+    Returns {level: number of labels respelled}."""
+    from category_classification.core.artifacts import write_text_atomic
     from category_classification.data.mwpd import same_classes
-
-    respell = {lv: same_classes({o[lv] for o in offers}, {o[lv] for o in training}) for lv in LEVELS}
     from category_classification.data.text import clean
 
+    respell = {lv: same_classes({o[lv] for o in offers}, {o[lv] for o in training}) for lv in LEVELS}
     lines = []
     for o in offers:
         offer = dict(o["offer"])  # every field as the file has it: a kind reading it sees the offer unchanged
@@ -102,8 +102,6 @@ def write_scored_file(path: Path, offers: list[dict], training: list[dict]) -> d
             offer["Name"] = clean(offer.get("Name"))
         offer.update({lv: respell[lv].get(o[lv], o[lv]) for lv in LEVELS})
         lines.append(json.dumps(offer) + "\n")
-    from category_classification.core.artifacts import write_text_atomic
-
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, "".join(lines))
     return {lv: len(v) for lv, v in respell.items()}

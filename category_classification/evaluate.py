@@ -104,8 +104,8 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
     from category_classification.evaluation import metrics as evaluation
-    from category_classification.data.dataset_dir import (get_split, kept_rows, label_names, load_dataset_dir,
-                                                           other_label_of)
+    from category_classification.data.dataset_dir import (label_names, load_dataset_dir, other_label_of,
+                                                           usable_split)
     from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table
 
     for name in ("target_precision", "target_coverage"):
@@ -116,8 +116,7 @@ def main(argv=None):
         raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     check_outputs(args)  # before the model loads: a bad --out or --save_preds costs nothing
     dsd = load_dataset_dir(args.data)
-    rows = kept_rows(dsd[args.split]) if args.split in dsd else None
-    split = get_split(dsd, args.split)
+    split, rows = usable_split(dsd, args.split)
     data_labels = label_names(dsd)
     predictor = load_predictor(args.model, device=args.device, batch_size=args.batch_size,
                                precision=args.precision, threads=args.threads)

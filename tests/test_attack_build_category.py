@@ -152,4 +152,4 @@ def test_labelling_many_free_text_categories_is_not_quadratic(monkeypatch):
     labels, _ = label_rows(plan, categories, sources, np.full(sources.size, -1), sources)
     assert len(built) <= 2
     assert labels[:3].tolist() == [sorted(names).index(n) for n in names[:3]] and labels[-2:].tolist() == [-1, 30000]
-    assert plan.label_of("elsewhere") == 30000 and plan.label_of(names[0]) == labels[0]
+    assert plan.labels_for(["elsewhere", names[0]]) == [30000, labels[0]]

@@ -70,11 +70,8 @@ class LabelPlan:
         """ClassLabel names of `label`: the targets sorted, the Other class last."""
         return sorted(self.targets) + ([self.other_label] if self.other_label else [])
 
-    def label_of(self, category: str) -> int:
-        return self.labels_for([category])[0]
-
     def labels_for(self, categories) -> list:
-        """label_of of each category (-1: dropped), the class names indexed once: a free-text `category`
+        """The label id of each category (-1: dropped), the class names indexed once: a free-text `category`
         field with --categories all names as many classes, and a sort and a list search per name took
         minutes for 20k of them."""
         from category_classification.data.lspc import NO_CATEGORY_NAME, NOT_IN_MAP

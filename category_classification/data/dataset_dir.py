@@ -75,9 +75,15 @@ def label_names(dsd) -> list[str]:
 
 
 def get_split(dsd, name: str, train: bool = False):
-    """Split `name` without the offers no model can use, counted in a note: a missing text, or a missing
-    label (-1 is datasets' "no label", or an id past the class names, in `label` or a GS1 level column).
-    A training split with unlabelled offers is refused instead (its labels are in doubt), as is one left empty."""
+    """Split `name` without the offers no model can use (usable_split)."""
+    return usable_split(dsd, name, train)[0]
+
+
+def usable_split(dsd, name: str, train: bool = False):
+    """(split `name` without the offers no model can use, the row numbers it keeps), the skips counted in a
+    note: a missing text, or a missing label (-1 is datasets' "no label", or an id past the class names, in
+    `label` or a GS1 level column). A training split with unlabelled offers is refused instead (its labels
+    are in doubt), as is one left empty. evaluate.py names its per-offer lines by the kept rows."""
     import numpy as np
 
     if name not in dsd:
@@ -89,23 +95,16 @@ def get_split(dsd, name: str, train: bool = False):
         raise UserError(f"{int(no_label.sum())} {name} offers have a label outside the {n_labels} classes "
                         f"(e.g. row {int(np.flatnonzero(no_label)[0])}); label or drop them")
     bad = no_text | no_label
+    kept = np.flatnonzero(~bad)
     if bad.any():
         rows = np.flatnonzero(bad)
         print(f"note: skipped {int(no_text.sum())} {name} offers without a text and {int(no_label.sum())} without "
               f"a label (-1 or past the {n_labels} classes): rows {', '.join(map(str, rows[:5]))}"
               + (" ..." if len(rows) > 5 else ""))
-        split = split.select(np.flatnonzero(~bad), keep_in_memory=True)  # nothing written into the dataset folder
+        split = split.select(kept, keep_in_memory=True)  # nothing written into the dataset folder
     if train and not len(split):
         raise UserError(f"the {name} split holds no offers to train on")
-    return split
-
-
-def kept_rows(split):
-    """The row numbers of `split` that get_split keeps (evaluate.py's per-offer output names its rows by them)."""
-    import numpy as np
-
-    no_text, no_label = _unusable(split)
-    return np.flatnonzero(~(no_text | no_label))
+    return split, kept
 
 
 def _unusable(split):
