@@ -67,6 +67,29 @@ def predicted_labels(scores, model_labels, data_labels) -> tuple:
             {lv: names for lv, (names, _) in levels.items()})
 
 
+def model_texts(split, settings: dict) -> list:
+    """The split's texts as the model's predict.py builds them from the offers' fields (core/artifacts
+    .text_settings): a model trained without the breadcrumb reads a breadcrumb dataset's `text_bare`, a
+    fielded model gets the breadcrumb behind its marker (the text is `text_bare` + " | " + breadcrumb); else
+    the texts as they are."""
+    texts = split["text"]
+    if "text_bare" not in split.column_names or not (settings.get("fielded") or not settings.get("breadcrumb")):
+        return texts
+    from category_classification.data.text import BREADCRUMB_SEPARATOR
+    from category_classification.models.fielded import add_fields
+
+    out = []
+    for text, bare in zip(texts, split["text_bare"]):
+        if not isinstance(bare, str) or not isinstance(text, str) or not text.startswith(bare):
+            out.append(text)  # a hand-made column: the text as it is
+        elif not settings.get("fielded"):
+            out.append(bare)
+        else:
+            crumb = text[len(bare) + len(BREADCRUMB_SEPARATOR):] if text.startswith(bare + BREADCRUMB_SEPARATOR) else ""
+            out.append(add_fields(bare, crumb))
+    return out
+
+
 def gs1_block(split, level_preds, evaluation) -> dict | None:
     """The MWPD official figures (weighted and macro F1 per GS1 level, their averages) when the split has
     the level columns and the model predicted every one of them."""
@@ -103,6 +126,7 @@ def refit_on(model_dir, split: str, data) -> str | None:
 def main(argv=None):
     args = build_parser().parse_args(argv)
     stay_offline()  # models come from their folders, never the hub
+    from category_classification.core.artifacts import text_settings
     from category_classification.evaluation import metrics as evaluation
     from category_classification.data.dataset_dir import (label_names, load_dataset_dir, other_label_of,
                                                            usable_split)
@@ -125,8 +149,12 @@ def main(argv=None):
     if trained_on_it:
         print(f"note: {trained_on_it} (--refit): the {args.split} figures (and a threshold chosen on them) "
               "describe offers it was trained on; use models trained without --refit for that", file=sys.stderr)
+    settings = text_settings(args.model)
+    if settings["fielded"]:
+        print("note: a dataset holds no URLs: the fielded model is scored on title, description and breadcrumb; "
+              "its figures with URL words come from its trainer (MWPD files)", file=sys.stderr)
     t0 = time.perf_counter()
-    scores = predictor.scores(split["text"])
+    scores = predictor.scores(model_texts(split, settings))
     seconds = time.perf_counter() - t0
     probs, preds, chosen, level_preds = predicted_labels(scores, predictor.labels, data_labels)
     m = evaluation.evaluate_split(split, preds, data_labels, **evaluation.eval_options(args))

@@ -73,7 +73,7 @@ def test_the_model_records_the_setting_and_predict_builds_the_training_text(mwpd
     model = mwpd["root"] / "model"
     info = json.loads((model / "category_model.json").read_text())
     assert info["breadcrumb"] is True and info["max_description_chars"] == 300
-    assert text_settings(model) == {"breadcrumb": True, "max_description_chars": 300}
+    assert text_settings(model) == {"breadcrumb": True, "max_description_chars": 300, "fielded": False}
     built = set(dataset_texts(mwpd["root"] / "on"))
     mwpd_like = tmp_path / "mwpd.jsonl"  # the MWPD files' own lines, field names and all
     mwpd_like.write_text("".join(json.dumps(r) + "\n" for r in mwpd["rows"]))
@@ -106,7 +106,7 @@ def test_an_ensemble_and_the_service_report_the_members_setting(mwpd, tmp_path):
     model = mwpd["root"] / "model"
     shutil.copytree(model, tmp_path / "twin")
     write_ensemble(tmp_path / "ens", [model, tmp_path / "twin"])
-    assert text_settings(tmp_path / "ens") == {"breadcrumb": True, "max_description_chars": 300}
+    assert text_settings(tmp_path / "ens") == {"breadcrumb": True, "max_description_chars": 300, "fielded": False}
     assert load_predictor(model).describe()["breadcrumb"] is True  # serve.py's GET /model shows it
 
 

@@ -147,9 +147,11 @@ def description_chars(info_or_dir) -> int:
 def text_settings(info_or_dir) -> dict:
     """Every TEXT_SETTINGS value a model's texts were built with, as keyword arguments of the prediction
     readers: "breadcrumb" is True only when category_model.json says so (models of datasets without it,
-    and LSPC ones, were trained on title + description)."""
+    and LSPC ones, were trained on title + description); "fielded" for a fielded_linear model (or an
+    ensemble of them), whose texts carry the breadcrumb and URL words behind markers (models/fielded.py)."""
     info = _info_of(info_or_dir)
-    return {"max_description_chars": description_chars(info), "breadcrumb": info.get("breadcrumb") is True}
+    return {"max_description_chars": description_chars(info), "breadcrumb": info.get("breadcrumb") is True,
+            "fielded": info.get("kind") == "fielded_linear" or info.get("fielded") is True}
 
 
 def refuse_inside(flag: str, out, folders) -> None:

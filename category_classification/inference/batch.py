@@ -35,6 +35,7 @@ TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order 
 TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
 DESCRIPTION_FIELDS = ("description", "Description")
 BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")  # read only for models trained with the breadcrumb
+URL_FIELDS = ("url", "URL")  # read only for fielded models (models/fielded.py: the URL's words)
 ID_FIELDS = ("id", "ID", "Id")  # copied to the output as "id" (MWPD files write "ID"): the first with a value
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
@@ -54,9 +55,11 @@ def _first_str(obj: dict, fields) -> str | None:
 
 
 def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
-                   breadcrumb: bool = False) -> tuple[str | None, str | None]:
+                   breadcrumb: bool = False, fielded: bool = False) -> tuple[str | None, str | None]:
     """The model text of one JSON record: a title gets its description (and, with `breadcrumb`, the shop's
-    breadcrumb) added with `offer_text`, as the builder does."""
+    breadcrumb) added with `offer_text`, as the builder does; for a `fielded` model the breadcrumb and URL
+    go behind their markers (`fielded_text`, as its trainer does). A blank title is a blank text, whatever
+    the other fields hold: no trainer learns from an offer without a title."""
     if not isinstance(obj, dict):
         return None, "not a JSON object"
     fields = (text_field,) if text_field else TEXT_FIELDS
@@ -67,10 +70,21 @@ def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEF
         if not isinstance(value, str):
             return None, f"field {f!r} is not a string"
         if f in TITLE_FIELDS:
-            crumb = _first_str(obj, BREADCRUMB_FIELDS) if breadcrumb else None
-            return offer_text(value, _first_str(obj, DESCRIPTION_FIELDS) or "", max_description_chars, crumb), None
+            if text_problem(value):  # the title alone: refused as a blank text like any other
+                return value, None
+            description = _first_str(obj, DESCRIPTION_FIELDS) or ""
+            crumb = _first_str(obj, BREADCRUMB_FIELDS) if breadcrumb or fielded else None
+            if fielded:
+                return _fielded_text(value, description, crumb, _first_str(obj, URL_FIELDS), max_description_chars), None
+            return offer_text(value, description, max_description_chars, crumb), None
         return value, None
     return None, f"no {' / '.join(fields)} field"
+
+
+def _fielded_text(title, description, crumb, url, max_description_chars: int) -> str:
+    from category_classification.models.fielded import fielded_text
+
+    return fielded_text(title, description, crumb, url, max_description_chars)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
@@ -101,8 +115,8 @@ def read_txt(path: Path) -> Iterator[Record]:
         yield Record({"line": n}, line, problem)
 
 
-def read_jsonl(path: Path, text_field: str | None = None,
-               max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = False) -> Iterator[Record]:
+def read_jsonl(path: Path, text_field: str | None = None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
+               breadcrumb: bool = False, fielded: bool = False) -> Iterator[Record]:
     for n, line, problem in _lines(path):
         ref = {"line": n}
         if line is None:
@@ -119,11 +133,49 @@ def read_jsonl(path: Path, text_field: str | None = None,
         except RecursionError:
             yield Record(ref, reason="JSON nested too deep")
             continue
-        text, reason = _text_from_obj(obj, text_field, max_description_chars, breadcrumb)
-        key = _id_field(obj) if isinstance(obj, dict) else None
-        if key is not None:
-            ref["id"] = obj[key]
-        yield Record(ref, text, reason)
+        yield _json_record(obj, ref, text_field, max_description_chars, breadcrumb, fielded)
+
+
+def _json_record(obj, ref: dict, text_field, max_description_chars: int, breadcrumb: bool, fielded: bool) -> Record:
+    text, reason = _text_from_obj(obj, text_field, max_description_chars, breadcrumb, fielded)
+    key = _id_field(obj) if isinstance(obj, dict) else None
+    if key is not None:
+        ref["id"] = obj[key]
+    return Record(ref, text, reason)
+
+
+def _starts_an_array(path: Path) -> bool:
+    """True when the file's first character (after a byte-order mark and whitespace) opens a JSON array."""
+    with open(path, "rb") as fh:
+        first = True
+        while block := fh.read(1 << 16):  # leading whitespace of any length
+            if first and block.startswith(codecs.BOM_UTF8):
+                block = block[len(codecs.BOM_UTF8):]
+            first = False
+            if block.strip():
+                return block.lstrip()[:1] == b"["
+    return False
+
+
+def read_json_array(path: Path, text_field: str | None = None,
+                    max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = False,
+                    fielded: bool = False) -> Iterator[Record]:
+    """The offers of a file that is one JSON array (as the MWPD files may be; the builder reads them), parsed
+    whole, so at most MAX_ARRAY_BYTES (larger: a user error, before any work); `line` is the offer's position
+    in the array. A file that does not parse as an array is read as JSON lines, each bad line reported."""
+    from category_classification.data.mwpd import MAX_ARRAY_BYTES
+
+    if path.stat().st_size > MAX_ARRAY_BYTES:
+        raise UserError(f"{path}: a JSON array of more than {MAX_ARRAY_BYTES >> 20} MB; write it as JSON lines "
+                        "(one offer per line), which is read at any size")
+    try:
+        items = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        items = None
+    if not isinstance(items, list):
+        return read_jsonl(path, text_field, max_description_chars, breadcrumb, fielded)
+    return (_json_record(obj, {"line": n}, text_field, max_description_chars, breadcrumb, fielded)
+            for n, obj in enumerate(items, 1))
 
 
 def _id_field(record: dict) -> str | None:
@@ -220,8 +272,8 @@ def _csv_records(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | 
                                     else f"bad CSV ({exc})")
 
 
-def read_csv(path: Path, text_field: str | None = None,
-             max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb: bool = False) -> Iterator[Record]:
+def read_csv(path: Path, text_field: str | None = None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
+             breadcrumb: bool = False, fielded: bool = False) -> Iterator[Record]:
     """The records of a CSV (or, by its suffix, tab-separated) file with a header row. The header is read
     now, so a file without a text column is refused before any work; the records as they are iterated."""
     delimiter = "\t" if Path(path).suffix.lower() == ".tsv" else ","
@@ -234,12 +286,14 @@ def read_csv(path: Path, text_field: str | None = None,
         raise UserError(f"{path}: no {' / '.join(fields)} column in the header row ({shown})")
     at = {name: i for i, name in enumerate(header)}  # a repeated name: its last column, as csv.DictReader
     description = next((d for d in DESCRIPTION_FIELDS if d in at), None) if column in TITLE_FIELDS else None
-    crumb_column = next((c for c in BREADCRUMB_FIELDS if c in at), None) if column in TITLE_FIELDS and breadcrumb else None
-    return _csv_rows(records, at, column, description, crumb_column, max_description_chars)
+    crumb_column = (next((c for c in BREADCRUMB_FIELDS if c in at), None)
+                    if column in TITLE_FIELDS and (breadcrumb or fielded) else None)
+    url_column = next((c for c in URL_FIELDS if c in at), None) if column in TITLE_FIELDS and fielded else None
+    return _csv_rows(records, at, column, description, crumb_column, max_description_chars, url_column, fielded)
 
 
 def _csv_rows(records, at: dict, column: str, description, crumb_column,
-              max_description_chars: int) -> Iterator[Record]:
+              max_description_chars: int, url_column=None, fielded: bool = False) -> Iterator[Record]:
     for line, cells, problem in records:
         ref = {"line": line}
         if cells is None:
@@ -254,16 +308,21 @@ def _csv_rows(records, at: dict, column: str, description, crumb_column,
             yield Record(ref, reason="too few columns")
         elif encodable(value) != value:
             yield Record(ref, reason="invalid UTF-8")
+        elif column in TITLE_FIELDS and text_problem(value):  # a blank title alone: a blank text, whatever else
+            yield Record(ref, value)                                # the row holds
         else:
-            yield Record(ref, _csv_text(value, row, description, crumb_column, max_description_chars))
+            yield Record(ref, _csv_text(value, row, description, crumb_column, max_description_chars, url_column,
+                                        fielded))
 
 
 def _csv_text(title: str, row: dict, description: str | None, crumb_column: str | None,
-              max_description_chars: int) -> str:
-    """A CSV row's model text: the title with its description (and breadcrumb) added as in training; a cell
-    with bad bytes (lone surrogates) is left out."""
-    desc, crumb = (row.get(c) if c else None for c in (description, crumb_column))
-    desc, crumb = (v if v and encodable(v) == v else None for v in (desc, crumb))
+              max_description_chars: int, url_column: str | None = None, fielded: bool = False) -> str:
+    """A CSV row's model text: the title with its description (and breadcrumb; for a fielded model also the
+    URL, behind their markers) added as in training; a cell with bad bytes (lone surrogates) is left out."""
+    desc, crumb, url = (row.get(c) if c else None for c in (description, crumb_column, url_column))
+    desc, crumb, url = (v if v and encodable(v) == v else None for v in (desc, crumb, url))
+    if fielded:
+        return _fielded_text(title, desc or "", crumb, url, max_description_chars)
     return offer_text(title, desc or "", max_description_chars, crumb) if desc or crumb else title
 
 
@@ -284,11 +343,11 @@ def _read_lspc_zip_minimal(path: Path) -> Iterator[Record]:
 
 def open_records(input_path=None, texts=None, zip_path=None, text_field: str | None = None,
                  max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS, members=None,
-                 breadcrumb: bool = False) -> Iterator[Record]:
+                 breadcrumb: bool = False, fielded: bool = False) -> Iterator[Record]:
     """The records of whichever source was given: --text values, an input file, or the LSPC zip (all of its
     members, or the listed `members`). Texts built from title + description cut the description to
-    `max_description_chars` and add a breadcrumb field when `breadcrumb`: the model's training settings
-    (core/artifacts.text_settings)."""
+    `max_description_chars` and add a breadcrumb field when `breadcrumb`, the breadcrumb and URL fields
+    behind their markers when `fielded`: the model's training settings (core/artifacts.text_settings)."""
     if texts is not None:
         return (Record({"line": i + 1, "text": model_text(t)}, t) for i, t in enumerate(texts))
     if zip_path is not None:
@@ -306,9 +365,10 @@ def open_records(input_path=None, texts=None, zip_path=None, text_field: str | N
     if suffix == ".txt":
         return read_txt(p)
     if suffix in (".jsonl", ".json", ".ndjson"):
-        return read_jsonl(p, text_field, max_description_chars, breadcrumb)
+        reader = read_json_array if _starts_an_array(p) else read_jsonl
+        return reader(p, text_field, max_description_chars, breadcrumb, fielded)
     if suffix in (".csv", ".tsv"):
-        return read_csv(p, text_field, max_description_chars, breadcrumb)
+        return read_csv(p, text_field, max_description_chars, breadcrumb, fielded)
     raise UserError(f"{p}: unsupported input type {suffix!r} (use .txt, .jsonl, .csv or .tsv)")
 
 

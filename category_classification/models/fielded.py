@@ -46,7 +46,12 @@ def fielded_text(title, description, breadcrumb=None, url=None,
     """One offer as the model's input text: offer text, then the breadcrumb and URL words behind markers (its
     own markers, not offer_text's " | ", since the model splits the fields apart; the breadcrumb is cleaned and
     cut by the same rule, text.breadcrumb_text)."""
-    text = offer_text(clean(title), clean(description), max_description_chars)
+    return add_fields(offer_text(clean(title), clean(description), max_description_chars), breadcrumb, url)
+
+
+def add_fields(text: str, breadcrumb=None, url=None) -> str:
+    """`text` (an offer text) with the breadcrumb and URL words behind their markers, as `fielded_text` adds
+    them; a field that is blank adds nothing."""
     crumb, words = breadcrumb_text(breadcrumb), url_words(url)
     return text + (CATEGORY_MARK + crumb if crumb else "") + (URL_MARK + words if words else "")
 
