@@ -58,13 +58,58 @@ def load_model(name_or_path, dtype=None, base: bool = False, **kwargs):
     if dtype is not None:  # None: the library's default
         kwargs["dtype"] = dtype
     try:
-        return (AutoModel if base else AutoModelForSequenceClassification).from_pretrained(str(name_or_path), **kwargs)
+        model, loading = (AutoModel if base else AutoModelForSequenceClassification).from_pretrained(
+            str(name_or_path), output_loading_info=True, **kwargs)
     except Exception as exc:
-        # not on disk and no hub access, no weights in the folder, or a damaged config or weights file
-        if not (isinstance(exc, OSError) or type(exc).__module__.startswith("safetensors")):
+        # not on disk and no hub access, no weights in the folder, a damaged config or weights file, a model type
+        # transformers does not know or that has no classification head (ValueError), weights of other sizes
+        if isinstance(exc, RuntimeError) and "mismatched" in str(exc):
+            raise UserError(f"cannot load model {str(name_or_path)!r}: its weights do not have the sizes its "
+                            "config.json gives (the config of another model?)") from None
+        if not (isinstance(exc, (OSError, ValueError)) or type(exc).__module__.startswith("safetensors")):
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"cannot load model {str(name_or_path)!r}: {first}") from None
+    check_weights_found(model, loading.get("missing_keys", ()), name_or_path)
+    return model
+
+
+def check_weights_found(model, missing_keys, name_or_path) -> None:
+    """Refuse a model most of whose encoder weights were not in the folder: transformers initialises them at
+    random with only a warning (config.json of one model beside the weights of another), and a random encoder
+    trains into a useless model with exit code 0. A new head (classifier, score) is expected to be missing."""
+    prefix = "" if model.base_model is model else model.base_model_prefix + "."
+    # counted in tensors, not numbers: an embedding table named alike in both models can outweigh every block
+    names = [name for name, _ in model.named_parameters() if name.startswith(prefix)]
+    lost = len(set(names) & set(missing_keys))
+    if names and lost > len(names) / 2:
+        raise UserError(f"cannot load model {str(name_or_path)!r}: its weights file lacks {lost} of the "
+                        f"{len(names)} encoder weight tensors its config.json describes (the config of another "
+                        "model?)")
+
+
+def position_limit(model) -> int | None:
+    """The most tokens `model` (loaded, or built on the meta device) reads at once: the rows of its learned
+    position table, less the offset RoBERTa-style models start positions at (padding_idx + 1); else its
+    config's max_position_embeddings; None when it gives neither. Longer inputs crash inside the model."""
+    from torch import nn
+
+    embeddings = getattr(model.base_model, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if isinstance(table, nn.Embedding):
+        offset = getattr(embeddings, "padding_idx", None)
+        return table.num_embeddings - (offset + 1 if isinstance(offset, int) else 0)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return limit if isinstance(limit, int) and limit > 0 else None
+
+
+def check_tokenizer_fits(model, tokenizer, name_or_path) -> None:
+    """A tokenizer whose ids run past the model's embedding rows (another model's) fails mid-run with an
+    IndexError: refuse it before any work."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise UserError(f"the tokenizer has {len(tokenizer):,} tokens but model {str(name_or_path)!r} embeds "
+                        f"{rows:,}: it is another model's tokenizer; use the model's own")
 
 
 def set_pad_id(model, tokenizer) -> int:

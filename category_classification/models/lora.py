@@ -107,18 +107,23 @@ def size_class(n_parameters: int) -> str:
     return "small" if n_parameters <= SMALL_MODEL_MAX_PARAMETERS else "large"
 
 
-def parameters_from_config(name_or_path: str, num_labels: int = 2) -> int:
-    """The classifier's parameter count, built from the model's config on the meta device (no weights read)."""
+def meta_classifier(name_or_path: str, num_labels: int = 2):
+    """The classifier built from the model's config on the meta device (no weights read): its size and the
+    tokens it can read, known before any loading."""
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     try:
         config = AutoConfig.from_pretrained(str(name_or_path), num_labels=num_labels)
-    except (OSError, ValueError) as exc:  # not on disk and no hub access, or no/garbled config.json
+        with torch.device("meta"):
+            return AutoModelForSequenceClassification.from_config(config)
+    except (OSError, ValueError) as exc:  # not on disk and no hub access, no/garbled config.json, no such head
         raise UserError(f"cannot load model {name_or_path!r}: {str(exc).splitlines()[0]}") from None
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+
+
+def parameters_from_config(name_or_path: str, num_labels: int = 2) -> int:
+    """The classifier's parameter count, from its config (meta_classifier)."""
+    return sum(p.numel() for p in meta_classifier(name_or_path, num_labels).parameters())
 
 
 def with_size_defaults(cfg: LoraTrainConfig, n_parameters: int) -> tuple[LoraTrainConfig, str, dict]:
@@ -235,13 +240,17 @@ def top_layers(model, n: int) -> list[int] | None:
 
 
 def head_modules(model, train_pooler: bool = True) -> list[str]:
-    """Modules trained in full next to LoRA: the classification head (and a BERT-style pooler)."""
-    names = {n.split(".")[-1] for n, _ in model.named_children()}
+    """Modules trained in full next to LoRA: the classification head, with every other module outside the
+    encoder that has weights (DeBERTa's pooler, DistilBERT's pre_classifier: new, random, no LoRA), and a
+    BERT-style pooler inside the encoder (pretrained; --no_train_pooler keeps it frozen)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    names = [n for n, m in model.named_children() if n != prefix and next(m.parameters(), None) is not None]
     head = [n for n in ("classifier", "score") if n in names]
     if not head:
         raise UserError(f"{type(model).__name__} has no `classifier` or `score` head")
-    if train_pooler:
-        base = getattr(model, getattr(model, "base_model_prefix", ""), None)
+    head += [n for n in names if n not in head]
+    if train_pooler and "pooler" not in head:
+        base = getattr(model, prefix, None)
         if base is not None and getattr(base, "pooler", None) is not None:
             head.append("pooler")
     return head

@@ -28,7 +28,7 @@ class SentenceEmbedder:
                  safetensors_only: bool = False):
         import torch
 
-        from category_classification.models.hf import load_model
+        from category_classification.models.hf import check_tokenizer_fits, load_model, position_limit
         from category_classification.models.tokenization import load_tokenizer
 
         if max_length < 1:
@@ -39,6 +39,9 @@ class SentenceEmbedder:
         # a saved model's copy is read as safetensors only: never a pickled weights file put beside it
         extra = {"use_safetensors": True} if safetensors_only else {}
         self.model = load_model(self.name, dtype=torch.float32, base=True, **extra).eval()
+        check_tokenizer_fits(self.model, self.tokenizer, self.name)
+        # longer texts are cut where the encoder's positions end (a longer input crashes inside it)
+        self.max_length = min(self.max_length, position_limit(self.model) or self.max_length)
         self._memo: dict[str, np.ndarray] = {}
         try:  # a model whose forward pass gives no token vectors (an encoder-decoder, a head-only config)
             self.dim = int(self._vectors(["a product"]).shape[1])

@@ -201,6 +201,10 @@ def load_tokenizer(name_or_path):
         tok = AutoTokenizer.from_pretrained(str(name_or_path))
     except Exception as exc:  # OSError, ValueError, ... for a name that is not there
         raise UserError(f"cannot load tokenizer {name_or_path!r}: {str(exc).splitlines()[0]}") from None
+    if len(tok) <= len(set(tok.all_special_ids)):
+        # a folder without tokenizer files gets an empty tokenizer of the config's type: every word [UNK]
+        raise UserError(f"tokenizer {name_or_path!r} has no vocabulary, only its {len(tok)} special tokens "
+                        "(no tokenizer files in the folder?)")
     if tok.pad_token_id is None:
         fallback = tok.eos_token or tok.unk_token or tok.sep_token
         if fallback is None:

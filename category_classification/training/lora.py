@@ -15,8 +15,9 @@ from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError
 from category_classification.models.lora import (CONFIG_FILE, EIGHT_BIT_OPTIMIZERS, OPTIMIZERS, LoraTrainConfig,
                                                   add_lora, count_parameters, load_classifier, load_tokenizer_for,
-                                                  merge, merge_from_adapter_dir, parameters_from_config,
-                                                  precision_for, with_size_defaults)
+                                                  merge, merge_from_adapter_dir, meta_classifier, precision_for,
+                                                  with_size_defaults)
+from category_classification.models.hf import check_tokenizer_fits, position_limit
 from category_classification.training.distributed import is_main_process, resolve_device, world_size
 
 # Device, batches, optimizer
@@ -241,10 +242,16 @@ def settle_config(cfg: LoraTrainConfig, log=print) -> LoraTrainConfig:
                    non_negative=("max_grad_norm", "weight_decay", "eval_steps", "early_stopping_patience",
                                  "max_samples_per_class", "micro_batch", "lora_layers"),
                    shares=("lora_dropout", "warmup_ratio"))
+    meta = meta_classifier(cfg.model)
+    limit = position_limit(meta)  # a model reads at most this many tokens; more crash inside it mid-run
+    if cfg.seq_len is not None and limit and cfg.seq_len > limit:
+        raise UserError(f"--seq_len {cfg.seq_len} is more than the {limit} tokens model {cfg.model!r} can read")
     if not cfg.unset():
         return cfg
-    n_params = parameters_from_config(cfg.model)
+    n_params = sum(p.numel() for p in meta.parameters())
     cfg, size, chosen = with_size_defaults(cfg, n_params)
+    if limit and cfg.seq_len > limit:
+        cfg.seq_len = chosen["seq_len"] = limit
     if is_main_process():
         log(f"model size {n_params / 1e6:.1f}M parameters ({size}): chose "
             + ", ".join(f"{k}={v}" for k, v in chosen.items()) + " (flags given explicitly win)")
@@ -279,6 +286,7 @@ def build_model(cfg: LoraTrainConfig, labels, device):
     quant = _quantization_config(cfg, device)
     model = load_classifier(cfg.model, labels, dtype=precision_for(device)["load_dtype"],
                             quantization_config=quant, pad_token_id=tokenizer.pad_token_id)
+    check_tokenizer_fits(model, tokenizer, cfg.model)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
