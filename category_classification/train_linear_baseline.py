@@ -9,7 +9,8 @@ train-only fit.
 With --hierarchy (a dataset built with --label_level all) it trains one model per GS1 level and decodes
 the three levels together along the lvl1 > lvl2 > lvl3 paths seen in training (models/hierarchical.py).
 On a breadcrumb dataset (its `text_bare` column) every fit also learns each training offer's text without its
-breadcrumb, so offers that arrive without one score as well (--no_breadcrumb_copies: `text` alone).
+breadcrumb, so offers that arrive without one score as well (--no_breadcrumb_copies: `text` alone); on a
+dataset with a `text_title` column, each offer's title alone too (--no_title_copies: not).
 """
 
 import argparse
@@ -27,7 +28,8 @@ from category_classification.data.dataset_dir import get_split, label_names, loa
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
                                                         eval_options, evaluate_split, format_metrics,
                                                         format_open_set, gs1_metrics, write_results)
-from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
+from category_classification.models.linear import (COPY_KINDS, LinearConfig, LinearTextClassifier, copy_variants,
+                                                   with_copies)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +91,11 @@ def fine_categories(split, cfg: LinearConfig):
     return split[FINE_COLUMN]
 
 
-def split_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, list | None]:
+def split_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, dict]:
     """The texts and `columns` (plus "sources" for source_categories, "fine" for fine_categories) of
-    `splits`, and their bare texts when cfg.breadcrumb_copies asks for the copies (None otherwise)."""
-    from category_classification.data.builder import TEXT_BARE_COLUMN
+    `splits`, and the variant texts the config asks copies of: {"breadcrumb": bare texts} with
+    cfg.breadcrumb_copies, {"title": title texts} with cfg.title_copies, where every split has the column."""
+    from category_classification.data.builder import TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN
 
     texts = [t for s in splits for t in s["text"]]
     cols = {c: [v for s in splits for v in s[c]] for c in columns}
@@ -100,19 +103,22 @@ def split_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dic
         found = [column_of(s, cfg) for s in splits]
         if all(v is not None for v in found):
             cols[key] = [v for part in found for v in part]
-    if not (cfg.breadcrumb_copies and all(TEXT_BARE_COLUMN in s.column_names for s in splits)):
-        return texts, cols, None
-    return texts, cols, [t for s in splits for t in s[TEXT_BARE_COLUMN]]
+    available = {key: [t for s in splits for t in s[column]]
+                 for key, column in (("breadcrumb", TEXT_BARE_COLUMN), ("title", TEXT_TITLE_COLUMN))
+                 if all(column in s.column_names for s in splits)}
+    return texts, cols, copy_variants(cfg, available)
 
 
-def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, int]:
+def fit_rows(splits, cfg: LinearConfig, columns=("label",)) -> tuple[list, dict, dict]:
     """The training texts and columns of `splits` (train, or train + validation to refit; split_rows), and
-    how many bare copies were added: each offer whose text_bare differs from its text is added once more
-    with the bare text, its labels, source and fine category copied."""
-    texts, cols, bare = split_rows(splits, cfg, columns)
-    if bare is None:
-        return texts, cols, 0
-    return with_bare_copies(texts, bare, cols)
+    how many copies were added ({"breadcrumb": n, "title": n}): each offer whose text_bare (then
+    text_title) differs from its text and its earlier copies is added once more with that text, its
+    labels, source and fine category copied."""
+    texts, cols, variants = split_rows(splits, cfg, columns)
+    texts, cols, counts = with_copies(texts, list(variants.values()), cols)
+    added = dict.fromkeys(COPY_KINDS, 0)
+    added.update(zip(variants, counts))
+    return texts, cols, added
 
 
 def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: int) -> tuple[float, dict]:
@@ -123,13 +129,13 @@ def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: in
     from category_classification.models.linear import choose_bias
     from category_classification.training.open_set import grouped_folds, out_of_fold
 
-    texts, cols, bare = split_rows(splits, model.config, ("label", "cluster"))
+    texts, cols, variants = split_rows(splits, model.config, ("label", "cluster"))
     y, groups = np.asarray(cols["label"]), np.asarray(cols["cluster"])
     if folds < 2 or len(np.unique(groups)) < folds:
         raise UserError(f"--other_bias cv needs --other_bias_folds >= 2 and at least that many title groups "
                         f"(the data has {len(np.unique(groups))}); use --other_bias auto or a number")
     parts = out_of_fold(texts, y, grouped_folds(y, groups, folds, model.config.seed), model.labels, model.config,
-                        cols.get("sources"), cols.get("fine"), bare)
+                        cols.get("sources"), cols.get("fine"), variants)
     return choose_bias(parts, y, model.labels, model.labels.index(model.config.other_label), objective)
 
 
@@ -168,7 +174,7 @@ def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
 
 
 def fit_linear(labels, cfg: LinearConfig, splits) -> tuple[LinearTextClassifier, int]:
-    """A linear model fitted on `splits` (with bare copies, fit_rows), and the number of copies."""
+    """A linear model fitted on `splits` (with the bare and title copies, fit_rows), and the copies added."""
     texts, cols, copies = fit_rows(splits, cfg)
     return LinearTextClassifier(labels, cfg).fit(texts, cols["label"], cols.get("sources"), cols.get("fine")), copies
 
@@ -242,10 +248,12 @@ def train_hierarchy(args) -> int:
     if test is not None and len(test):
         metrics["test"] = gs1_split_metrics(model, test, labels, args)
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
-               breadcrumb_copies=copies, results=lambda stage: write_results(
+               breadcrumb_copies=copies["breadcrumb"], title_copies=copies["title"],
+               results=lambda stage: write_results(
                    stage, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
                    metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit),
-                                           "breadcrumb_copies": copies}, history_from=args.out))
+                                           "breadcrumb_copies": copies["breadcrumb"],
+                                           "title_copies": copies["title"]}, history_from=args.out))
     for split, m in metrics.items():
         g = m["gs1"]
         print(f"[{split}] MWPD avg weighted F1 {g['avg_weighted_f1']:.4f} ("
@@ -279,8 +287,10 @@ def main(argv=None) -> int:
           + (f" (out of scope: {cfg.other_label})" if cfg.other_label else ""))
     t0 = time.perf_counter()
     model, copies = fit_linear(labels, cfg, [train])
-    if copies:
-        print(f"also trained on {copies} texts without their breadcrumb (--no_breadcrumb_copies: not)")
+    if copies["breadcrumb"]:
+        print(f"also trained on {copies['breadcrumb']} texts without their breadcrumb (--no_breadcrumb_copies: not)")
+    if copies["title"]:
+        print(f"also trained on {copies['title']} titles alone (--no_title_copies: not)")
     if model.other_subclasses:
         print(f"{cfg.other_label} trained as {len(model.other_subclasses)} source-category sub-classes "
               f"(>= {cfg.other_min_size} training rows each) + the rest pooled")
@@ -301,11 +311,12 @@ def main(argv=None) -> int:
         metrics["test"] = split_metrics(model, test, labels, args)
 
     extra = {"train_seconds": round(train_seconds, 2), "train_size": len(train), "refit": bool(args.refit),
-             "breadcrumb_copies": copies, "temperature": model.temperature, "other_bias": model.other_bias,
+             "breadcrumb_copies": copies["breadcrumb"], "title_copies": copies["title"],
+             "temperature": model.temperature, "other_bias": model.other_bias,
              **({"other_bias_cv": bias_cv} if bias_cv else {}),
              "classes_without_training_examples": model.classes_without_training_examples}
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
-               breadcrumb_copies=copies,
+               breadcrumb_copies=copies["breadcrumb"], title_copies=copies["title"],
                figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()},
                results=lambda stage: write_results(stage, f"linear ({cfg.features} n-grams + LinearSVC)", asdict(cfg),
                                                    metrics, labels, extra=extra, history_from=args.out))

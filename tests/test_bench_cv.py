@@ -94,7 +94,7 @@ def test_open_set_cv_trains_fine_sub_classes_and_decides_by_summed_labels(monkey
     fine = [t.split()[0] if y == 0 else "books" for t, y in zip(texts, labels)]
     y = np.asarray(labels)
     folds = grouped_folds(y, np.arange(len(y)), 3)
-    default = CONFIGS["split by source, classes by fine category (the default)"]
+    default = CONFIGS["split by source, classes by fine category, title copies (the default)"]
     cfg = LinearConfig(other_label="Other", other_min_size=5, **default)
     parts = out_of_fold(texts, y, folds, SPLIT_LABELS, cfg, sources, fine)
     for _, scores, _, columns in parts:
@@ -108,6 +108,29 @@ def test_open_set_cv_trains_fine_sub_classes_and_decides_by_summed_labels(monkey
     plain_cfg = LinearConfig(other_label="Other", **{**CONFIGS["split by source, min 20"], "other_min_size": 5})
     plain = out_of_fold(texts, y, folds, SPLIT_LABELS, plain_cfg, sources, fine)
     assert all((columns == 0).sum() == 1 for _, _, _, columns in plain)  # class_split none: one column
+
+
+def test_out_of_fold_views_score_other_texts_with_the_same_models_and_fit_the_copies_asked_for():
+    from category_classification.models.linear import LinearConfig
+    from category_classification.training.open_set import grouped_folds, out_of_fold, out_of_fold_views
+    from tests.test_linear_model import SPLIT_LABELS, split_offers
+
+    texts, labels, sources = split_offers(30)
+    titles = [" ".join(t.split()[:2]) for t in texts]
+    y = np.asarray(labels)
+    folds = grouped_folds(y, np.arange(len(y)), 3)
+    cfg = LinearConfig(other_label="Other", other_min_size=5)
+    got = out_of_fold_views(texts, y, folds, SPLIT_LABELS, cfg, sources, views={"same": texts, "titles": titles})
+    for (i, a, ta, _), (j, b, tb, _) in zip(got["text"], got["same"]):
+        assert (i == j).all() and np.array_equal(a, b) and ta == tb  # one model per fold, both views
+    assert any(not np.allclose(a[1], b[1]) for a, b in zip(got["text"], got["titles"]))
+    # the title copies are fitted only where the config asks for them
+    plain = out_of_fold(texts, y, folds, SPLIT_LABELS, LinearConfig(other_label="Other", other_min_size=5,
+                                                                    title_copies=False), sources,
+                        variants={"title": titles})
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(plain, got["text"]))
+    copied = out_of_fold(texts, y, folds, SPLIT_LABELS, cfg, sources, variants={"title": titles})
+    assert any(not np.allclose(a[1], b[1]) for a, b in zip(copied, got["text"]))
 
 
 def test_wdc_agreement_counts_against_the_category_field_and_survives_bad_lines(tmp_path, monkeypatch, capsys):

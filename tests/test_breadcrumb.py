@@ -184,14 +184,15 @@ def test_the_linear_model_also_fits_the_bare_copies_and_a_dataset_without_them_t
     assert info["breadcrumb_copies"] == differ  # the default: train + one bare copy per offer with a breadcrumb
     # one column per class: the copies also lift more level-3 kinds over the sub-class minimum, which would
     # change the shape, not only the weights
-    one = ("--class_split", "none")
+    # (the title copies are held apart: tests/test_title_copies.py)
+    one = ("--class_split", "none", "--no_title_copies")
     copies, without = _train(mwpd["root"] / "on", tmp_path / "no_copies", "--no_breadcrumb_copies", *one)
     assert copies == 0
     _, with_copies = _train(mwpd["root"] / "on", tmp_path / "copies", *one)
     assert with_copies.shape == without.shape and not np.allclose(with_copies, without)
     # a dataset without the column (built before it existed) trains exactly as with --no_breadcrumb_copies
     old = tmp_path / "old_data"
-    load_from_disk(str(mwpd["root"] / "on")).remove_columns("text_bare").save_to_disk(str(old))
+    load_from_disk(str(mwpd["root"] / "on")).remove_columns(["text_bare", "text_title"]).save_to_disk(str(old))
     (old / "build_report.json").write_text((mwpd["root"] / "on" / "build_report.json").read_text())
     copies, old_weights = _train(old, tmp_path / "old_model", *one)
     assert copies == 0 and np.array_equal(old_weights, without)
@@ -209,11 +210,13 @@ def test_fit_rows_copies_labels_sources_and_levels_of_every_split():
                            "source_category": ["Footwear"]})
     cfg = LinearConfig(other_label="Other")  # Other split by source: the source column is copied too
     texts, cols, copies = fit_rows([a, b], cfg, ("label", "lvl3"))
-    assert copies == 2 and texts == ["red tee | Tops", "blue jeans", "boots | Shoes", "red tee", "boots"]
+    assert copies == {"breadcrumb": 2, "title": 0} and texts == ["red tee | Tops", "blue jeans", "boots | Shoes",
+                                                                   "red tee", "boots"]
     assert cols == {"label": [0, 1, 2, 0, 2], "lvl3": [5, 6, 7, 5, 7],
                     "sources": ["Clothing", "Food", "Footwear", "Clothing", "Footwear"]}
     off = LinearConfig(breadcrumb_copies=False)
-    assert fit_rows([a, b], off) == (["red tee | Tops", "blue jeans", "boots | Shoes"], {"label": [0, 1, 2]}, 0)
+    assert fit_rows([a, b], off) == (["red tee | Tops", "blue jeans", "boots | Shoes"], {"label": [0, 1, 2]},
+                                     {"breadcrumb": 0, "title": 0})
 
 
 def test_the_hierarchy_and_the_refit_fit_the_copies_too(mwpd, tmp_path):

@@ -88,19 +88,24 @@ SOURCE_COLUMN = "source_category"  # --other_label datasets: the category each o
 # Breadcrumb datasets: each offer's text without the shop's breadcrumb (= `text` when it has none), so a
 # trainer can also learn from offers as they arrive without one (LinearConfig.breadcrumb_copies).
 TEXT_BARE_COLUMN = "text_bare"
+# Each offer's title alone under the same text rule (= `text` when it has no description or breadcrumb), so a
+# trainer can also learn from offers that arrive as a title only (LinearConfig.title_copies).
+TEXT_TITLE_COLUMN = "text_title"
 # MWPD 6-class and --other_label datasets: each offer's GS1 level-3 class, so a trainer can learn every target
 # class as sub-classes (Clothing is nine product kinds; docs/benchmarks.md, "Offers outside the six classes").
 FINE_COLUMN = "fine_category"
-STRING_COLUMNS = ("text", TEXT_BARE_COLUMN, FINE_COLUMN)
+STRING_COLUMNS = ("text", TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN, FINE_COLUMN)
 
 
 def features_for(label_names, levels: dict | None = None, source_category: bool = False, bare_text: bool = False,
-                 fine_category: bool = False):
+                 fine_category: bool = False, title_text: bool = False):
     from datasets import ClassLabel, Features, Value
 
     cols = {"text": Value("string")}
     if bare_text:
         cols[TEXT_BARE_COLUMN] = Value("string")
+    if title_text:
+        cols[TEXT_TITLE_COLUMN] = Value("string")
     cols["label"] = ClassLabel(names=list(label_names))
     cols.update({name: ClassLabel(names=list(names)) for name, names in (levels or {}).items()})
     cols["cluster"] = Value("int64")
@@ -111,21 +116,24 @@ def features_for(label_names, levels: dict | None = None, source_category: bool 
     return Features(cols)
 
 
-def shard_schema(levels=(), bare_text: bool = False, fine_category: bool = False) -> pa.Schema:
+def shard_schema(levels=(), bare_text: bool = False, fine_category: bool = False, title_text: bool = False) -> pa.Schema:
     """Pass-1 rows: the final columns as plain ints, plus `source` (the row's source-category code)."""
-    texts = [("text", pa.string())] + ([(TEXT_BARE_COLUMN, pa.string())] if bare_text else [])
+    texts = [("text", pa.string())] + ([(TEXT_BARE_COLUMN, pa.string())] if bare_text else []) + (
+        [(TEXT_TITLE_COLUMN, pa.string())] if title_text else [])
     fine = [(FINE_COLUMN, pa.string())] if fine_category else []
     return pa.schema([*texts, ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
                       ("cluster", pa.int64()), ("source", pa.int32()), *fine])
 
 
 class ShardWriter:
-    """Appends column batches (dicts: "text" (and with `bare_text` TEXT_BARE_COLUMN, with `fine_category`
-    FINE_COLUMN) a list, the rest arrays; a missing `label` is -1) to one Arrow stream file."""
+    """Appends column batches (dicts: "text" (and with `bare_text` TEXT_BARE_COLUMN, with `title_text`
+    TEXT_TITLE_COLUMN, with `fine_category` FINE_COLUMN) a list, the rest arrays; a missing `label` is -1) to
+    one Arrow stream file."""
 
-    def __init__(self, path, levels=(), bare_text: bool = False, fine_category: bool = False):
+    def __init__(self, path, levels=(), bare_text: bool = False, fine_category: bool = False,
+                 title_text: bool = False):
         self.path = str(path)
-        self.schema = shard_schema(levels, bare_text, fine_category)
+        self.schema = shard_schema(levels, bare_text, fine_category, title_text)
         self.sink = pa.OSFile(self.path, "wb")
         self.writer = pa.ipc.new_stream(self.sink, self.schema)
         self.rows = 0
@@ -177,7 +185,7 @@ def _member_to_shard(task):
     index, member = task
     w = _WORKER
     counts: Counter = Counter()
-    writer = ShardWriter(Path(w["tmp_dir"]) / f"shard-{index:05d}.arrow")
+    writer = ShardWriter(Path(w["tmp_dir"]) / f"shard-{index:05d}.arrow", title_text=True)
     rows = None
     for item in read_member(w["zip_path"], member, w["plan"], counts):
         if isinstance(item, dict):
@@ -306,12 +314,13 @@ def _assign(clusters, labels, forced, keep, config: BuildConfig) -> np.ndarray:
 
 def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources=None, categories=()) -> dict:
     """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels (and,
-    for an Other class, each row's source category name; the bare text and the fine category where the
-    shards hold them)."""
+    for an Other class, each row's source category name; the bare text, the title text and the fine category
+    where the shards hold them)."""
     with_source = bool(plan.other_label)
     shard_columns = {n for s in shards for n in pa.ipc.open_stream(pa.memory_map(s.path)).schema.names}
     bare, fine = TEXT_BARE_COLUMN in shard_columns, FINE_COLUMN in shard_columns
-    schema = features_for(plan.names, plan.levels, source_category=with_source, bare_text=bare,
+    title = TEXT_TITLE_COLUMN in shard_columns
+    schema = features_for(plan.names, plan.levels, source_category=with_source, bare_text=bare, title_text=title,
                           fine_category=fine).arrow_schema
     names = pa.array(list(categories) or [""], pa.string())
     paths = {name: tmp_dir / f"{name}.arrow" for name in SPLIT_NAMES}
@@ -324,7 +333,8 @@ def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources
         for batch in pa.ipc.open_stream(pa.memory_map(s.path)):
             part = codes[offset: offset + batch.num_rows]
             label = pa.array(labels[offset: offset + batch.num_rows], pa.int64())
-            texts = [batch.column("text")] + ([batch.column(TEXT_BARE_COLUMN)] if bare else [])
+            texts = [batch.column(c) for c, on in (("text", True), (TEXT_BARE_COLUMN, bare), (TEXT_TITLE_COLUMN, title))
+                     if on]
             cols = [*texts, label, *(batch.column(c) for c in plan.levels), batch.column("cluster")]
             if with_source:
                 cols.append(names.take(pa.array(sources[offset: offset + batch.num_rows], pa.int64())))

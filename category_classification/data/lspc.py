@@ -350,12 +350,13 @@ class ReadPlan:
 
 
 class MemberRows:
-    """Rows a worker keeps from one member (text, cluster, source-category code), handed out in batches;
-    `vocab` names the codes; the votes (cluster, category code) make the majority map."""
+    """Rows a worker keeps from one member (text, title text, cluster, source-category code), handed out in
+    batches; `vocab` names the codes; the votes (cluster, category code) make the majority map."""
 
     def __init__(self, plan: ReadPlan, counts: Counter):
         self.plan, self.counts = plan, counts
         self.texts: list[str] = []
+        self.titles: list[str] = []
         self.clusters: list[int] = []
         self.sources: list[int] = []
         self.vote_cid = array("q")  # one (cluster, category code) vote per offer with a category
@@ -396,19 +397,22 @@ class MemberRows:
         return count_pairs(cids, codes, np.ones(cids.size, dtype=np.int64))
 
     def keep(self, obj: dict, cid: int, code: int) -> None:
-        text = offer_model_text(obj, self.plan.max_description_chars)
-        if not text:
+        title, description = offer_title_description(obj)
+        if not (title and has_visible_text(title)):
             self.counts["missing_title"] += 1
             return
-        self.texts.append(text)
+        self.texts.append(offer_text(title, description, self.plan.max_description_chars))
+        self.titles.append(offer_text(title))  # what the model text is for an offer that arrives as a title only
         self.clusters.append(cid)
         self.sources.append(code)
 
     def take(self) -> dict:
-        out = {"text": self.texts, "cluster": np.asarray(self.clusters, dtype=np.int64),
+        from category_classification.data.builder import TEXT_TITLE_COLUMN
+
+        out = {"text": self.texts, TEXT_TITLE_COLUMN: self.titles, "cluster": np.asarray(self.clusters, dtype=np.int64),
                "source": np.asarray(self.sources, dtype=np.int32)}
         self.counts["records_kept"] += len(self.texts)
-        self.texts, self.clusters, self.sources = [], [], []
+        self.texts, self.titles, self.clusters, self.sources = [], [], [], []
         return out
 
 
@@ -504,7 +508,7 @@ def _read_by_map(lines, rows: MemberRows, batch_lines: int):
 
 
 def read_member(zip_path, member: str, plan: ReadPlan, counts: Counter, batch_lines: int = 16384):
-    """Yield column batches {"text", "cluster", "source"} of the kept offers of one member, then a last
+    """Yield column batches {"text", "text_title", "cluster", "source"} of the kept offers of one member, then a last
     item: the MemberRows (its category vocabulary and cluster votes). Every line is counted."""
     rows = MemberRows(plan, counts)
     reader = _read_by_map if plan.cmap is not None else _read_by_field

@@ -170,7 +170,8 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
                  breadcrumb: bool = True):
     """Yield an OfferRecord for each usable offer of an MWPD file (JSON lines, plain or gzip; a single
     JSON array works too): the model text (ending with the offer's breadcrumb unless `breadcrumb` is False;
-    on is the builder's MWPD default; then `bare_text` is the same text without it), the title's group id,
+    on is the builder's MWPD default; then `bare_text` is the same text without it; `title_text` is the title
+    alone), the title's group id,
     and the class at every level in `labels` (None where it has none). Skipped lines are counted in `counts`
     by reason."""
     from category_classification.data.records import OfferRecord
@@ -191,7 +192,8 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
         crumb = offer.get(BREADCRUMB_FIELD) if breadcrumb else None
         text = offer_text(title, description, max_description_chars, crumb) if crumb is not None else bare
         yield OfferRecord(text, group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
-                          labels=labels, ref={"line": n}, bare_text=bare if breadcrumb else None)
+                          labels=labels, ref={"line": n}, bare_text=bare if breadcrumb else None,
+                          title_text=offer_text(title))
 
 
 def read_mwpd(path, level: str = "six", counts: Counter | None = None,
@@ -266,7 +268,8 @@ def read_mwpd_files(args, config, tmp):
     6 classes or with an Other class, FINE_COLUMN = GS1 level 3)."""
     import numpy as np
 
-    from category_classification.data.builder import FINE_COLUMN, TEXT_BARE_COLUMN, LabelPlan, Shard, ShardWriter
+    from category_classification.data.builder import (FINE_COLUMN, TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN, LabelPlan,
+                                                      Shard, ShardWriter)
     from category_classification.data.records import ReadResult, parse_categories
 
     targets = parse_categories(args.categories, default=None)
@@ -291,8 +294,8 @@ def read_mwpd_files(args, config, tmp):
         categories = sorted({rec.category for rec, _ in kept})
         code = {c: k for k, c in enumerate(categories)}
         writer = ShardWriter(tmp / f"mwpd-{i}.arrow", levels=tuple(plan.levels), bare_text=config.breadcrumb,
-                             fine_category=fine)
-        columns = {"text": [rec.text for rec, _ in kept],
+                             fine_category=fine, title_text=True)
+        columns = {"text": [rec.text for rec, _ in kept], TEXT_TITLE_COLUMN: [rec.title_text for rec, _ in kept],
                    "label": np.array([index[lab] for _, lab in kept], dtype=np.int64),
                    "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
                    "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}

@@ -18,7 +18,8 @@ class OfferRecord:
     why); `group` keeps duplicates in one split (LSPC cluster id, MWPD title hash); `category` is the
     source's own category (WDC `category` field, MWPD GS1 level 1); `labels` holds MWPD's classes by
     level; `ref` says where the offer came from; `bare_text` is the text without the shop's breadcrumb
-    (None when the reader added none to `text`; equal to it when the offer has none)."""
+    (None when the reader added none to `text`; equal to it when the offer has none); `title_text` is the
+    title alone under the same text rule (equal to `text` when the offer has nothing else)."""
 
     text: str | None
     group: int | None = None
@@ -27,6 +28,7 @@ class OfferRecord:
     ref: dict = field(default_factory=dict)
     reason: str | None = None
     bare_text: str | None = None
+    title_text: str | None = None
 
 
 @dataclass

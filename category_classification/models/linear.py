@@ -60,7 +60,7 @@ class LinearConfig:
                                         "source_category column), summed back at prediction; none: one class",
                               choices=("source", "none"))
     other_min_size: int = option(20, "training rows a source (or fine) category needs to be its own sub-class; "
-                                      "bare breadcrumb copies count as rows")
+                                      "bare and title copies count as rows")
     # "fine": each target class is trained as sub-classes, one per fine category (the dataset's
     # fine_category column: GS1 level 3 on MWPD 6-class datasets) holding at least other_min_size training
     # offers, the rest in the class's own column; summed back like Other's. A target class is many kinds of
@@ -78,6 +78,13 @@ class LinearConfig:
     breadcrumb_copies: bool = option(True, "also train on each training offer's text without its breadcrumb "
                                            "(the dataset's text_bare column, where it differs from text), so "
                                            "offers without one score as well; calibration and metrics use text")
+    # Datasets with a text_title column (built since it exists): a model fitted on title + description (+
+    # breadcrumb) scored 0.861 macro-F1 on the same offers given as their title alone (predict.py --text, a
+    # feed of names); also fitting each offer's title kept 0.933 on whole offers and gave 0.889 on titles
+    # (grouped 5-fold CV over the 7,185 MWPD six-class offers, docs/benchmarks.md, "Titles alone").
+    title_copies: bool = option(True, "also train on each training offer's title alone (the dataset's "
+                                      "text_title column, where it differs from the text and the bare text), "
+                                      "so offers that arrive as a title only score as well")
     # Frozen sentence embeddings appended to the n-grams (models/sentence_embedding.py): grouped 5-fold CV on
     # the 7,185 MWPD six-class offers, the MWPD default (breadcrumb, bare copies, level-3 sub-classes) 0.9329
     # -> 0.9470 macro-F1 with all-MiniLM-L6-v2; but every offer then goes through the encoder (tens of offers
@@ -135,15 +142,41 @@ class LinearConfig:
             raise UserError(f"{CONFIG_FILE} is damaged: {exc}") from None
 
 
-def with_bare_copies(texts: Sequence[str], bare: Sequence[str], columns: dict) -> tuple[list, dict, int]:
-    """`texts` followed by each `bare` text (the same offer without its breadcrumb) that differs from its
-    text, `columns` (name -> per-offer values: labels, source categories) with those rows repeated, and the
-    number of copies: the training rows of `LinearConfig.breadcrumb_copies`."""
+def with_copies(texts: Sequence[str], variants: Sequence[Sequence], columns: dict) -> tuple[list, dict, list]:
+    """`texts` followed, for each variant (a text per offer: the offer without its breadcrumb, its title
+    alone), by each offer's variant text that differs from its text and from its earlier variants;
+    `columns` (name -> per-offer values: labels, source categories) with those rows repeated; and the number
+    of copies per variant: the training rows of `LinearConfig.breadcrumb_copies` and `title_copies`."""
     texts = list(texts)
-    # a hand-made text_bare may hold None or numbers: only a text can be a copy
-    extra = [i for i, (t, b) in enumerate(zip(texts, bare)) if isinstance(b, str) and b != t]
-    columns = {k: list(v) + [v[i] for i in extra] for k, v in columns.items()}
-    return texts + [bare[i] for i in extra], columns, len(extra)
+    seen = [{t} for t in texts]
+    extra, counts = [], []
+    for variant in variants:
+        added = 0
+        for i, v in enumerate(variant):
+            # a hand-made text_bare or text_title may hold None or numbers: only a text can be a copy
+            if isinstance(v, str) and v not in seen[i]:
+                seen[i].add(v)
+                extra.append((i, v))
+                added += 1
+        counts.append(added)
+    columns = {k: list(vals) + [vals[i] for i, _ in extra] for k, vals in columns.items()}
+    return texts + [v for _, v in extra], columns, counts
+
+
+COPY_KINDS = ("breadcrumb", "title")  # the order copies are added in (with_copies: a title equal to the bare text is not)
+
+
+def copy_variants(cfg: LinearConfig, available: dict) -> dict:
+    """The variant texts of `available` ({"breadcrumb": bare texts, "title": title texts}, either missing)
+    that `cfg` asks copies of (breadcrumb_copies, title_copies), in COPY_KINDS order."""
+    wanted = {"breadcrumb": cfg.breadcrumb_copies, "title": cfg.title_copies}
+    return {k: available[k] for k in COPY_KINDS if wanted[k] and available.get(k) is not None}
+
+
+def with_bare_copies(texts: Sequence[str], bare: Sequence[str], columns: dict) -> tuple[list, dict, int]:
+    """with_copies for the bare texts alone: (texts, columns, number of copies)."""
+    texts, columns, (n,) = with_copies(texts, [bare], columns)
+    return texts, columns, n
 
 
 def _vectorizer(cfg: LinearConfig):

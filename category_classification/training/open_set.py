@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from category_classification.models.linear import LinearTextClassifier, with_bare_copies
+from category_classification.models.linear import LinearTextClassifier, copy_variants, with_copies
 
 
 def grouped_folds(y, groups, folds: int, seed: int = 0):
@@ -20,23 +20,34 @@ def grouped_folds(y, groups, folds: int, seed: int = 0):
     return list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(y, y, groups))
 
 
-def out_of_fold(texts, y, folds, labels, cfg, sources=None, fine=None, bare=None) -> list:
+def out_of_fold(texts, y, folds, labels, cfg, sources=None, fine=None, variants=None) -> list:
     """Per fold: (held-out index, column scores, temperature, the model's column -> label map), the model fit
-    on the other folds with `cfg` (with `bare`, the texts without their breadcrumb, also on those copies, as
-    the trainer does) and its temperature fitted on the held-out fold. The offset is left at 0."""
+    on the other folds with `cfg` (with `variants`, {"breadcrumb": the texts without their breadcrumb,
+    "title": the titles alone}, also on the copies cfg asks for, as the trainer does) and its temperature
+    fitted on the held-out fold. The offset is left at 0."""
+    return out_of_fold_views(texts, y, folds, labels, cfg, sources, fine, variants)["text"]
+
+
+def out_of_fold_views(texts, y, folds, labels, cfg, sources=None, fine=None, variants=None, views=None) -> dict:
+    """out_of_fold's parts under "text", and for each of `views` (name -> another text of every offer: its
+    title alone, ...) the same models' parts on the held-out offers' view (the same temperature)."""
     y = np.asarray(y)
-    parts = []
+    copies = list(copy_variants(cfg, variants or {}).values())
+    out = {"text": [], **{name: [] for name in views or {}}}
     for train_idx, test_idx in folds:
         fit_texts = [texts[i] for i in train_idx]
         cols = {"y": y[train_idx].tolist()}
         for key, values in (("src", sources), ("fine", fine)):
             if values is not None:
                 cols[key] = [values[i] for i in train_idx]
-        if bare is not None and cfg.breadcrumb_copies:
-            fit_texts, cols, _ = with_bare_copies(fit_texts, [bare[i] for i in train_idx], cols)
+        if copies:
+            fit_texts, cols, _ = with_copies(fit_texts, [[v[i] for i in train_idx] for v in copies], cols)
         model = LinearTextClassifier(labels, cfg).fit(fit_texts, np.asarray(cols["y"]), cols.get("src"),
                                                       cols.get("fine"))
         held = [texts[i] for i in test_idx]
         model.calibrate(held, y[test_idx])
-        parts.append((test_idx, model.column_scores(held), model.temperature, model.column_labels))
-    return parts
+        out["text"].append((test_idx, model.column_scores(held), model.temperature, model.column_labels))
+        for name, view in (views or {}).items():
+            out[name].append((test_idx, model.column_scores([view[i] for i in test_idx]), model.temperature,
+                              model.column_labels))
+    return out

@@ -1,0 +1,102 @@
+"""Each offer's title alone (the dataset's text_title column) and the linear default's title copies
+(LinearConfig.title_copies): offers that arrive as a title only (predict.py --text, a feed of names) are
+scored by a model that has seen titles alone."""
+
+import gzip
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from datasets import load_from_disk
+
+from category_classification import build_lspc_dataset, train_linear_baseline
+from category_classification.data.builder import TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN
+from category_classification.data.text import offer_text
+from tests.test_breadcrumb import write_offers
+
+
+@pytest.fixture(scope="module")
+def mwpd(tmp_path_factory):
+    root = tmp_path_factory.mktemp("titles")
+    rows = write_offers(root / "train.json.gz", 20, 0) + write_offers(root / "test.json.gz", 5, 1)
+    for name, flags in (("on", []), ("off", ["--breadcrumb", "off"])):
+        assert build_lspc_dataset.main(["--mwpd", str(root / "train.json.gz"), "--mwpd_test",
+                                        str(root / "test.json.gz"), "--val_size", "0.2", "--quiet",
+                                        "--out", str(root / name), *flags]) == 0
+    return {"root": root, "rows": rows}
+
+
+def test_every_mwpd_dataset_holds_each_offers_title_alone(mwpd):
+    title_of = {}
+    for r in mwpd["rows"]:
+        for crumb in (r.get("CategoryText"), None):
+            title_of[offer_text(r["Name"], r["Description"], 300, crumb)] = offer_text(r["Name"])
+    for name in ("on", "off"):
+        dsd = load_from_disk(str(mwpd["root"] / name))
+        pairs = [(t, v) for s in dsd.values() for t, v in zip(s["text"], s[TEXT_TITLE_COLUMN])]
+        assert len(pairs) == len(mwpd["rows"])
+        assert all(title_of[t] == v and t.startswith(v + " ") for t, v in pairs)
+
+
+def test_lspc_datasets_hold_the_title_under_the_model_text_rule(tmp_path):
+    from category_classification.data.synthetic_lspc import write_lspc_zip
+
+    zip_path, map_path, _ = write_lspc_zip(tmp_path / "lspc", n_offers=300, n_members=2, n_clusters=40, seed=3)
+    want = {}
+    with zipfile.ZipFile(zip_path) as z:
+        for member in z.namelist():
+            for line in gzip.open(io.BytesIO(z.read(member)), "rt", encoding="utf-8"):
+                o = json.loads(line)
+                title = o.get("title") or o.get("name")
+                want[offer_text(title, o.get("description") or "")] = offer_text(title)
+    assert build_lspc_dataset.main(["--zip", str(zip_path), "--map", str(map_path), "--val_size", "0.2",
+                                    "--test_size", "0.2", "--out", str(tmp_path / "d"), "--quiet"]) == 0
+    dsd = load_from_disk(str(tmp_path / "d"))
+    pairs = [(t, v) for s in dsd.values() for t, v in zip(s["text"], s[TEXT_TITLE_COLUMN])]
+    assert len(pairs) > 100 and all(want[t] == v for t, v in pairs)
+    assert any(t != v for t, v in pairs)  # offers with a description: the title alone differs
+
+
+def _train(data, out, *flags):
+    assert train_linear_baseline.main(["--data", str(data), "--out", str(out), "--class_split", "none",
+                                       "--other_bias", "auto", *flags]) == 0
+    info = json.loads((out / "category_model.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["title_copies"] == info["title_copies"]
+    with np.load(out / "linear_weights.npz") as w:
+        return info["breadcrumb_copies"], info["title_copies"], w["weights"].copy()
+
+
+def test_the_linear_default_fits_each_title_once_beside_the_bare_copies(mwpd, tmp_path):
+    data = mwpd["root"] / "on"
+    train = load_from_disk(str(data))["train"]
+    bare_differ = sum(t != b for t, b in zip(train["text"], train[TEXT_BARE_COLUMN]))
+    title_differ = sum(v not in (t, b) for t, b, v in zip(train["text"], train[TEXT_BARE_COLUMN],
+                                                           train[TEXT_TITLE_COLUMN]))
+    assert 0 < title_differ <= len(train)
+    bc, tc, both = _train(data, tmp_path / "both")
+    assert (bc, tc) == (bare_differ, title_differ)
+    bc, tc, no_titles = _train(data, tmp_path / "no_titles", "--no_title_copies")
+    assert (bc, tc) == (bare_differ, 0) and not np.allclose(both, no_titles)
+    bc, tc, _ = _train(data, tmp_path / "titles_only", "--no_breadcrumb_copies")
+    # without the bare copies a title equal to its bare text (an offer without a description) is a copy again
+    assert bc == 0 and tc == sum(v != t for t, v in zip(train["text"], train[TEXT_TITLE_COLUMN]))
+    # a dataset built before the column existed trains exactly as with --no_title_copies
+    old = tmp_path / "old_data"
+    load_from_disk(str(data)).remove_columns(TEXT_TITLE_COLUMN).save_to_disk(str(old))
+    (old / "build_report.json").write_text((data / "build_report.json").read_text())
+    bc, tc, old_weights = _train(old, tmp_path / "old_model")
+    assert (bc, tc) == (bare_differ, 0) and np.array_equal(old_weights, no_titles)
+
+
+def test_with_copies_skips_repeats_and_values_that_are_not_texts():
+    from category_classification.models.linear import with_copies
+
+    texts, cols, counts = with_copies(["a b | c", "d e", "f"], [["a b", "d e", None], ["a", "d", "f"]],
+                                      {"y": [0, 1, 2]})
+    # offer 2's bare text is its text, offer 3's is not a text; offer 3's title is its text
+    assert texts == ["a b | c", "d e", "f", "a b", "a", "d"] and cols == {"y": [0, 1, 2, 0, 0, 1]}
+    assert counts == [1, 2]
+    assert with_copies(["x"], [["x y"], ["x y"]], {"y": [4]}) == (["x", "x y"], {"y": [4, 4]}, [1, 0])
