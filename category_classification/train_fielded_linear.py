@@ -20,7 +20,7 @@ from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, add_dataclass_args, dataclass_from_args, run
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
-from category_classification.data.text import clean, text_problem
+from category_classification.data.text import TITLE_FIELDS, clean, offer_field
 from category_classification.models.fielded import FieldedConfig, FieldedLinear, mwpd_fielded_text, split_fields
 
 LEVEL_SETS = {"all": ("lvl1", "lvl2", "lvl3"), "six": ("six",), "lvl1": ("lvl1",), "lvl2": ("lvl2",),
@@ -52,7 +52,7 @@ def read_offers(path, levels, counts: Counter, codes: bool = False, allow_none: 
             continue
         text = mwpd_fielded_text(offer)
         labels = {lv: clean(offer.get(lv)) if codes and lv != "six" else gs1_label(offer, lv) for lv in levels}
-        if text_problem(offer.get("Name") if isinstance(offer.get("Name"), str) else None):
+        if not offer_field(offer, TITLE_FIELDS):  # no title with text, by the rule predict.py reads offers by
             counts["no_title"] += 1
         elif not all(labels.values()):
             counts["outside_label_set"] += 1

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from category_classification.core.cli import UserError, require_file
-from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, MAX_TEXT_CHARS, clean,
-                                               has_visible_text, offer_text)
+from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS, MAX_TEXT_CHARS,
+                                               TITLE_FIELDS, clean, has_visible_text, offer_field, offer_text)
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib
@@ -292,14 +292,11 @@ def parse_json_object(raw: bytes, counts: Counter) -> dict | None:
 
 
 def offer_title_description(obj: dict) -> tuple[str, str]:
-    """(title, description) of an offer: `title` falling back to `name`, literal quotes stripped."""
-    title = obj.get("title")
-    if not isinstance(title, str) or not title.strip():
-        title = obj.get("name")
-    title = _strip_literal(clean(title, MAX_TEXT_CHARS))
-    description = obj.get("description")
-    description = _strip_literal(description.strip()) if isinstance(description, str) else ""
-    return title, description
+    """(title, description) of an offer, each picked by the one field rule (text.offer_field: `title`, else
+    `name`, ...), literal quotes stripped."""
+    title = _strip_literal(clean(offer_field(obj, TITLE_FIELDS), MAX_TEXT_CHARS))
+    description = offer_field(obj, DESCRIPTION_FIELDS)
+    return title, _strip_literal(description.strip()) if description else ""
 
 
 def offer_model_text(obj: dict, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:

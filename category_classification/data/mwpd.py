@@ -15,10 +15,11 @@ from collections import Counter
 
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.lspc import parse_json_object
-from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, clean, group_id, has_visible_text,
-                                               normalize_title, offer_text)
+from category_classification.data.text import (BREADCRUMB_FIELDS, DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS,
+                                               TITLE_FIELDS, clean, group_id, has_visible_text, normalize_title,
+                                               offer_field, offer_text)
 
-BREADCRUMB_FIELD = "CategoryText"
+BREADCRUMB_FIELD = "CategoryText"  # the MWPD files' spelling; readers take any of text.BREADCRUMB_FIELDS
 
 LABEL_LEVELS = ("six", "lvl1", "lvl2", "lvl3")
 GS1_LEVELS = ("lvl1", "lvl2", "lvl3")
@@ -182,15 +183,15 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
         offer = parse_json_object(raw, counts)
         if offer is None:
             continue
-        title = clean(offer.get("Name") or offer.get("name") or offer.get("title"))
+        title = clean(offer_field(offer, TITLE_FIELDS))  # the one field rule, as predict.py reads the offer
         if not title or not has_visible_text(title):
             counts["missing_title"] += 1
             continue
-        description = clean(offer.get("Description") or offer.get("description"))
+        description = clean(offer_field(offer, DESCRIPTION_FIELDS))
         labels = {level: gs1_label(offer, level) for level in LABEL_LEVELS}
         bare = offer_text(title, description, max_description_chars)
-        crumb = offer.get(BREADCRUMB_FIELD) if breadcrumb else None
-        text = offer_text(title, description, max_description_chars, crumb) if crumb is not None else bare
+        crumb = offer_field(offer, BREADCRUMB_FIELDS) if breadcrumb else ""
+        text = offer_text(title, description, max_description_chars, crumb) if crumb else bare
         yield OfferRecord(text, group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
                           labels=labels, ref={"line": n}, bare_text=bare if breadcrumb else None,
                           title_text=offer_text(title))

@@ -80,6 +80,28 @@ def text_problem(text) -> str | None:
     return None
 
 
+# An offer's fields, each spelling tried in this order (the MWPD files write Name, Description, CategoryText,
+# URL; the LSPC corpus title, name, description; predict.py also takes a ready-made `text`). Every reader of
+# offers and every prediction path picks a field with `offer_field`, so one offer gives one model text.
+TITLE_FIELDS = ("title", "name", "Title", "Name")
+DESCRIPTION_FIELDS = ("description", "Description")
+BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")
+URL_FIELDS = ("url", "URL")
+
+
+def offer_field(offer, fields) -> str:
+    """The value of the first of `fields` that holds a string with visible text, as given ('' when none
+    does). A blank value, or one that is not a string (a number, true/false, null, an object), counts as
+    absent: it never hides another spelling, and a number never becomes text (a CSV cell is always a
+    string, so a CSV row and a JSON line of the same offer pick the same fields)."""
+    for name in fields:
+        value = offer.get(name)
+        # a printable ASCII first character is visible text (most values: no cleaning on the builder's hot path)
+        if isinstance(value, str) and value and ("!" <= value[0] <= "~" or has_visible_text(value)):
+            return value
+    return ""
+
+
 def model_text(text) -> str:
     """A ready-made text (a --text title, a line of a .txt file, an API request) under the same rule as
     `offer_text`: cleaned and capped, so prediction sees what training saw."""

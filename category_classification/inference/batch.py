@@ -28,14 +28,16 @@ from category_classification.core.cli import UserError
 # A line (or CSV record) longer than MAX_LINE_BYTES is reported and skipped without being held whole (a 10 MB
 # line once took 1.6 GB); shorter ones are cut to MAX_TEXT_CHARS by the text rule. One limit for files and zips.
 from category_classification.data.lspc import MAX_LINE_BYTES
-from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, clean, encodable, model_text, offer_text,
-                                               text_problem)
+# An offer's fields are picked by the dataset builder's own rule (text.offer_field, over these spellings): the
+# breadcrumb is read only for models trained with it, the URL only for fielded models (the URL's words)
+from category_classification.data.text import (BREADCRUMB_FIELDS, DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS,
+                                               TITLE_FIELDS, URL_FIELDS, clean, encodable, model_text, offer_field,
+                                               offer_text, text_problem)
 
-TEXT_FIELDS = ("text", "title", "name", "Title", "Name")  # tried in this order when --text_field is not given
-TITLE_FIELDS = ("title", "name", "Title", "Name")  # these get the offer's description added, as in training
-DESCRIPTION_FIELDS = ("description", "Description")
-BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")  # read only for models trained with the breadcrumb
-URL_FIELDS = ("url", "URL")  # read only for fielded models (models/fielded.py: the URL's words)
+# tried in this order when --text_field is not given: a ready-made model text, else a title (which gets the
+# offer's description and, for a model trained with them, breadcrumb and URL added, as in training)
+TEXT_FIELDS = ("text",) + TITLE_FIELDS
+_OTHER_FIELDS = DESCRIPTION_FIELDS + BREADCRUMB_FIELDS + URL_FIELDS
 ID_FIELDS = ("id", "ID", "Id")  # copied to the output as "id" (MWPD files write "ID"): the first with a value
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
@@ -50,35 +52,46 @@ class Record:
     reason: str | None = None
 
 
-def _first_str(obj: dict, fields) -> str | None:
-    return next((obj[f] for f in fields if isinstance(obj.get(f), str)), None)
+def _main_field(obj: dict, fields) -> tuple[str | None, bool, str | None]:
+    """(value, is_title, problem) of the field an offer's text is made from: the first of `fields` with
+    visible text by the builder's rule (text.offer_field: blank and non-string values count as absent), a
+    ready-made text before a title. Without one: the first string value given (blank: refused as a blank text,
+    whatever the other fields hold; no trainer learns from an offer without a title), else the problem."""
+    ready = offer_field(obj, [f for f in fields if f not in TITLE_FIELDS])  # `text`, or a --text_field
+    if ready:
+        return ready, False, None
+    title = offer_field(obj, [f for f in fields if f in TITLE_FIELDS])
+    if title:
+        return title, True, None
+    name = next((f for f in fields if obj.get(f) is not None), None)
+    if name is None:
+        return None, False, f"no {' / '.join(fields)} field"
+    if not isinstance(obj[name], str):
+        return None, False, f"field {name!r} is not a string"
+    return obj[name], False, None
+
+
+def _offer_text(obj: dict, title: str, max_description_chars: int, breadcrumb: bool, fielded: bool) -> str:
+    """A title's model text: its description (and, with `breadcrumb`, the shop's breadcrumb) added with
+    `offer_text`, each field picked by the builder's rule; for a `fielded` model the breadcrumb and URL go
+    behind their markers (`fielded_text`, as its trainer does)."""
+    description = offer_field(obj, DESCRIPTION_FIELDS)
+    crumb = offer_field(obj, BREADCRUMB_FIELDS) if breadcrumb or fielded else ""
+    if fielded:
+        return _fielded_text(title, description, crumb, offer_field(obj, URL_FIELDS), max_description_chars)
+    # the title alone is left as given: the predictor cleans every text (model_text), as offer_text would
+    return offer_text(title, description, max_description_chars, crumb) if description or crumb else title
 
 
 def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
                    breadcrumb: bool = False, fielded: bool = False) -> tuple[str | None, str | None]:
-    """The model text of one JSON record: a title gets its description (and, with `breadcrumb`, the shop's
-    breadcrumb) added with `offer_text`, as the builder does; for a `fielded` model the breadcrumb and URL
-    go behind their markers (`fielded_text`, as its trainer does). A blank title is a blank text, whatever
-    the other fields hold: no trainer learns from an offer without a title."""
+    """The model text of one JSON record (`_main_field`, `_offer_text`): the text the builder trains on."""
     if not isinstance(obj, dict):
         return None, "not a JSON object"
-    fields = (text_field,) if text_field else TEXT_FIELDS
-    for f in fields:
-        value = obj.get(f)
-        if value is None:
-            continue
-        if not isinstance(value, str):
-            return None, f"field {f!r} is not a string"
-        if f in TITLE_FIELDS:
-            if text_problem(value):  # the title alone: refused as a blank text like any other
-                return value, None
-            description = _first_str(obj, DESCRIPTION_FIELDS) or ""
-            crumb = _first_str(obj, BREADCRUMB_FIELDS) if breadcrumb or fielded else None
-            if fielded:
-                return _fielded_text(value, description, crumb, _first_str(obj, URL_FIELDS), max_description_chars), None
-            return offer_text(value, description, max_description_chars, crumb), None
-        return value, None
-    return None, f"no {' / '.join(fields)} field"
+    value, is_title, problem = _main_field(obj, (text_field,) if text_field else TEXT_FIELDS)
+    if not is_title:
+        return value, problem
+    return _offer_text(obj, value, max_description_chars, breadcrumb, fielded), None
 
 
 def _fielded_text(title, description, crumb, url, max_description_chars: int) -> str:
@@ -280,20 +293,18 @@ def read_csv(path: Path, text_field: str | None = None, max_description_chars: i
     records = _csv_records(path, delimiter)
     header = next(records, (0, None, None))[1] or []
     fields = (text_field,) if text_field else TEXT_FIELDS
-    column = next((f for f in fields if f in header), None)
-    if column is None:
+    if not any(f in header for f in fields):
         shown = ", ".join(clean(h, 80) for h in header[:20]) or "empty or unreadable"  # one line
         raise UserError(f"{path}: no {' / '.join(fields)} column in the header row ({shown})")
     at = {name: i for i, name in enumerate(header)}  # a repeated name: its last column, as csv.DictReader
-    description = next((d for d in DESCRIPTION_FIELDS if d in at), None) if column in TITLE_FIELDS else None
-    crumb_column = (next((c for c in BREADCRUMB_FIELDS if c in at), None)
-                    if column in TITLE_FIELDS and (breadcrumb or fielded) else None)
-    url_column = next((c for c in URL_FIELDS if c in at), None) if column in TITLE_FIELDS and fielded else None
-    return _csv_rows(records, at, column, description, crumb_column, max_description_chars, url_column, fielded)
+    return _csv_rows(records, at, fields, max_description_chars, breadcrumb, fielded)
 
 
-def _csv_rows(records, at: dict, column: str, description, crumb_column,
-              max_description_chars: int, url_column=None, fielded: bool = False) -> Iterator[Record]:
+def _csv_rows(records, at: dict, fields, max_description_chars: int, breadcrumb: bool = False,
+              fielded: bool = False) -> Iterator[Record]:
+    """Each row's model text by the JSON records' rule (`_main_field`, `_offer_text`), row by row: a blank
+    title cell never hides a filled one. The text or title cell picked holding bad bytes (lone surrogates)
+    makes the row `invalid UTF-8`; another cell with bad bytes is left out."""
     for line, cells, problem in records:
         ref = {"line": line}
         if cells is None:
@@ -303,27 +314,16 @@ def _csv_rows(records, at: dict, column: str, description, crumb_column,
         key = _id_field(row)
         if key is not None:
             ref["id"] = encodable(row[key])
-        value = row.get(column)
+        value, is_title, _ = _main_field(row, fields)
         if value is None:
-            yield Record(ref, reason="too few columns")
+            yield Record(ref, reason="too few columns")  # the header names a text column, this row lacks it
         elif encodable(value) != value:
             yield Record(ref, reason="invalid UTF-8")
-        elif column in TITLE_FIELDS and text_problem(value):  # a blank title alone: a blank text, whatever else
-            yield Record(ref, value)                                # the row holds
+        elif not is_title:
+            yield Record(ref, value)
         else:
-            yield Record(ref, _csv_text(value, row, description, crumb_column, max_description_chars, url_column,
-                                        fielded))
-
-
-def _csv_text(title: str, row: dict, description: str | None, crumb_column: str | None,
-              max_description_chars: int, url_column: str | None = None, fielded: bool = False) -> str:
-    """A CSV row's model text: the title with its description (and breadcrumb; for a fielded model also the
-    URL, behind their markers) added as in training; a cell with bad bytes (lone surrogates) is left out."""
-    desc, crumb, url = (row.get(c) if c else None for c in (description, crumb_column, url_column))
-    desc, crumb, url = (v if v and encodable(v) == v else None for v in (desc, crumb, url))
-    if fielded:
-        return _fielded_text(title, desc or "", crumb, url, max_description_chars)
-    return offer_text(title, desc or "", max_description_chars, crumb) if desc or crumb else title
+            usable = {k: row[k] for k in _OTHER_FIELDS if k in row and encodable(row[k]) == row[k]}
+            yield Record(ref, _offer_text(usable, value, max_description_chars, breadcrumb, fielded))
 
 
 def read_lspc_zip(path: Path, max_description_chars: int | None = None, members=None) -> Iterator[Record]:

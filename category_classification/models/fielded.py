@@ -17,7 +17,9 @@ import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError, option
-from category_classification.data.text import DEFAULT_MAX_DESCRIPTION_CHARS, breadcrumb_text, clean, offer_text
+from category_classification.data.text import (BREADCRUMB_FIELDS, DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS,
+                                               TITLE_FIELDS, URL_FIELDS, breadcrumb_text, clean, offer_field,
+                                               offer_text)
 from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior, path_problem
 from category_classification.models.linear import fit_temperature
@@ -57,8 +59,10 @@ def add_fields(text: str, breadcrumb=None, url=None) -> str:
 
 
 def mwpd_fielded_text(offer: Mapping) -> str:
-    """`fielded_text` of an MWPD offer (fields Name, Description, CategoryText, URL)."""
-    return fielded_text(offer.get("Name"), offer.get("Description"), offer.get("CategoryText"), offer.get("URL"))
+    """`fielded_text` of an MWPD offer (fields Name, Description, CategoryText, URL, or another spelling of
+    each), every field picked by the one rule predict.py reads offers by (text.offer_field)."""
+    return fielded_text(*(offer_field(offer, f) for f in (TITLE_FIELDS, DESCRIPTION_FIELDS, BREADCRUMB_FIELDS,
+                                                          URL_FIELDS)))
 
 
 def split_fields(text: str) -> tuple[str, str, str]:
