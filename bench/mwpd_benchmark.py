@@ -52,9 +52,11 @@ DESCRIPTION = {
 
 
 def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None, raw: bool = False) -> list[dict]:
-    """MWPD offers as {"text", "lvl1", "lvl2", "lvl3", "six"}: labels keep their GS1 codes ("67000000_Clothing");
-    an offer without a title or a level label is skipped and counted. With `breadcrumb` the text ends with the
-    shop's breadcrumb by the builder's rule (text.offer_text; build_lspc_dataset.py --breadcrumb). `raw`: each
+    """MWPD offers as {"text", "bare", "title", "lvl1", "lvl2", "lvl3", "six"}: labels keep their GS1 codes
+    ("67000000_Clothing"); an offer without a title or a level label is skipped and counted. With `breadcrumb`
+    the text ends with the shop's breadcrumb by the builder's rule (text.offer_text; build_lspc_dataset.py
+    --breadcrumb); "bare" is the text without it and "title" the title alone, which the linear kinds also fit
+    as the trainer does with a dataset's text_bare and text_title (fit_copies). `raw`: each
     offer's JSON object under "offer" too. Read as every MWPD reader reads (data/mwpd.file_lines: gzip or not
     by its bytes, one JSON array or JSON lines); a damaged file is an error, never scored in part."""
     from category_classification.core.cli import UserError
@@ -73,9 +75,11 @@ def read_offers(path, breadcrumb: bool = False, counts: Counter | None = None, r
         if not title or not has_visible_text(title) or not all(levels.values()):
             counts["skipped_no_title_or_label"] += 1
             continue
+        bare = offer_text(title, clean(offer.get("Description")))
         text = offer_text(title, clean(offer.get("Description")),
                           breadcrumb=offer.get(BREADCRUMB_FIELD) if breadcrumb else None)
-        out.append({"text": text, **levels, "six": gs1_label(levels, "six")} | ({"offer": offer} if raw else {}))
+        out.append({"text": text, "bare": bare, "title": offer_text(title), **levels, "six": gs1_label(levels, "six")}
+                   | ({"offer": offer} if raw else {}))
     if counts["corrupt_file"]:
         raise UserError(f"cannot read {path}: damaged gzip data after {len(out):,} offers")
     if not out:
@@ -150,13 +154,26 @@ def linear_config(kind: str):
     return LinearConfig(embed_model=str(minilm_dir()))
 
 
+def fit_copies(offers: list[dict], config, columns: dict) -> tuple[list, dict]:
+    """The texts and `columns` (name -> per-offer values) a linear model with `config` fits on `offers`: each
+    text, then the bare and title copies its config asks for (models/linear.copy_variants, with_copies), as
+    train_linear_baseline.py fits a dataset's text_bare and text_title."""
+    from category_classification.models.linear import copy_variants, with_copies
+
+    variants = copy_variants(config, {"breadcrumb": [o["bare"] for o in offers], "title": [o["title"] for o in offers]})
+    texts, columns, _ = with_copies([o["text"] for o in offers], list(variants.values()), columns)
+    return texts, columns
+
+
 def run_flat(kind: str, train: list[dict], test: list[dict]) -> dict:
     """Independent per-level classifiers and a 6-class one; predictions as label names."""
-    texts = [o["text"] for o in train]
     pred = {}
     for lv in LEVELS:
         labels = sorted({o[lv] for o in train})
-        model = _flat_model(kind, labels).fit(texts, [labels.index(o[lv]) for o in train])
+        y = {"y": [labels.index(o[lv]) for o in train]}
+        texts, y = (fit_copies(train, linear_config(kind), y) if kind != "reference"
+                    else ([o["text"] for o in train], y))
+        model = _flat_model(kind, labels).fit(texts, y["y"])
         pred[lv] = [labels[i] for i in model.predict([o["text"] for o in test])]
     six_train = [o for o in train if o["six"]]
     labels = sorted({o["six"] for o in six_train})
@@ -176,9 +193,12 @@ def six_class_linear(offers: list[dict], labels: list[str], config=None):
     grouped 10% of `offers`, then refit on all of them with it (train_linear_baseline.py --refit)."""
     from category_classification.models.linear import LinearConfig, LinearTextClassifier
 
+    config = config or LinearConfig()
+
     def fit(part):
-        return LinearTextClassifier(labels, config or LinearConfig()).fit(
-            [o["text"] for o in part], [labels.index(o["six"]) for o in part], fine=[o["lvl3"] for o in part])
+        texts, cols = fit_copies(part, config, {"y": [labels.index(o["six"]) for o in part],
+                                                "fine": [o["lvl3"] for o in part]})
+        return LinearTextClassifier(labels, config).fit(texts, cols["y"], fine=cols["fine"])
 
     fit_part, calib = _split(offers)
     model = fit(fit_part)
@@ -192,12 +212,14 @@ def run_hier(train: list[dict], calib: list[dict], test: list[dict], refit: bool
     """Per-level models calibrated on `calib` (fit on `train` without it unless `refit` says calib is extra
     data), then fit on train + calib with those temperatures; 6 classes read off the decoded paths."""
     from category_classification.models.hierarchical import HierarchicalLinear
+    from category_classification.models.linear import LinearConfig
 
     names = {lv: sorted({o[lv] for o in train + calib}) for lv in LEVELS}
 
     def fit(offers):
-        return HierarchicalLinear(names).fit([o["text"] for o in offers],
-                                             {lv: [names[lv].index(o[lv]) for o in offers] for lv in LEVELS})
+        texts, cols = fit_copies(offers, LinearConfig(), {lv: [names[lv].index(o[lv]) for o in offers]
+                                                          for lv in LEVELS})
+        return HierarchicalLinear(names).fit(texts, cols)
     first = fit(train)
     first.calibrate([o["text"] for o in calib], {lv: [names[lv].index(o[lv]) for o in calib] for lv in LEVELS})
     model = fit(train + calib) if refit else first

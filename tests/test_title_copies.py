@@ -100,3 +100,22 @@ def test_with_copies_skips_repeats_and_values_that_are_not_texts():
     assert texts == ["a b | c", "d e", "f", "a b", "a", "d"] and cols == {"y": [0, 1, 2, 0, 0, 1]}
     assert counts == [1, 2]
     assert with_copies(["x"], [["x y"], ["x y"]], {"y": [4]}) == (["x", "x y"], {"y": [4, 4]}, [1, 0])
+
+
+def test_the_benchmark_fits_the_copies_the_trainer_fits(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    from bench.mwpd_benchmark import fit_copies, read_offers
+    from category_classification.models.linear import LinearConfig
+
+    rows = write_offers(tmp_path / "t.json.gz", 3, 0)
+    offers = read_offers(tmp_path / "t.json.gz", breadcrumb=True)
+    assert len(offers) == len(rows)
+    texts, cols = fit_copies(offers, LinearConfig(), {"y": list(range(len(offers)))})
+    crumbs = sum(o["bare"] != o["text"] for o in offers)
+    assert 0 < crumbs < len(offers) and len(texts) == 2 * len(offers) + crumbs
+    assert texts[len(offers):] == [o["bare"] for o in offers if o["bare"] != o["text"]] + [o["title"] for o in offers]
+    assert cols["y"][len(offers):] == [i for i, o in enumerate(offers) if o["bare"] != o["text"]] + list(range(len(offers)))
+    plain, _ = fit_copies(offers, LinearConfig(breadcrumb_copies=False, title_copies=False), {"y": [0] * len(offers)})
+    assert plain == [o["text"] for o in offers]
