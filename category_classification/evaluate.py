@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None,
                    help="write metrics.json, results_category.txt and the confusion matrix here")
     p.add_argument("--save_preds", default=None, help="write per-offer predictions (JSONL) here")
+    p.add_argument("--titles_only", action="store_true",
+                   help="score each offer as its title alone (the dataset's text_title column): how the model does "
+                        "on offers that arrive as a name only (predict.py --text, a feed of product names)")
     t = p.add_mutually_exclusive_group()
     t.add_argument("--target_precision", type=float, default=None,
                    help="pick the lowest threshold whose kept predictions reach this precision")
@@ -88,6 +91,20 @@ def model_texts(split, settings: dict) -> list:
             crumb = text[len(bare) + len(BREADCRUMB_SEPARATOR):] if text.startswith(bare + BREADCRUMB_SEPARATOR) else ""
             out.append(add_fields(bare, crumb))
     return out
+
+
+def title_texts(split, data) -> list:
+    """The split's titles alone (its text_title column), for --titles_only."""
+    from category_classification.data.builder import TEXT_TITLE_COLUMN
+
+    if TEXT_TITLE_COLUMN not in split.column_names:
+        raise UserError(f"--titles_only needs a dataset with a {TEXT_TITLE_COLUMN} column; {data} was built before it "
+                        "existed (or by hand): rebuild it with build_lspc_dataset.py")
+    texts = split[TEXT_TITLE_COLUMN]
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise UserError(f"the {TEXT_TITLE_COLUMN} column of {data} holds {texts[bad]!r} (usable row {bad}), not a text")
+    return texts
 
 
 def gs1_block(split, level_preds, evaluation) -> dict | None:
@@ -153,8 +170,9 @@ def main(argv=None):
     if settings["fielded"]:
         print("note: a dataset holds no URLs: the fielded model is scored on title, description and breadcrumb; "
               "its figures with URL words come from its trainer (MWPD files)", file=sys.stderr)
+    texts = title_texts(split, args.data) if args.titles_only else model_texts(split, settings)
     t0 = time.perf_counter()
-    scores = predictor.scores(model_texts(split, settings))
+    scores = predictor.scores(texts)
     seconds = time.perf_counter() - t0
     probs, preds, chosen, level_preds = predicted_labels(scores, predictor.labels, data_labels)
     m = evaluation.evaluate_split(split, preds, data_labels, **evaluation.eval_options(args))
@@ -165,7 +183,8 @@ def main(argv=None):
         m["gs1"] = gs1
     desc = predictor.describe()
     name = f"{desc['kind']}:{desc['runtime']}"
-    print(evaluation.format_metrics(m, data_labels, title=f"{name} on {args.split} ({args.model})"))
+    shown = f"{args.split}, titles alone" if args.titles_only else args.split
+    print(evaluation.format_metrics(m, data_labels, title=f"{name} on {shown} ({args.model})"))
     if m.get("open_set"):
         print(evaluation.format_open_set(m["open_set"]))
     if gs1:
@@ -183,7 +202,8 @@ def main(argv=None):
               f"{pick['precision']:.4f} of them correct (pass --threshold {pick['threshold']:.4f})")
         extra["threshold"] = pick
     if args.out:
-        evaluation.write_results(args.out, name, {"model": str(args.model), "split": args.split},
+        evaluation.write_results(args.out, name, {"model": str(args.model), "split": args.split,
+                                                  "titles_only": bool(args.titles_only)},
                                  {args.split: m}, data_labels, extra=extra)
         print(f"results written to {args.out}")
     if args.save_preds:

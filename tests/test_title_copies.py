@@ -119,3 +119,41 @@ def test_the_benchmark_fits_the_copies_the_trainer_fits(monkeypatch, tmp_path):
     assert cols["y"][len(offers):] == [i for i, o in enumerate(offers) if o["bare"] != o["text"]] + list(range(len(offers)))
     plain, _ = fit_copies(offers, LinearConfig(breadcrumb_copies=False, title_copies=False), {"y": [0] * len(offers)})
     assert plain == [o["text"] for o in offers]
+
+
+def test_evaluate_titles_only_scores_the_titles_and_refuses_a_dataset_without_them(mwpd, tmp_path, capsys):
+    from category_classification import evaluate
+    from category_classification.core.cli import run
+
+    data = mwpd["root"] / "on"
+    model = tmp_path / "m"
+    _train(data, model)
+    preds = {}
+    for flags in ([], ["--titles_only"]):
+        out = tmp_path / f"p{len(flags)}.jsonl"
+        assert evaluate.main(["--model", str(model), "--data", str(data), "--split", "test",
+                              "--save_preds", str(out), *flags]) == 0
+        preds[bool(flags)] = [json.loads(x) for x in out.read_text().splitlines()]
+    test = load_from_disk(str(data))["test"]
+    from category_classification.models.registry import load_predictor
+
+    want = load_predictor(model).predict(test[TEXT_TITLE_COLUMN], top_k=1, threshold=None)
+    names = test.features["label"].names
+    assert [names[p["pred"]] for p in preds[True]] == [r["label"] for r in want]
+    # the titles are what is scored: a dataset whose titles all name boots is all Shoes, whatever its texts
+    boots = tmp_path / "boots"
+    dsd = load_from_disk(str(data))
+    dsd["test"] = dsd["test"].map(lambda r: {TEXT_TITLE_COLUMN: "boots sandals sneakers"})
+    dsd.save_to_disk(str(boots))
+    (boots / "build_report.json").write_text((data / "build_report.json").read_text())
+    for flags, shoes in (([], sum(names[y] == "Shoes" for y in dsd["test"]["label"])), (["--titles_only"], 20)):
+        out = tmp_path / f"b{len(flags)}.jsonl"
+        assert evaluate.main(["--model", str(model), "--data", str(boots), "--split", "test", "--save_preds", str(out),
+                              *flags]) == 0
+        assert sum(names[json.loads(x)["pred"]] == "Shoes" for x in out.read_text().splitlines()) == shoes < 21
+    old = tmp_path / "old_data"
+    load_from_disk(str(data)).remove_columns(TEXT_TITLE_COLUMN).save_to_disk(str(old))
+    (old / "build_report.json").write_text((data / "build_report.json").read_text())
+    assert run(evaluate.main, ["--model", str(model), "--data", str(old), "--titles_only"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--titles_only needs a dataset with a text_title column" in err[0]
