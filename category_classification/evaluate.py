@@ -145,7 +145,7 @@ def main(argv=None):
     stay_offline()  # models come from their folders, never the hub
     from category_classification.core.artifacts import text_settings
     from category_classification.evaluation import metrics as evaluation
-    from category_classification.data.dataset_dir import (label_names, load_dataset_dir, other_label_of,
+    from category_classification.data.dataset_dir import (build_report, label_names, load_dataset_dir, other_label_of,
                                                            usable_split)
     from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table
 
@@ -167,6 +167,12 @@ def main(argv=None):
         print(f"note: {trained_on_it} (--refit): the {args.split} figures (and a threshold chosen on them) "
               "describe offers it was trained on; use models trained without --refit for that", file=sys.stderr)
     settings = text_settings(args.model)
+    built = build_report(args.data).get("config", {}).get("max_description_chars")
+    if isinstance(built, int) and built != settings["max_description_chars"] and not args.titles_only:
+        print(f"note: {args.data} cut descriptions to {built} characters (0: whole), the model's texts to "
+              f"{settings['max_description_chars']}: it is scored on texts predict.py would not build for it; build "
+              f"the dataset with --max_description_chars {settings['max_description_chars']} for its figures",
+              file=sys.stderr)
     if settings["fielded"]:
         print("note: a dataset holds no URLs: the fielded model is scored on title, description and breadcrumb; "
               "its figures with URL words come from its trainer (MWPD files)", file=sys.stderr)

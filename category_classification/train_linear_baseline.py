@@ -173,13 +173,13 @@ def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
     return add_open_set(m, split["label"], pred, labels, model.config.other_label, probs)
 
 
-def fit_linear(labels, cfg: LinearConfig, splits) -> tuple[LinearTextClassifier, int]:
+def fit_linear(labels, cfg: LinearConfig, splits) -> tuple[LinearTextClassifier, dict]:
     """A linear model fitted on `splits` (with the bare and title copies, fit_rows), and the copies added."""
     texts, cols, copies = fit_rows(splits, cfg)
     return LinearTextClassifier(labels, cfg).fit(texts, cols["label"], cols.get("sources"), cols.get("fine")), copies
 
 
-def refit(model: LinearTextClassifier, train, val) -> tuple[LinearTextClassifier, int]:
+def refit(model: LinearTextClassifier, train, val) -> tuple[LinearTextClassifier, dict]:
     """Fit the same settings on train + validation, keeping the calibration chosen on validation."""
     fresh, copies = fit_linear(model.labels, model.config, (train, val))
     fresh.temperature, fresh.other_bias = model.temperature, model.other_bias

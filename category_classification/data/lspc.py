@@ -294,9 +294,8 @@ def parse_json_object(raw: bytes, counts: Counter) -> dict | None:
 def offer_title_description(obj: dict) -> tuple[str, str]:
     """(title, description) of an offer, each picked by the one field rule (text.offer_field: `title`, else
     `name`, ...), literal quotes stripped."""
-    title = _strip_literal(clean(offer_field(obj, TITLE_FIELDS), MAX_TEXT_CHARS))
-    description = offer_field(obj, DESCRIPTION_FIELDS)
-    return title, _strip_literal(description.strip()) if description else ""
+    title = offer_field(obj, TITLE_FIELDS, lambda v: _strip_literal(clean(v, MAX_TEXT_CHARS)))
+    return title, offer_field(obj, DESCRIPTION_FIELDS, lambda v: _strip_literal(v.strip()))
 
 
 def offer_model_text(obj: dict, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:

@@ -89,15 +89,20 @@ BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")
 URL_FIELDS = ("url", "URL")
 
 
-def offer_field(offer, fields) -> str:
+def offer_field(offer, fields, unwrap=None) -> str:
     """The value of the first of `fields` that holds a string with visible text, as given ('' when none
-    does). A blank value, or one that is not a string (a number, true/false, null, an object), counts as
-    absent: it never hides another spelling, and a number never becomes text (a CSV cell is always a
-    string, so a CSV row and a JSON line of the same offer pick the same fields)."""
+    does); with `unwrap` (the LSPC reader's literal-quote stripping) the unwrapped value, judged after
+    unwrapping. A blank value, or one that is not a string (a number, true/false, null, an object), counts
+    as absent: it never hides another spelling, and a number never becomes text. (A CSV cell is always a
+    string, so a number there is text: `12345` in a CSV title column is a title, in JSON it is absent.)"""
     for name in fields:
         value = offer.get(name)
+        if not isinstance(value, str):
+            continue
+        if unwrap is not None:
+            value = unwrap(value)
         # a printable ASCII first character is visible text (most values: no cleaning on the builder's hot path)
-        if isinstance(value, str) and value and ("!" <= value[0] <= "~" or has_visible_text(value)):
+        if value and ("!" <= value[0] <= "~" or has_visible_text(value)):
             return value
     return ""
 

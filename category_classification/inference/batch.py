@@ -365,7 +365,8 @@ def open_records(input_path=None, texts=None, zip_path=None, text_field: str | N
     if suffix == ".txt":
         return read_txt(p)
     if suffix in (".jsonl", ".json", ".ndjson"):
-        reader = read_json_array if _starts_an_array(p) else read_jsonl
+        # one JSON array: a .json file only (a JSON-lines file may start with a stray array line)
+        reader = read_json_array if suffix == ".json" and _starts_an_array(p) else read_jsonl
         return reader(p, text_field, max_description_chars, breadcrumb, fielded)
     if suffix in (".csv", ".tsv"):
         return read_csv(p, text_field, max_description_chars, breadcrumb, fielded)

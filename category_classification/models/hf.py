@@ -91,7 +91,8 @@ def check_weights_found(model, missing_keys, name_or_path) -> None:
 def position_limit(model) -> int | None:
     """The most tokens `model` (loaded, or built on the meta device) reads at once: the rows of its learned
     position table, less the offset RoBERTa-style models start positions at (padding_idx + 1); else its
-    config's max_position_embeddings; None when it gives neither. Longer inputs crash inside the model."""
+    config's max_position_embeddings; None when it gives neither, or when the model adds no absolute positions
+    (DeBERTa-v2/v3: relative attention reads any length). Longer inputs crash inside the model."""
     from torch import nn
 
     embeddings = getattr(model.base_model, "embeddings", None)
@@ -99,6 +100,8 @@ def position_limit(model) -> int | None:
     if isinstance(table, nn.Embedding):
         offset = getattr(embeddings, "padding_idx", None)
         return table.num_embeddings - (offset + 1 if isinstance(offset, int) else 0)
+    if getattr(model.config, "position_biased_input", True) is False:
+        return None
     limit = getattr(model.config, "max_position_embeddings", None)
     return limit if isinstance(limit, int) and limit > 0 else None
 

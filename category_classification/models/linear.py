@@ -16,6 +16,7 @@ import numpy as np
 
 from category_classification.core.artifacts import read_model_info, write_model_info
 from category_classification.core.cli import UserError, option
+from category_classification.data.text import text_problem
 from category_classification.models.ngram_features import HashedTfidf, NgramSpec
 from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
                                                    write_vocabulary)
@@ -153,8 +154,9 @@ def with_copies(texts: Sequence[str], variants: Sequence[Sequence], columns: dic
     for variant in variants:
         added = 0
         for i, v in enumerate(variant):
-            # a hand-made text_bare or text_title may hold None or numbers: only a text can be a copy
-            if isinstance(v, str) and v not in seen[i]:
+            # a hand-made text_bare or text_title may hold None, numbers or blanks: only a text that prediction
+            # could be given is a copy
+            if isinstance(v, str) and v not in seen[i] and text_problem(v) is None:
                 seen[i].add(v)
                 extra.append((i, v))
                 added += 1
