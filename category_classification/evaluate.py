@@ -93,18 +93,30 @@ def model_texts(split, settings: dict) -> list:
     return out
 
 
-def title_texts(split, data) -> list:
-    """The split's titles alone (its text_title column), for --titles_only."""
+def title_texts(split, data, rows=None) -> tuple:
+    """(the split's titles alone (its text_title column), for --titles_only; the split and its dataset rows
+    without the offers whose title no model can be given). A missing, non-text or blank title (a hand-made
+    column: docs/data.md) is skipped and counted in a note, as predict.py skips a blank text: one such offer
+    once refused the whole run, and a blank one was scored as if a model had been asked."""
+    import numpy as np
+
     from category_classification.data.builder import TEXT_TITLE_COLUMN
+    from category_classification.data.text import text_problem
 
     if TEXT_TITLE_COLUMN not in split.column_names:
         raise UserError(f"--titles_only needs a dataset with a {TEXT_TITLE_COLUMN} column; {data} was built before it "
                         "existed (or by hand): rebuild it with build_lspc_dataset.py")
+    rows = np.arange(len(split)) if rows is None else np.asarray(rows)
     texts = split[TEXT_TITLE_COLUMN]
-    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
-    if bad is not None:
-        raise UserError(f"the {TEXT_TITLE_COLUMN} column of {data} holds {texts[bad]!r} (usable row {bad}), not a text")
-    return texts
+    bad = [i for i, t in enumerate(texts) if text_problem(t) is not None]
+    if not bad:
+        return texts, split, rows
+    print(f"note: skipped {len(bad)} offers without a usable {TEXT_TITLE_COLUMN} (missing, not a text or blank): "
+          f"rows {', '.join(str(int(rows[i])) for i in bad[:5])}" + (" ..." if len(bad) > 5 else ""))
+    kept = np.setdiff1d(np.arange(len(texts)), bad)
+    if not kept.size:
+        raise UserError(f"no offer of {data} has a usable {TEXT_TITLE_COLUMN}: nothing to score with --titles_only")
+    return [texts[i] for i in kept], split.select(kept, keep_in_memory=True), rows[kept]
 
 
 def gs1_block(split, level_preds, evaluation) -> dict | None:
@@ -176,7 +188,10 @@ def main(argv=None):
     if settings["fielded"]:
         print("note: a dataset holds no URLs: the fielded model is scored on title, description and breadcrumb; "
               "its figures with URL words come from its trainer (MWPD files)", file=sys.stderr)
-    texts = title_texts(split, args.data) if args.titles_only else model_texts(split, settings)
+    if args.titles_only:
+        texts, split, rows = title_texts(split, args.data, rows)
+    else:
+        texts = model_texts(split, settings)
     t0 = time.perf_counter()
     scores = predictor.scores(texts)
     seconds = time.perf_counter() - t0

@@ -535,8 +535,10 @@ def iter_records(zip_path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_
                     ref[key] = obj[key]
             text = offer_model_text(obj, max_description_chars)
             group = parse_cluster_id(obj.get("cluster_id"))
+            # the title alone as the builder keeps it (text_title): the one record type carries it for every source
+            title = offer_text(offer_title_description(obj)[0]) if text else None
             yield OfferRecord(text or None, group=group, category=category_of(obj), ref=ref,
-                              reason=None if text else "missing_title")
+                              reason=None if text else "missing_title", title_text=title)
         if counts["corrupt_member"]:
             yield OfferRecord(None, ref={"member": member, "line": n + 1}, reason="corrupt_member")
 
