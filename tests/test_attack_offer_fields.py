@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from category_classification import build_lspc_dataset, evaluate, predict, train_fielded_linear, train_linear_baseline
+from category_classification import evaluate, predict, train_fielded_linear, train_linear_baseline
 from category_classification.core.cli import run
 from category_classification.data.text import offer_text
 from category_classification.models.fielded import fielded_text, mwpd_fielded_text
 from category_classification.models.registry import load_predictor
-from tests.test_breadcrumb import write_offers
+from tests.test_breadcrumb import build_offer_datasets
 from tests.test_fielded import offers as fielded_offers
 from tests.test_fielded import write as write_gz
 
@@ -35,12 +35,7 @@ def models(tmp_path_factory):
     fielded = root / "fielded"
     assert train_fielded_linear.main(["--data", str(write_gz(root / "f.json.gz", fielded_offers())),
                                       "--out", str(fielded)]) == 0
-    write_offers(root / "train.json.gz", 20, 0)
-    test_rows = write_offers(root / "test.json.gz", 5, 1)
-    common = ["--mwpd", str(root / "train.json.gz"), "--mwpd_test", str(root / "test.json.gz"), "--val_size", "0.2",
-              "--quiet"]
-    assert build_lspc_dataset.main(common + ["--out", str(root / "on")]) == 0
-    assert build_lspc_dataset.main(common + ["--breadcrumb", "off", "--out", str(root / "off")]) == 0
+    _, test_rows = build_offer_datasets(root, 20, 5, {"on": [], "off": ["--breadcrumb", "off"]})
     assert train_linear_baseline.main(["--data", str(root / "off"), "--out", str(root / "linear_off")]) == 0
     assert train_linear_baseline.main(["--data", str(root / "on"), "--out", str(root / "linear_on")]) == 0
     assert train_fielded_linear.main(["--data", str(root / "train.json.gz"), "--out", str(root / "fielded_six"),

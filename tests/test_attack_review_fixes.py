@@ -53,15 +53,10 @@ def test_a_json_lines_file_whose_first_line_is_an_array_is_read_line_by_line(tmp
 
 
 def test_evaluate_notes_a_dataset_cut_otherwise_than_the_models_texts(tmp_path, capsys):
-    from category_classification import build_lspc_dataset, evaluate, train_linear_baseline
-    from tests.test_breadcrumb import write_offers
+    from category_classification import evaluate, train_linear_baseline
+    from tests.test_breadcrumb import build_offer_datasets
 
-    write_offers(tmp_path / "train.json.gz", 10, 0)
-    write_offers(tmp_path / "test.json.gz", 3, 1)
-    common = ["--mwpd", str(tmp_path / "train.json.gz"), "--mwpd_test", str(tmp_path / "test.json.gz"),
-              "--val_size", "0.2", "--quiet"]
-    assert build_lspc_dataset.main(common + ["--out", str(tmp_path / "d300")]) == 0
-    assert build_lspc_dataset.main(common + ["--max_description_chars", "4", "--out", str(tmp_path / "d4")]) == 0
+    build_offer_datasets(tmp_path, 10, 3, {"d300": [], "d4": ["--max_description_chars", "4"]})
     assert train_linear_baseline.main(["--data", str(tmp_path / "d300"), "--out", str(tmp_path / "m"),
                                        "--other_bias", "auto"]) == 0
     capsys.readouterr()

@@ -14,7 +14,7 @@ from category_classification import build_lspc_dataset, evaluate, train_linear_b
 from category_classification.core.cli import run
 from category_classification.data.builder import TEXT_TITLE_COLUMN
 from category_classification.data.sources import LspcSource
-from tests.test_breadcrumb import write_offers
+from tests.test_breadcrumb import build_offer_datasets
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = next((p for p in (REPO.parent / "shared" / "data" / "wdc_offers_sample",
@@ -55,11 +55,8 @@ def test_lspc_records_carry_the_title_the_builder_keeps(tmp_path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("titles_eval")
-    write_offers(root / "train.json.gz", 12, 0)
-    write_offers(root / "test.json.gz", 4, 1)
+    build_offer_datasets(root, 12, 4, {"data": []})
     data = root / "data"
-    assert build_lspc_dataset.main(["--mwpd", str(root / "train.json.gz"), "--mwpd_test", str(root / "test.json.gz"),
-                                    "--val_size", "0.2", "--quiet", "--out", str(data)]) == 0
     model = root / "model"
     assert train_linear_baseline.main(["--data", str(data), "--out", str(model), "--class_split", "none"]) == 0
     return root, data, model

@@ -33,6 +33,17 @@ def write_offers(path, n_per_path, seed, crumbless_every=5):
     return rows
 
 
+def build_offer_datasets(root, n_train: int, n_test: int, builds: dict) -> tuple[list, list]:
+    """MWPD-format train (seed 0) and test (seed 1) files in `root` (write_offers, n per GS1 path) and one
+    dataset per `builds` entry (name -> extra builder flags) in root/name; (train rows, test rows)."""
+    train, test = write_offers(root / "train.json.gz", n_train, 0), write_offers(root / "test.json.gz", n_test, 1)
+    common = ["--mwpd", str(root / "train.json.gz"), "--mwpd_test", str(root / "test.json.gz"), "--val_size", "0.2",
+              "--quiet"]
+    for name, flags in builds.items():
+        assert build_lspc_dataset.main(common + [*flags, "--out", str(root / name)]) == 0
+    return train, test
+
+
 def rows_of(preds):
     return [(r["text"], r["label"]) for r in map(json.loads, preds.read_text().splitlines())]
 
@@ -47,12 +58,7 @@ def mwpd(tmp_path_factory):
     """Tiny MWPD train/test files, datasets built with the breadcrumb on (the default) and off, and the fast
     default trained on the first."""
     root = tmp_path_factory.mktemp("crumb")
-    rows = write_offers(root / "train.json.gz", 20, 0)
-    test_rows = write_offers(root / "test.json.gz", 5, 1)
-    common = ["--mwpd", str(root / "train.json.gz"), "--mwpd_test", str(root / "test.json.gz"), "--val_size", "0.2",
-              "--quiet"]
-    assert build_lspc_dataset.main(common + ["--out", str(root / "on")]) == 0
-    assert build_lspc_dataset.main(common + ["--breadcrumb", "off", "--out", str(root / "off")]) == 0
+    rows, test_rows = build_offer_datasets(root, 20, 5, {"on": [], "off": ["--breadcrumb", "off"]})
     assert train_linear_baseline.main(["--data", str(root / "on"), "--out", str(root / "model")]) == 0
     return {"root": root, "rows": rows + test_rows}
 

@@ -14,18 +14,14 @@ from datasets import load_from_disk
 from category_classification import build_lspc_dataset, train_linear_baseline
 from category_classification.data.builder import TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN
 from category_classification.data.text import offer_text
-from tests.test_breadcrumb import write_offers
+from tests.test_breadcrumb import build_offer_datasets, write_offers
 
 
 @pytest.fixture(scope="module")
 def mwpd(tmp_path_factory):
     root = tmp_path_factory.mktemp("titles")
-    rows = write_offers(root / "train.json.gz", 20, 0) + write_offers(root / "test.json.gz", 5, 1)
-    for name, flags in (("on", []), ("off", ["--breadcrumb", "off"])):
-        assert build_lspc_dataset.main(["--mwpd", str(root / "train.json.gz"), "--mwpd_test",
-                                        str(root / "test.json.gz"), "--val_size", "0.2", "--quiet",
-                                        "--out", str(root / name), *flags]) == 0
-    return {"root": root, "rows": rows}
+    train, test = build_offer_datasets(root, 20, 5, {"on": [], "off": ["--breadcrumb", "off"]})
+    return {"root": root, "rows": train + test}
 
 
 def test_every_mwpd_dataset_holds_each_offers_title_alone(mwpd):
