@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from category_classification.core.cli import UserError
+from category_classification.data.records import TEXT_TITLE_COLUMN  # named where every reader sees it
 from category_classification.data.splits import SPLIT_NAMES, assign_splits
 
 SHARD_BATCH = 65536
@@ -88,9 +89,6 @@ SOURCE_COLUMN = "source_category"  # --other_label datasets: the category each o
 # Breadcrumb datasets: each offer's text without the shop's breadcrumb (= `text` when it has none), so a
 # trainer can also learn from offers as they arrive without one (LinearConfig.breadcrumb_copies).
 TEXT_BARE_COLUMN = "text_bare"
-# Each offer's title alone under the same text rule (= `text` when it has no description or breadcrumb), so a
-# trainer can also learn from offers that arrive as a title only (LinearConfig.title_copies).
-TEXT_TITLE_COLUMN = "text_title"
 # MWPD 6-class and --other_label datasets: each offer's GS1 level-3 class, so a trainer can learn every target
 # class as sub-classes (Clothing is nine product kinds; docs/benchmarks.md, "Offers outside the six classes").
 FINE_COLUMN = "fine_category"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from category_classification.core.cli import UserError, require_file
+from category_classification.data.records import TEXT_TITLE_COLUMN
 from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS, MAX_TEXT_CHARS,
                                                TITLE_FIELDS, clean, has_visible_text, offer_field, offer_text)
 
@@ -403,8 +404,6 @@ class MemberRows:
         self.sources.append(code)
 
     def take(self) -> dict:
-        from category_classification.data.builder import TEXT_TITLE_COLUMN
-
         out = {"text": self.texts, TEXT_TITLE_COLUMN: self.titles, "cluster": np.asarray(self.clusters, dtype=np.int64),
                "source": np.asarray(self.sources, dtype=np.int32)}
         self.counts["records_kept"] += len(self.texts)

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from category_classification.core.cli import UserError
 
 DEFAULT_CATEGORIES = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes")  # the seed's six
+# Each offer's title alone under the model text rule (= `text` when it has no description or breadcrumb), so a
+# trainer can also learn from offers that arrive as a title only (LinearConfig.title_copies). Named here, where
+# every reader sees it: the LSPC reader's batches carry it (data/builder.py writes it).
+TEXT_TITLE_COLUMN = "text_title"
 
 
 @dataclass
