@@ -18,7 +18,8 @@ import numpy as np
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.records import TEXT_TITLE_COLUMN
 from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS, MAX_TEXT_CHARS,
-                                               TITLE_FIELDS, clean, has_visible_text, offer_field, offer_text)
+                                               TITLE_FIELDS, clean, has_visible_text, offer_field, offer_text,
+                                               offer_texts)
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib
@@ -398,8 +399,9 @@ class MemberRows:
         if not (title and has_visible_text(title)):
             self.counts["missing_title"] += 1
             return
-        self.texts.append(offer_text(title, description, self.plan.max_description_chars))
-        self.titles.append(offer_text(title))  # what the model text is for an offer that arrives as a title only
+        text, title_text = offer_texts(title, description, self.plan.max_description_chars)
+        self.texts.append(text)
+        self.titles.append(title_text)  # what the model text is for an offer that arrives as a title only
         self.clusters.append(cid)
         self.sources.append(code)
 

@@ -122,13 +122,20 @@ def offer_text(title: str, description: str = "", max_description_chars: int = D
                breadcrumb=None) -> str:
     """title + " " + description, the description cut to `max_description_chars` (0 = whole), then
     " | " + the breadcrumb when one is given and not blank (no separator without one)."""
+    return offer_texts(title, description, max_description_chars, breadcrumb)[0]
+
+
+def offer_texts(title: str, description: str = "", max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
+                breadcrumb=None) -> tuple[str, str]:
+    """(offer_text, the title alone under the same rule: offer_text(title)), the title cleaned once (the
+    LSPC builder keeps both for every offer)."""
     title = clean(title, MAX_TEXT_CHARS)
     description = clean(description, max_description_chars or MAX_TEXT_CHARS)
     text = (f"{title} {description}" if description else title)[:MAX_TEXT_CHARS].rstrip()
-    crumb = breadcrumb_text(breadcrumb)
+    crumb = breadcrumb_text(breadcrumb) if breadcrumb is not None else ""
     if crumb and len(text) + len(BREADCRUMB_SEPARATOR) < MAX_TEXT_CHARS:  # room for more than the separator
         text = f"{text}{BREADCRUMB_SEPARATOR}{crumb}"[:MAX_TEXT_CHARS].rstrip()
-    return text
+    return text, title[:MAX_TEXT_CHARS].rstrip()
 
 
 def normalize_title(title: str) -> str:
