@@ -134,7 +134,7 @@ def combine(args) -> None:
     from bench.lora_cv import inner_split  # the split the fine-tunes' fold datasets were carved with
     from bench.lora_minilm import minilm_dir
     from category_classification.evaluation.metrics import label_scores
-    from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_bare_copies
+    from category_classification.models.linear import LinearConfig, LinearTextClassifier, with_copies
 
     plain, names, y, groups, fine = bundled_offers("six")
     folds = grouped_folds(y, groups, args.folds)
@@ -157,7 +157,7 @@ def combine(args) -> None:
             t = texts["bc_url" if spec["url_words"] else "bc" if spec["breadcrumb"] else "plain"]
             fit_texts, cols = [t[i] for i in fit_idx], {"y": list(y[fit_idx]), "fine": [fine[i] for i in fit_idx]}
             if spec["breadcrumb"]:
-                fit_texts, cols, _ = with_bare_copies(fit_texts, [plain[i] for i in fit_idx], cols)
+                fit_texts, cols, _ = with_copies(fit_texts, [[plain[i] for i in fit_idx]], cols)
             model = LinearTextClassifier(names, LinearConfig(class_split="fine" if spec["fine"] else "none",
                                                              embed_model=str(minilm_dir()) if spec.get("embed") else None))
             model.fit(fit_texts, np.asarray(cols["y"]), fine=cols["fine"] if spec["fine"] else None)

@@ -337,13 +337,13 @@ def test_the_text_rule_keeps_word_breaks_and_joiners_and_drops_invisible_marks()
 def test_invisible_titles_are_blank_everywhere_and_padding_between_members_is_read(tmp_path):
     from collections import Counter
 
-    from category_classification.data.lspc import _gunzip_lines, offer_model_text
+    from category_classification.data.lspc import _gunzip_lines, offer_model_texts
     from category_classification.data.mwpd import iter_records
     from category_classification.data.text import text_problem
 
     for title in ("\u200d \u200d", "\u061c \u061c", " " * 300 + "\u200d"):
         assert text_problem(title) == "blank text"
-        assert offer_model_text({"title": title, "description": "gold ring"}) == ""
+        assert offer_model_texts({"title": title, "description": "gold ring"})[0] == ""
     assert text_problem(" " * 300 + "gold ring") is None  # leading blanks never hide a title
     rows = offers(2)
     rows[0]["Name"] = "\u200d \u200d"

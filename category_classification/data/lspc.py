@@ -18,8 +18,7 @@ import numpy as np
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.records import TEXT_TITLE_COLUMN
 from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS, MAX_TEXT_CHARS,
-                                               TITLE_FIELDS, clean, has_visible_text, offer_field, offer_text,
-                                               offer_texts)
+                                               TITLE_FIELDS, clean, offer_field, offer_texts)
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib
@@ -293,17 +292,25 @@ def parse_json_object(raw: bytes, counts: Counter) -> dict | None:
     return obj
 
 
+def _title_value(value: str) -> str:
+    return _strip_literal(clean(value, MAX_TEXT_CHARS))
+
+
+def _description_value(value: str) -> str:
+    return _strip_literal(value.strip())
+
+
 def offer_title_description(obj: dict) -> tuple[str, str]:
     """(title, description) of an offer, each picked by the one field rule (text.offer_field: `title`, else
-    `name`, ...), literal quotes stripped."""
-    title = offer_field(obj, TITLE_FIELDS, lambda v: _strip_literal(clean(v, MAX_TEXT_CHARS)))
-    return title, offer_field(obj, DESCRIPTION_FIELDS, lambda v: _strip_literal(v.strip()))
+    `name`, ...), literal quotes stripped; a title is '' or holds visible text."""
+    return offer_field(obj, TITLE_FIELDS, _title_value), offer_field(obj, DESCRIPTION_FIELDS, _description_value)
 
 
-def offer_model_text(obj: dict, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> str:
-    """THE model text of an LSPC offer, for the builder and for `predict.py --zip`; '' without a title."""
+def offer_model_texts(obj: dict, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> tuple[str, str]:
+    """(THE model text of an LSPC offer, for the builder and for `predict.py --zip`; its title alone, the
+    dataset's text_title), ('', '') without a title."""
     title, description = offer_title_description(obj)
-    return offer_text(title, description, max_description_chars) if title and has_visible_text(title) else ""
+    return offer_texts(title, description, max_description_chars) if title else ("", "")
 
 
 def category_of(obj: dict) -> str | None:
@@ -395,11 +402,10 @@ class MemberRows:
         return count_pairs(cids, codes, np.ones(cids.size, dtype=np.int64))
 
     def keep(self, obj: dict, cid: int, code: int) -> None:
-        title, description = offer_title_description(obj)
-        if not (title and has_visible_text(title)):
+        text, title_text = offer_model_texts(obj, self.plan.max_description_chars)
+        if not text:
             self.counts["missing_title"] += 1
             return
-        text, title_text = offer_texts(title, description, self.plan.max_description_chars)
         self.texts.append(text)
         self.titles.append(title_text)  # what the model text is for an offer that arrives as a title only
         self.clusters.append(cid)
@@ -534,12 +540,11 @@ def iter_records(zip_path, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_
             for key in ("id", "cluster_id"):
                 if isinstance(obj.get(key), (int, str)):
                     ref[key] = obj[key]
-            text = offer_model_text(obj, max_description_chars)
-            group = parse_cluster_id(obj.get("cluster_id"))
             # the title alone as the builder keeps it (text_title): the one record type carries it for every source
-            title = offer_text(offer_title_description(obj)[0]) if text else None
+            text, title = offer_model_texts(obj, max_description_chars)
+            group = parse_cluster_id(obj.get("cluster_id"))
             yield OfferRecord(text or None, group=group, category=category_of(obj), ref=ref,
-                              reason=None if text else "missing_title", title_text=title)
+                              reason=None if text else "missing_title", title_text=title or None)
         if counts["corrupt_member"]:
             yield OfferRecord(None, ref={"member": member, "line": n + 1}, reason="corrupt_member")
 

@@ -78,7 +78,9 @@ def _offer_text(obj: dict, title: str, max_description_chars: int, breadcrumb: b
     description = offer_field(obj, DESCRIPTION_FIELDS)
     crumb = offer_field(obj, BREADCRUMB_FIELDS) if breadcrumb or fielded else ""
     if fielded:
-        return _fielded_text(title, description, crumb, offer_field(obj, URL_FIELDS), max_description_chars)
+        from category_classification.models.fielded import fielded_text
+
+        return fielded_text(title, description, crumb, offer_field(obj, URL_FIELDS), max_description_chars)
     # the title alone is left as given: the predictor cleans every text (model_text), as offer_text would
     return offer_text(title, description, max_description_chars, crumb) if description or crumb else title
 
@@ -92,12 +94,6 @@ def _text_from_obj(obj, text_field: str | None, max_description_chars: int = DEF
     if not is_title:
         return value, problem
     return _offer_text(obj, value, max_description_chars, breadcrumb, fielded), None
-
-
-def _fielded_text(title, description, crumb, url, max_description_chars: int) -> str:
-    from category_classification.models.fielded import fielded_text
-
-    return fielded_text(title, description, crumb, url, max_description_chars)
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:

@@ -175,12 +175,6 @@ def copy_variants(cfg: LinearConfig, available: dict) -> dict:
     return {k: available[k] for k in COPY_KINDS if wanted[k] and available.get(k) is not None}
 
 
-def with_bare_copies(texts: Sequence[str], bare: Sequence[str], columns: dict) -> tuple[list, dict, int]:
-    """with_copies for the bare texts alone: (texts, columns, number of copies)."""
-    texts, columns, (n,) = with_copies(texts, [bare], columns)
-    return texts, columns, n
-
-
 def _vectorizer(cfg: LinearConfig):
     if cfg.features == "hashed":
         return HashedTfidf(NgramSpec(word_ngrams=cfg.word_ngrams, char_ngrams=cfg.char_ngrams,
