@@ -85,6 +85,8 @@ def check_args(args) -> None:
     if name in ("train", "validation", "test") or name in OWN_FILES or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise UserError(f"--full_split_name must be a plain name (letters, digits, _ . -; not a path) other than "
                         f"train/validation/test, got {name!r}")
+    if args.language_num_proc < 1:  # was a ValueError traceback after the whole read, on a split of 10,000+ offers
+        raise UserError(f"--language_num_proc must be at least 1, got {args.language_num_proc}")
     if args.limit_members < 0 or args.max_description_chars < 0:
         raise UserError("--limit_members and --max_description_chars must be at least 0")
     if not (0 <= args.val_size < 1 and 0 <= args.test_size < 1 and args.val_size + args.test_size < 1):

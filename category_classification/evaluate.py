@@ -78,13 +78,14 @@ def model_texts(split, settings: dict) -> list:
     texts = split["text"]
     if "text_bare" not in split.column_names or not (settings.get("fielded") or not settings.get("breadcrumb")):
         return texts
-    from category_classification.data.text import BREADCRUMB_SEPARATOR
+    from category_classification.data.text import BREADCRUMB_SEPARATOR, text_problem
     from category_classification.models.fielded import add_fields
 
     out = []
     for text, bare in zip(texts, split["text_bare"]):
-        if not isinstance(bare, str) or not isinstance(text, str) or not text.startswith(bare):
-            out.append(text)  # a hand-made column: the text as it is
+        if (not isinstance(bare, str) or not isinstance(text, str) or not text.startswith(bare)
+                or not "!" <= bare[:1] <= "~" and text_problem(bare)):
+            out.append(text)  # a hand-made column (a bare text missing, or blank as missing): the text as it is
         elif not settings.get("fielded"):
             out.append(bare)
         else:

@@ -13,6 +13,7 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -61,6 +62,19 @@ def read_offers(path, levels, counts: Counter, codes: bool = False, allow_none: 
     if not out and not allow_none:
         raise UserError(f"{path}: no usable offers ({dict(counts)})")
     return out
+
+
+def check_offers_file(flag: str, path) -> None:
+    """One line, before any work, for a --data/--validation that is not one MWPD-format offers file (a folder:
+    a built dataset, which train_linear_baseline.py trains on)."""
+    if path is None:
+        return
+    what = "one MWPD-format offers file (JSON lines, plain or .gz, e.g. data/mwpd/train.json.gz)"
+    if Path(path).is_dir():
+        raise UserError(f"{flag} {path} is a folder; {flag} takes {what}, not a built dataset folder "
+                        "(train_linear_baseline.py trains on those)")
+    if not Path(path).is_file():
+        raise UserError(f"{flag} {path}: no such file; {flag} takes {what}")
 
 
 def level_indices(offers, level_labels) -> dict:
@@ -142,6 +156,8 @@ def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    for flag, path in (("--data", args.data), ("--validation", args.validation)):
+        check_offers_file(flag, path)
     check_model_out(args.out, [args.data, args.validation], kinds=("fielded_linear",))
     levels = LEVEL_SETS[args.label_level]
     cfg = dataclass_from_args(FieldedConfig, args)

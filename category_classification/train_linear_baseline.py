@@ -64,6 +64,8 @@ def dataset_other_label(data_dir) -> str | None:
 
 def config_from_args(args, labels) -> LinearConfig:
     cfg = dataclass_from_args(LinearConfig, args)
+    if args.other_label and args.other_label not in labels:  # it was dropped silently: a closed model trained
+        raise UserError(f"--other_label {args.other_label} is not a class of the dataset ({', '.join(labels)})")
     other = args.other_label or dataset_other_label(args.data)
     return dataclasses.replace(cfg, other_label=other if other in labels else None)
 
@@ -131,12 +133,21 @@ def cv_other_bias(model: LinearTextClassifier, splits, objective: str, folds: in
 
     texts, cols, variants = split_rows(splits, model.config, ("label", "cluster"))
     y, groups = np.asarray(cols["label"]), np.asarray(cols["cluster"])
-    if folds < 2 or len(np.unique(groups)) < folds:
-        raise UserError(f"--other_bias cv needs --other_bias_folds >= 2 and at least that many title groups "
-                        f"(the data has {len(np.unique(groups))}); use --other_bias auto or a number")
+    check_cv_folds(groups, folds)
     parts = out_of_fold(texts, y, grouped_folds(y, groups, folds, model.config.seed), model.labels, model.config,
                         cols.get("sources"), cols.get("fine"), variants)
     return choose_bias(parts, y, model.labels, model.labels.index(model.config.other_label), objective)
+
+
+def check_cv_folds(groups, folds: int) -> None:
+    """--other_bias cv's folds against the title groups (`cluster` values) of train + validation: checked
+    before the first fit too, so an impossible value does not fail after it."""
+    import numpy as np
+
+    n = len(np.unique(np.asarray(groups)))
+    if folds < 2 or n < folds:
+        raise UserError(f"--other_bias cv needs --other_bias_folds >= 2 and at least that many title groups "
+                        f"(the data has {n}); use --other_bias auto or a number")
 
 
 def calibrate(model: LinearTextClassifier, val, other_bias: str, objective: str = "min", train=None,
@@ -267,7 +278,8 @@ def train_hierarchy(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    check_model_out(args.out, [args.data], kinds=("linear", "hierarchical_linear"))
+    check_model_out(args.out, [args.data], kinds=("linear", "hierarchical_linear"),
+                    sources={"--embed_model": args.embed_model})
     if args.other_bias not in ("cv", "auto"):
         try:
             finite = math.isfinite(float(args.other_bias))
@@ -275,6 +287,10 @@ def main(argv=None) -> int:
             finite = False
         if not finite:
             raise UserError(f"--other_bias must be cv, auto or a finite number, got {args.other_bias!r}")
+    if args.embed_model:  # loaded now, once (the fit reuses it): a bad encoder fails before minutes of fitting
+        from category_classification.models.sentence_embedding import check_embed_model
+
+        check_embed_model(args.embed_model, args.embed_seq_len)
     if args.hierarchy:
         return train_hierarchy(args)
     dsd = load_dataset_dir(args.data)
@@ -283,6 +299,8 @@ def main(argv=None) -> int:
     val, test = (get_split(dsd, name) if name in dsd else None for name in ("validation", "test"))
     val, test = (s if s is not None and len(s) else None for s in (val, test))
     cfg = config_from_args(args, labels)
+    if cfg.other_label and args.other_bias == "cv" and "cluster" in train.column_names:
+        check_cv_folds([g for s in (train, val) if s is not None for g in s["cluster"]], args.other_bias_folds)
     print(f"training linear model on {len(train)} offers, {len(labels)} classes"
           + (f" (out of scope: {cfg.other_label})" if cfg.other_label else ""))
     t0 = time.perf_counter()

@@ -53,13 +53,31 @@ def _is_inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
-def check_model_out(out, inputs=(), kinds=None) -> Path:
+def check_apart(out, sources: dict) -> None:
+    """Refuse an --out that is, holds or lies inside a local model folder the run reads (`sources`: flag ->
+    value, e.g. {"--model": ...}; symlinks resolved): a backbone inside --out (an earlier run's merged/) is
+    trained over its own base and the save replaces or removes the folder it was read from. A value that is
+    no local path (a hub id, None) is nothing to lose here."""
+    target = Path(out).expanduser().resolve()
+    for flag, src in sources.items():
+        if src is None or not str(src).strip() or not Path(str(src)).expanduser().exists():
+            continue
+        folder = Path(str(src)).expanduser().resolve()
+        if _is_inside(folder, target) or _is_inside(target, folder):
+            where = ("is" if folder == target else "lies inside" if _is_inside(folder, target) else "holds")
+            raise UserError(f"{flag} {src} {where} --out {out}: the save would write over the model the run reads; "
+                            "name an --out apart from it")
+
+
+def check_model_out(out, inputs=(), kinds=None, sources=None) -> Path:
     """Refuse, before any work, a model --out that would lose something: a file, a folder that is or holds an
-    input (the dataset, a member model), a folder holding files no trainer of ours wrote (ours: a model
-    folder, or a run's checkpoints to resume from), a model folder of a kind this tool does not write
-    (`kinds`: an export never replaces a trained model), or one that cannot be written. Returns it as a Path."""
+    input (the dataset, a member model), one that is, holds or lies inside a model folder the run reads
+    (`sources`: check_apart), a folder holding files no trainer of ours wrote (ours: a model folder, or a
+    run's checkpoints to resume from), a model folder of a kind this tool does not write (`kinds`: an export
+    never replaces a trained model), or one that cannot be written. Returns it as a Path."""
     import tempfile
 
+    check_apart(out, sources or {})
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; a model is a folder: name a new one")

@@ -20,15 +20,20 @@ def require_file(path, what: str = "file"):
     from pathlib import Path
 
     p = Path(path)
+    if p.is_dir():  # "not found" would send the user looking for a path that is there
+        raise UserError(f"{what} {p} is a folder, not a file")
     if not p.is_file():
         raise UserError(f"{what} not found: {p}")
     return p
 
 
 def require_dir(path, what: str = "directory"):
+    """Return `path` as a Path, or raise UserError naming it when it is not an existing folder."""
     from pathlib import Path
 
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{what} {p} is a file, not a folder")
     if not p.is_dir():
         raise UserError(f"{what} not found: {p}")
     return p
@@ -164,9 +169,10 @@ def parse_with_preset(parser, argv, presets: dict, dest: str = "preset"):
     return parser.parse_args(argv)
 
 
-def check_settings(cfg, whole=(), positive=(), non_negative=(), shares=()) -> None:
+def check_settings(cfg, whole=(), positive=(), non_negative=(), shares=(), seeds=()) -> None:
     """One line (UserError) for the first impossible setting of a config: `whole` fields are integers >= 1,
-    `positive` finite numbers > 0, `non_negative` finite numbers >= 0, `shares` numbers in [0, 1); a field
+    `positive` finite numbers > 0, `non_negative` finite numbers >= 0, `shares` numbers in [0, 1), `seeds`
+    whole numbers numpy and torch accept as a seed (0 .. 2**32 - 1: others are a ValueError mid-run); a field
     set to None (left to a default chosen later) is not checked. Called before any work, so an impossible
     setting never trains into a saved, broken model."""
     import math
@@ -193,6 +199,10 @@ def check_settings(cfg, whole=(), positive=(), non_negative=(), shares=()) -> No
         v = value(name)
         if v is not None and not (number(v) and 0 <= v < 1):
             raise UserError(f"--{name} must be at least 0 and below 1, got {v!r}")
+    for name in seeds:
+        v = value(name)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 2**32 - 1):
+            raise UserError(f"--{name} must be a whole number between 0 and {2**32 - 1}, got {v!r}")
     check_device(getattr(cfg, "device", None))
     threads = getattr(cfg, "threads", None)
     check_threads(threads or None)  # 0: the library's default

@@ -351,9 +351,14 @@ def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources
 
 
 def _add_language(splits, config: BuildConfig, tmp_dir: Path):
+    from datasets import Value
+
     from category_classification.data.language import detect_languages
 
     for name in SPLIT_NAMES:
+        if len(splits[name]) == 0:  # map() runs no batch on an empty split and adds no column: every split
+            splits[name] = splits[name].add_column("language", [], feature=Value("string"))  # same features
+            continue
         splits[name] = splits[name].map(
             lambda b: {"language": detect_languages(t[:200] for t in b["text"])},
             batched=True, batch_size=2000, num_proc=config.language_num_proc if len(splits[name]) > 10000 else None,

@@ -16,6 +16,9 @@ def load_dataset_dir(path):
     from datasets import DatasetDict, load_from_disk
 
     p = Path(path)
+    if p.exists() and not p.is_dir():  # an offers file: "not found" sends the user looking for a path that is there
+        raise UserError(f"{p} is a file, not a dataset directory: build one from it with build_lspc_dataset.py "
+                        "(--mwpd for MWPD offers files)")
     if not p.is_dir():
         raise UserError(f"dataset directory not found: {p} (build one with build_lspc_dataset.py)")
     try:
@@ -81,15 +84,16 @@ def get_split(dsd, name: str, train: bool = False):
 
 def usable_split(dsd, name: str, train: bool = False):
     """(split `name` without the offers no model can use, the row numbers it keeps), the skips counted in a
-    note: a missing text, or a missing label (-1 is datasets' "no label", or an id past the class names, in
-    `label` or a GS1 level column). A training split with unlabelled offers is refused instead (its labels
-    are in doubt), as is one left empty. evaluate.py names its per-offer lines by the kept rows."""
+    note: a missing text (in a split to score, also a blank one: predict.py gives such an offer no label), or
+    a missing label (-1 is datasets' "no label", or an id past the class names, in `label` or a GS1 level
+    column). A training split with unlabelled offers is refused instead (its labels are in doubt), as is one
+    left empty. evaluate.py names its per-offer lines by the kept rows."""
     import numpy as np
 
     if name not in dsd:
         raise UserError(f"split {name!r} not in dataset (has: {', '.join(dsd.keys())})")
     split = dsd[name]
-    no_text, no_label = _unusable(split)
+    no_text, no_label = _unusable(split, blank=not train)
     n_labels = split.features["label"].num_classes
     if train and no_label.any():
         raise UserError(f"{int(no_label.sum())} {name} offers have a label outside the {n_labels} classes "
@@ -107,21 +111,40 @@ def usable_split(dsd, name: str, train: bool = False):
     return split, kept
 
 
-def _unusable(split):
-    """(no text, no label) masks of a split: a null text; a label id of -1 (datasets' "no label") or past the
-    names, in `label` or any other ClassLabel column (the GS1 levels)."""
+def _unusable(split, blank: bool = False):
+    """(no text, no label) masks of a split: a null text, with `blank` also one no model is given (blank or
+    invisible: `text.text_problem`, the rule of predict.py and serve.py); a label id of -1 (datasets' "no
+    label") or past the names, in `label` or any other ClassLabel column (the GS1 levels)."""
     import numpy as np
     import pyarrow.compute as pc
     from datasets import ClassLabel
 
     table = split.with_format("arrow")
     no_text = table["text"].is_null().to_numpy(zero_copy_only=False)
+    if blank:
+        no_text |= _blank_texts(table["text"])
     no_label = np.zeros(len(split), dtype=bool)
     for column, feature in split.features.items():
         if isinstance(feature, ClassLabel):
             ids = pc.fill_null(table[column], -1).to_numpy()
             no_label |= (ids < 0) | (ids >= feature.num_classes)
     return no_text, no_label
+
+
+def _blank_texts(texts):
+    """Mask of the non-null texts that `text_problem` refuses; a text whose first non-space character is
+    printable ASCII has visible text, so only the others are judged one by one."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    from category_classification.data.text import text_problem
+
+    visible = pc.fill_null(pc.match_substring_regex(texts, r"^[ \t\n\r]*[!-~]"), True).to_numpy(zero_copy_only=False)
+    blank = np.zeros(len(visible), dtype=bool)
+    others = np.flatnonzero(~visible)
+    if others.size:
+        blank[others] = [text_problem(t) is not None for t in texts.take(others).to_pylist()]
+    return blank
 
 
 def languages_of(split):

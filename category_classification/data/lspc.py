@@ -17,8 +17,8 @@ import numpy as np
 
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.records import TEXT_TITLE_COLUMN
-from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS, MAX_TEXT_CHARS,
-                                               TITLE_FIELDS, clean, offer_field, offer_texts)
+from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS, TITLE_FIELDS, clean,
+                                               offer_field, offer_texts)
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib
@@ -84,7 +84,6 @@ def _whole_object(raw: bytes) -> bool:
 
 
 _DIGITS = re.compile(r"-?[0-9]+")
-_LITERAL = re.compile(r'^"(.*)"(@[A-Za-z-]+)?$', re.S)  # N-Triples style "value"@en in some crawls
 
 
 @dataclass
@@ -190,11 +189,6 @@ def list_members(zip_path) -> list[str]:
     return sorted(names)
 
 
-def _strip_literal(value: str) -> str:
-    m = _LITERAL.match(value)
-    return m.group(1) if m else value
-
-
 class _Overlong(bytes):
     """The stand-in a member's line longer than MAX_LINE_BYTES becomes (empty bytes of their own type)."""
 
@@ -292,18 +286,10 @@ def parse_json_object(raw: bytes, counts: Counter) -> dict | None:
     return obj
 
 
-def _title_value(value: str) -> str:
-    return _strip_literal(clean(value, MAX_TEXT_CHARS))
-
-
-def _description_value(value: str) -> str:
-    return _strip_literal(value.strip())
-
-
 def offer_title_description(obj: dict) -> tuple[str, str]:
     """(title, description) of an offer, each picked by the one field rule (text.offer_field: `title`, else
-    `name`, ...), literal quotes stripped; a title is '' or holds visible text."""
-    return offer_field(obj, TITLE_FIELDS, _title_value), offer_field(obj, DESCRIPTION_FIELDS, _description_value)
+    `name`, ..., an N-Triples literal such as '"Nike Air"@en' unwrapped); a title is '' or holds visible text."""
+    return offer_field(obj, TITLE_FIELDS), offer_field(obj, DESCRIPTION_FIELDS)
 
 
 def offer_model_texts(obj: dict, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS) -> tuple[str, str]:

@@ -89,18 +89,85 @@ BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")
 URL_FIELDS = ("url", "URL")
 
 
-def offer_field(offer, fields, unwrap=None) -> str:
+# Some crawls (the LSPC corpus) write a field as an RDF (N-Triples) literal: "value", "value"@en or "value"@es-419
+# (a language tag: letters, then subtags of letters or digits), "value"^^<datatype>, the quotes and backslashes
+# inside escaped (\" \\ \n \u00e9 ...). Only a whole value of that form is unwrapped: a title with quotes of its own
+# ('"The Hobbit" and "Smaug"', '27" monitor') or "@en" inside a word ("info@en.example.com") stays as given.
+_LITERAL_END = re.compile(r'"(@[A-Za-z]+(?:-[A-Za-z0-9]+)*|\^\^<[^<>"\s]*>)?\Z')
+_TAGGED_LITERAL = r'"((?:[^"\\]|\\.)*)"(?:@[A-Za-z]+(?:-[A-Za-z0-9]+)*|\^\^<[^<>"\s]*>)'
+_LITERALS = re.compile(r"(?:%s[\s,]*)+" % _TAGGED_LITERAL, re.S)  # "Nike"@en "Nike"@de: several values in one
+_ONE_LITERAL = re.compile(_TAGGED_LITERAL, re.S)
+_ESCAPE = re.compile(r'\\(?:u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8})|([tbnrf"\'\\]))')
+_ESCAPED = {"t": "\t", "b": "\b", "n": "\n", "r": "\r", "f": "\f", '"': '"', "'": "'", "\\": "\\"}
+# a literal's value is unescaped up to this many characters: every field is cleaned to at most MAX_TEXT_CHARS,
+# from its first 2 * MAX_TEXT_CHARS + 64 characters (`clean`), and an escape is at most 10 characters long
+_MAX_LITERAL_CHARS = 10 * (2 * MAX_TEXT_CHARS + 64)
+_MAX_LITERALS_CHARS = 1 << 16  # a value of several literals is a title or a description, not a book
+
+
+def _unescape(value: str) -> str:
+    if "\\" not in value:
+        return value
+
+    def one(m):
+        code = m.group(1) or m.group(2)
+        if code is None:
+            return _ESCAPED[m.group(3)]
+        n = int(code, 16)
+        return chr(n) if n < 0x110000 else "\ufffd"
+
+    value = _ESCAPE.sub(one, value)
+    if _SURROGATE.search(value):  # a pair of \u escapes is one character; a lone one becomes U+FFFD
+        value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return value
+
+
+def _literal(value: str) -> str | None:
+    """The value of `value` when it is a whole RDF literal (or several, tagged: the first with visible text),
+    else None."""
+    end = _LITERAL_END.search(value, max(1, len(value) - 256)) if value[:1] == '"' else None
+    if end is None:
+        return None
+    inner, tagged = value[1:end.start()], end.group(1) is not None
+    plain = inner.replace("\\\\", "")
+    if plain.endswith("\\"):  # the closing quote is escaped: no literal
+        return None
+    if '"' in plain.replace('\\"', ""):  # a quote inside that is not escaped
+        if not tagged:
+            return None  # '"The Hobbit" and "Smaug"': a title with quotes of its own
+        if len(value) <= _MAX_LITERALS_CHARS and _LITERALS.fullmatch(value):
+            values = [_unescape(v) for v in _ONE_LITERAL.findall(value)]
+            return next((v for v in values if has_visible_text(v)), "")
+        # one tagged literal whose quotes were not escaped: '"27" monitor"@en'
+    return _unescape(inner[:_MAX_LITERAL_CHARS])
+
+
+def literal_value(value: str) -> str:
+    """`value` unwrapped when it is an RDF literal ('"Nike Air"@en' -> 'Nike Air', '""@en' -> ''), else as
+    given: the rule every reader of offer fields applies (`offer_field`)."""
+    first = value[:1]
+    if first != '"' and "!" <= first <= "~":  # most values: no literal
+        return value
+    stripped = value.strip()
+    found = _literal(stripped)
+    if found is None and (stripped[:1] == '"' or _CONTROL.match(stripped) or _FORMAT.match(stripped)):
+        found = _literal(clean(stripped))  # invisible or control characters around the literal
+    return value if found is None else found
+
+
+def offer_field(offer, fields, literals: bool = True) -> str:
     """The value of the first of `fields` that holds a string with visible text, as given ('' when none
-    does); with `unwrap` (the LSPC reader's literal-quote stripping) the unwrapped value, judged after
-    unwrapping. A blank value, or one that is not a string (a number, true/false, null, an object), counts
-    as absent: it never hides another spelling, and a number never becomes text. (A CSV cell is always a
-    string, so a number there is text: `12345` in a CSV title column is a title, in JSON it is absent.)"""
+    does), an RDF literal unwrapped first (`literal_value`; not with `literals=False`, for a ready-made model
+    text): '""@en' is blank. A blank value, or one that is not a string (a number, true/false, null, an
+    object, a list), counts as absent: it never hides another spelling, and a number never becomes text. (A
+    CSV cell is always a string, so a number there is text: `12345` in a CSV title column is a title, in JSON
+    it is absent.)"""
     for name in fields:
         value = offer.get(name)
         if not isinstance(value, str):
             continue
-        if unwrap is not None:
-            value = unwrap(value)
+        if literals:
+            value = literal_value(value)
         # a printable ASCII first character is visible text (most values: no cleaning on the builder's hot path)
         if value and ("!" <= value[0] <= "~" or has_visible_text(value)):
             return value

@@ -31,13 +31,17 @@ from category_classification.data.lspc import MAX_LINE_BYTES
 # An offer's fields are picked by the dataset builder's own rule (text.offer_field, over these spellings): the
 # breadcrumb is read only for models trained with it, the URL only for fielded models (the URL's words)
 from category_classification.data.text import (BREADCRUMB_FIELDS, DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS,
-                                               TITLE_FIELDS, URL_FIELDS, clean, encodable, model_text, offer_field,
-                                               offer_text, text_problem)
+                                               TITLE_FIELDS, URL_FIELDS, clean, encodable, literal_value, model_text,
+                                               offer_field, offer_text, text_problem)
 
 # tried in this order when --text_field is not given: a ready-made model text, else a title (which gets the
 # offer's description and, for a model trained with them, breadcrumb and URL added, as in training)
 TEXT_FIELDS = ("text",) + TITLE_FIELDS
 _OTHER_FIELDS = DESCRIPTION_FIELDS + BREADCRUMB_FIELDS + URL_FIELDS
+# A CSV cannot hold a null: a table written as text spells a missing value so (pandas `astype(str)` writes
+# "nan", `str(None)` "None", SQL exports NULL). Such a cell is empty, as the offer's JSON line has null there:
+# a "nan" title is a blank text, a "nan" description is no description.
+MISSING_CELLS = frozenset({"nan", "NaN", "-nan", "None", "none", "null", "NULL", "<NA>"})
 ID_FIELDS = ("id", "ID", "Id")  # copied to the output as "id" (MWPD files write "ID"): the first with a value
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
@@ -57,7 +61,9 @@ def _main_field(obj: dict, fields) -> tuple[str | None, bool, str | None]:
     visible text by the builder's rule (text.offer_field: blank and non-string values count as absent), a
     ready-made text before a title. Without one: the first string value given (blank: refused as a blank text,
     whatever the other fields hold; no trainer learns from an offer without a title), else the problem."""
-    ready = offer_field(obj, [f for f in fields if f not in TITLE_FIELDS])  # `text`, or a --text_field
+    # `text`, or a --text_field: a model text as given (as --text and serve.py take one); offer fields are
+    # read by the builder's rule, an N-Triples literal ('"Nike Air"@en') unwrapped as the LSPC reader does
+    ready = offer_field(obj, [f for f in fields if f not in TITLE_FIELDS], literals=False)
     if ready:
         return ready, False, None
     title = offer_field(obj, [f for f in fields if f in TITLE_FIELDS])
@@ -68,7 +74,7 @@ def _main_field(obj: dict, fields) -> tuple[str | None, bool, str | None]:
         return None, False, f"no {' / '.join(fields)} field"
     if not isinstance(obj[name], str):
         return None, False, f"field {name!r} is not a string"
-    return obj[name], False, None
+    return literal_value(obj[name]) if name in TITLE_FIELDS else obj[name], False, None  # '"  "@en' is blank
 
 
 def _offer_text(obj: dict, title: str, max_description_chars: int, breadcrumb: bool, fielded: bool) -> str:
@@ -306,7 +312,7 @@ def _csv_rows(records, at: dict, fields, max_description_chars: int, breadcrumb:
         if cells is None:
             yield Record(ref, reason=problem)
             continue
-        row = {name: cells[i] for name, i in at.items() if i < len(cells)}
+        row = {name: "" if cells[i].strip() in MISSING_CELLS else cells[i] for name, i in at.items() if i < len(cells)}
         key = _id_field(row)
         if key is not None:
             ref["id"] = encodable(row[key])

@@ -87,6 +87,23 @@ def _shared(name: str, max_length: int, saved_copy: bool) -> SentenceEmbedder:
                             safetensors_only=saved_copy)
 
 
+def check_embed_model(name_or_path, max_length: int = 128) -> SentenceEmbedder:
+    """--embed_model checked before any fitting (a bad one used to fail only after the n-gram fit): a local path
+    must be a Hugging Face model folder, and the encoder must load and embed (SentenceEmbedder's checks). The
+    loaded encoder is the one the fit then uses (load_embedder keeps it)."""
+    p = Path(str(name_or_path)).expanduser()
+    looks_local = p.is_absolute() or str(name_or_path).startswith((".", "~")) or len(p.parts) > 2
+    if p.exists() or looks_local:  # a hub id is "name" or "owner/name"
+        if not p.exists():
+            raise UserError(f"--embed_model {name_or_path}: no such folder")
+        if not p.is_dir():
+            raise UserError(f"--embed_model {name_or_path} is a file; it takes a sentence-encoder folder or hub id")
+        if not (p / "config.json").is_file():
+            raise UserError(f"--embed_model {name_or_path} is not a Hugging Face model folder (no config.json); it "
+                            "takes a sentence encoder such as sentence-transformers/all-MiniLM-L6-v2")
+    return load_embedder(name_or_path, max_length)
+
+
 def load_embedder(name_or_path, max_length: int = 128, saved_copy: bool = False) -> SentenceEmbedder:
     """The process's encoder for this folder (or hub id) and length, loaded once. For training it remembers
     what it encoded; a model folder's copy (`saved_copy`) remembers nothing and is read from safetensors."""

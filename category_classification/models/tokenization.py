@@ -213,6 +213,13 @@ def load_tokenizer(name_or_path):
     return tok
 
 
+def user_tokenizer_path(spec: str | None) -> str | None:
+    """The folder a --tokenizer value names, or None for the built-in ones ("qwen", "bpe:N") and no value."""
+    if spec is None or spec.strip().lower() in ("", "qwen", "qwen3") or spec.strip().lower().startswith("bpe:"):
+        return None
+    return spec
+
+
 def resolve_tokenizer(spec: str | None = "qwen", train_texts=None):
     """The tokenizer a `--tokenizer` flag names: "qwen" (default), "bpe:N" (trained on `train_texts`),
     or a Hugging Face name or local path."""

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields
 
 from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, option
+from category_classification.models.tokenization import user_tokenizer_path
 
 # Presets fill in settings the user did not give. "default" is the seed's 80M model with the Qwen3 vocabulary;
 # "small" trains on the 6-class MWPD data in a few minutes on a 2-core CPU (docs/embedding_classifier_architecture.md
@@ -126,7 +127,8 @@ def setup(cfg: EncoderTrainConfig):
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed)
-    out = check_model_out(cfg.out, [cfg.data], kinds=("encoder",))
+    out = check_model_out(cfg.out, [cfg.data], kinds=("encoder",),
+                          sources={"--tokenizer": user_tokenizer_path(cfg.tokenizer)})
     return SimpleNamespace(cfg=cfg, dist=dist_info, device=device, out=out, ckpt_dir=out / "checkpoints",
                            log=print if dist_info.is_main else (lambda *a, **k: None))
 
@@ -141,7 +143,7 @@ def check_encoder_settings(cfg: EncoderTrainConfig) -> None:
                    positive=("lr",), non_negative=("lr_warmup_steps", "lr_min_scale", "weight_decay", "grad_clip",
                                                    "focal_gamma", "save_every", "keep_checkpoints"),
                    shares=("dropout", "embedding_dropout", "attention_dropout", "max_drop_path",
-                           "classifier_dropout", "label_smoothing", "token_dropout"))
+                           "classifier_dropout", "label_smoothing", "token_dropout"), seeds=("seed",))
     if cfg.hidden_size % cfg.num_heads or (cfg.hidden_size // cfg.num_heads) % 2:
         raise UserError(f"--hidden_size ({cfg.hidden_size}) must be --num_heads ({cfg.num_heads}) times an even "
                         "head width")

@@ -18,6 +18,7 @@ from category_classification.models.lora import (CONFIG_FILE, EIGHT_BIT_OPTIMIZE
                                                   merge, merge_from_adapter_dir, meta_classifier, precision_for,
                                                   with_size_defaults)
 from category_classification.models.hf import check_tokenizer_fits, position_limit
+from category_classification.models.tokenization import user_tokenizer_path
 from category_classification.training.distributed import is_main_process, resolve_device, world_size
 
 # Device, batches, optimizer
@@ -240,8 +241,8 @@ def settle_config(cfg: LoraTrainConfig, log=print) -> LoraTrainConfig:
     # impossible settings, before any work: `--lr inf` once saved an adapter of NaNs, `--epochs 0` an untrained one
     check_settings(cfg, whole=("lora_r", "lora_alpha", "batch_size", "logging_steps"), positive=("lr", "epochs"),
                    non_negative=("max_grad_norm", "weight_decay", "eval_steps", "early_stopping_patience",
-                                 "max_samples_per_class", "micro_batch", "lora_layers"),
-                   shares=("lora_dropout", "warmup_ratio"))
+                                 "max_samples_per_class", "micro_batch", "lora_layers", "evals_per_epoch"),
+                   shares=("lora_dropout", "warmup_ratio"), seeds=("seed",))
     meta = meta_classifier(cfg.model)
     limit = position_limit(meta)  # a model reads at most this many tokens; more crash inside it mid-run
     if cfg.seq_len is not None and limit and cfg.seq_len > limit:
@@ -397,7 +398,8 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
         torch.set_num_threads(cfg.threads)
     check_optimizer(cfg.optim, device)
     check_4bit(cfg.load_in_4bit, device)
-    out = check_model_out(cfg.out, [cfg.data], kinds=("hf_sequence_classification",))
+    out = check_model_out(cfg.out, [cfg.data], kinds=("hf_sequence_classification",),
+                          sources={"--model": cfg.model, "--tokenizer": user_tokenizer_path(cfg.tokenizer)})
     data = load_splits(cfg)
     labels, splits = data["labels"], data["splits"]
     cfg.eval_steps = eval_steps_for(cfg, len(splits["train"]))
