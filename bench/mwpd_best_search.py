@@ -4,7 +4,8 @@ data/mwpd/train.json.gz, scores it on data/mwpd/validation.json.gz (3,000 offers
 Columns: avg weighted F1 over GS1 lvl1-3 (the challenge metric), per-level weighted F1, 6-class macro-F1 on the
 validation file's 1,662 six-class offers, train seconds. Run:
     PYTHONPATH=$PWD .venv/bin/python bench/mwpd_best_search.py [--variants 'feats:mode,mode;feats:mode']
-    PYTHONPATH=$PWD .venv/bin/python bench/mwpd_best_search.py --cv --temperatures '{"lvl1": T1, ...}' [--threads 2]
+    PYTHONPATH=$PWD .venv/bin/python bench/mwpd_best_search.py --cv --temperatures '{"lvl1": T1, ...}' [--workers 2]
+                                                               [--no_title_copies]
 """
 
 from __future__ import annotations
@@ -195,10 +196,13 @@ def main(argv=None):
     ap.add_argument("--c", type=float, default=0.5)
     ap.add_argument("--cv", action="store_true", help="grouped 5-fold CV of the packaged recipe instead")
     ap.add_argument("--temperatures", default=None, help="JSON {level: T} for --cv (from a trained model)")
+    ap.add_argument("--no_title_copies", action="store_true",
+                    help="--cv: fit without each offer's title alone (FieldedConfig.title_copies off)")
+    ap.add_argument("--workers", type=int, default=5, help="--cv: folds fitted side by side")
     args = ap.parse_args(argv)
     from category_classification.core.cli import UserError, check_settings
 
-    check_settings(args, positive=("c",))
+    check_settings(args, whole=("workers",), positive=("c",))
     specs = parse_variants(args.variants)  # every name checked before hours of fitting
     if args.cv:
         try:
@@ -210,7 +214,7 @@ def main(argv=None):
                                                      and 0 < t < float("inf") for t in temperatures.values())):
             raise UserError(f"--temperatures must map levels of {', '.join(LEVELS)} to positive numbers, "
                             f"got {args.temperatures}")
-        return grouped_cv(temperatures=temperatures)
+        return grouped_cv(temperatures=temperatures, workers=args.workers, title_copies=not args.no_title_copies)
     tr_off, va_off = load(ROOT / "data/mwpd/train.json.gz"), load(ROOT / "data/mwpd/validation.json.gz")
     y_tr = {lvl: [o[lvl] for o in tr_off] for lvl in LEVELS}
     y_va = {lvl: [o[lvl] for o in va_off] for lvl in LEVELS}
@@ -224,49 +228,60 @@ def main(argv=None):
 
 
 def _cv_data():
-    from category_classification.data.text import group_id, normalize_title
-    from category_classification.models.fielded import mwpd_fielded_text
+    from category_classification.data.text import TITLE_FIELDS, group_id, normalize_title, offer_field
+    from category_classification.models.fielded import fielded_text, mwpd_fielded_text
 
     offers = load(ROOT / "data/mwpd/train.json.gz") + load(ROOT / "data/mwpd/validation.json.gz")
     texts = np.array([mwpd_fielded_text(o) for o in offers], dtype=object)
+    # each offer's title alone, as train_fielded_linear.read_offers gives it (FieldedConfig.title_copies)
+    titles = np.array([fielded_text(offer_field(o, TITLE_FIELDS), None) for o in offers], dtype=object)
     groups = [group_id(normalize_title(clean(o.get("Name")))) for o in offers]
     y = {lvl: np.array([o[lvl] for o in offers]) for lvl in LEVELS}
     six = np.array([gs1_label(o, "six") or "" for o in offers])
-    return texts, groups, y, six
+    return texts, groups, y, six, titles
 
 
 def _cv_fold(job):
     """Fit the packaged recipe on one fold's training part and score its held-out part."""
     from category_classification.models.fielded import FieldedConfig, FieldedLinear
 
-    k, (tr, te, temperatures) = job
-    texts, _, y, six = _cv_data()
+    k, (tr, te, temperatures, title_copies) = job
+    texts, _, y, six, titles = _cv_data()
+    cfg = FieldedConfig(title_copies=title_copies)
     t0 = time.process_time()
     names = {lvl: sorted(set(y[lvl][tr])) for lvl in LEVELS}
-    model = FieldedLinear(names, FieldedConfig()).fit(
-        list(texts[tr]), {lvl: [names[lvl].index(v) for v in y[lvl][tr]] for lvl in LEVELS})
+    model = FieldedLinear(names, cfg).fit(
+        list(texts[tr]), {lvl: [names[lvl].index(v) for v in y[lvl][tr]] for lvl in LEVELS}, titles=list(titles[tr]))
     model.temperatures = dict(temperatures or model.temperatures)
     probs = model.predict_levels(list(texts[te]))
     pred = {lvl: [names[lvl][i] for i in probs[lvl].argmax(axis=1)] for lvl in LEVELS}
     r = score_table({lvl: list(y[lvl][te]) for lvl in LEVELS}, pred, time.process_time() - t0)
     s_tr, s_te = [i for i in tr if six[i]], [i for i in te if six[i]]
     six_names = sorted(set(six[s_tr]))
-    m6 = FieldedLinear({"six": six_names}).fit(list(texts[s_tr]), {"six": [six_names.index(v) for v in six[s_tr]]})
+    m6 = FieldedLinear({"six": six_names}, cfg).fit(list(texts[s_tr]), {"six": [six_names.index(v) for v in six[s_tr]]},
+                                                    titles=list(titles[s_tr]))
     p6 = [six_names[i] for i in m6.predict_levels(list(texts[s_te]))["six"].argmax(axis=1)]
     r["six_model"] = f1_score(list(six[s_te]), p6, labels=list(SIX), average="macro")
+    # the same offers asked with their titles alone (predict.py --text, a feed of product names)
+    probs = model.predict_levels(list(titles[te]))
+    r["title_avg"] = float(np.mean([f1_score(list(y[lvl][te]), [names[lvl][i] for i in probs[lvl].argmax(axis=1)],
+                                             average="weighted", zero_division=0) for lvl in LEVELS]))
+    p6 = [six_names[i] for i in m6.predict_levels(list(titles[s_te]))["six"].argmax(axis=1)]
+    r["title_six_model"] = f1_score(list(six[s_te]), p6, labels=list(SIX), average="macro")
     return k, r
 
 
-def grouped_cv(folds=5, temperatures=None, workers=5):
+def grouped_cv(folds=5, temperatures=None, workers=5, title_copies=True):
     """Grouped k-fold CV of the packaged recipe (models/fielded.py) on train + validation pooled (13,012 offers;
     groups = normalized title): avg weighted F1, 6-class macro-F1 from the decoded path and from a separate
-    6-class model, per fold, then mean and standard deviation. train_s is CPU seconds of the fold's fit."""
+    6-class model, per fold, then mean and standard deviation; "title_" rows score the same test offers by
+    their titles alone. train_s is CPU seconds of the fold's fit."""
     import multiprocessing as mp
 
     from sklearn.model_selection import GroupKFold
 
-    texts, groups, _, _ = _cv_data()
-    jobs = [(tr, te, temperatures) for tr, te in GroupKFold(n_splits=folds).split(texts, groups=groups)]
+    texts, groups, _, _, _ = _cv_data()
+    jobs = [(tr, te, temperatures, title_copies) for tr, te in GroupKFold(n_splits=folds).split(texts, groups=groups)]
     rows = []
     with mp.get_context("fork").Pool(workers) as pool:
         for k, r in pool.imap_unordered(_cv_fold, list(enumerate(jobs))):
@@ -274,7 +289,7 @@ def grouped_cv(folds=5, temperatures=None, workers=5):
             print(f"fold {k}: avg {r['avg']:.4f} lvl1 {r['lvl1']:.4f} lvl2 {r['lvl2']:.4f} lvl3 {r['lvl3']:.4f} "
                   f"six(path) {r['six']:.4f} six(model) {r['six_model']:.4f} ({r['n6']} six-class offers) "
                   f"{r['train_s']:.0f} CPU s", flush=True)
-    for key in ("avg", "lvl1", "lvl2", "lvl3", "six", "six_model"):
+    for key in ("avg", "lvl1", "lvl2", "lvl3", "six", "six_model", "title_avg", "title_six_model"):
         v = np.array([r[key] for r in rows])
         print(f"{key:10s} mean {v.mean():.4f} std {v.std(ddof=1):.4f} min {v.min():.4f} max {v.max():.4f}")
 

@@ -22,7 +22,8 @@ from category_classification.core.cli import UserError, add_dataclass_args, data
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
 from category_classification.data.text import TITLE_FIELDS, clean, offer_field
-from category_classification.models.fielded import FieldedConfig, FieldedLinear, mwpd_fielded_text, split_fields
+from category_classification.models.fielded import (FieldedConfig, FieldedLinear, fielded_text, mwpd_fielded_text,
+                                                     split_fields)
 
 LEVEL_SETS = {"all": ("lvl1", "lvl2", "lvl3"), "six": ("six",), "lvl1": ("lvl1",), "lvl2": ("lvl2",),
               "lvl3": ("lvl3",)}
@@ -40,8 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_offers(path, levels, counts: Counter, codes: bool = False, allow_none: bool = False) -> list[tuple[str, dict]]:
-    """(model text, {level: label name}) per usable offer; bad lines, blank texts and unlabelled offers are
+def read_offers(path, levels, counts: Counter, codes: bool = False,
+                allow_none: bool = False) -> list[tuple[str, dict, str]]:
+    """(model text, {level: label name}, the title alone as a model text) per usable offer; bad lines, blank texts and unlabelled offers are
     counted in `counts` and skipped. `codes`: GS1 level labels as written in the file ("67000000_Clothing").
     `allow_none`: a file with no usable offer gives [] instead of a user error."""
     from category_classification.data.mwpd import file_lines
@@ -51,14 +53,14 @@ def read_offers(path, levels, counts: Counter, codes: bool = False, allow_none: 
         offer = parse_json_object(raw, counts) if raw.strip() else None
         if offer is None:
             continue
-        text = mwpd_fielded_text(offer)
+        text, title = mwpd_fielded_text(offer), offer_field(offer, TITLE_FIELDS)
         labels = {lv: clean(offer.get(lv)) if codes and lv != "six" else gs1_label(offer, lv) for lv in levels}
-        if not offer_field(offer, TITLE_FIELDS):  # no title with text, by the rule predict.py reads offers by
+        if not title:  # no title with text, by the rule predict.py reads offers by
             counts["no_title"] += 1
         elif not all(labels.values()):
             counts["outside_label_set"] += 1
         else:
-            out.append((text, labels))
+            out.append((text, labels, fielded_text(title, None)))
     if not out and not allow_none:
         raise UserError(f"{path}: no usable offers ({dict(counts)})")
     return out
@@ -87,7 +89,7 @@ def score(model: FieldedLinear, offers) -> dict:
     """Weighted and macro F1 per level on labelled offers; labels unknown to the model count as misses."""
     from sklearn.metrics import f1_score
 
-    probs = model.predict_levels([t for t, _ in offers])
+    probs = model.predict_levels([o[0] for o in offers])
     out = {}
     for lv, p in probs.items():
         gold = [o[1][lv] for o in offers]
@@ -103,7 +105,8 @@ def score(model: FieldedLinear, offers) -> dict:
 
 def fit(offers, levels, cfg: FieldedConfig) -> FieldedLinear:
     level_labels = {lv: sorted({o[1][lv] for o in offers}) for lv in levels}
-    return FieldedLinear(level_labels, cfg).fit([t for t, _ in offers], level_indices(offers, level_labels))
+    return FieldedLinear(level_labels, cfg).fit([o[0] for o in offers], level_indices(offers, level_labels),
+                                                titles=[o[2] for o in offers])
 
 
 def save_atomically(model: FieldedLinear, out, metrics: dict, **info) -> None:
@@ -120,7 +123,7 @@ def save_atomically(model: FieldedLinear, out, metrics: dict, **info) -> None:
 def fit_calibrate_refit(train, calib, levels, cfg: FieldedConfig) -> tuple[FieldedLinear, dict]:
     """Fit on `train`, calibrate the temperatures and score on `calib`, refit on both with those temperatures."""
     model = fit(train, levels, cfg)
-    model.calibrate([t for t, _ in calib], level_indices(calib, model.level_labels))
+    model.calibrate([o[0] for o in calib], level_indices(calib, model.level_labels))
     metrics = score(model, calib)
     temperatures = model.temperatures
     model = fit(train + calib, levels, cfg)
@@ -146,10 +149,10 @@ def benchmark_predictions(train_path, test_path, validation_path=None) -> dict:
         if validation_path:
             calib = read_offers(validation_path, levels, counts, codes=True)
         else:
-            held = [group_id(normalize_title(split_fields(t)[0])) % 10 == 0 for t, _ in train]
+            held = [group_id(normalize_title(split_fields(o[0])[0])) % 10 == 0 for o in train]
             train, calib = [o for o, h in zip(train, held) if not h], [o for o, h in zip(train, held) if h]
         model, _ = fit_calibrate_refit(train, calib, levels, FieldedConfig())
-        probs = model.predict_levels([t for t, _ in test])
+        probs = model.predict_levels([o[0] for o in test])
         out.update({lv: [model.level_labels[lv][i] for i in p.argmax(axis=1)] for lv, p in probs.items()})
     return out
 
@@ -175,14 +178,16 @@ def main(argv=None) -> int:
     else:
         model = fit(train, levels, cfg)
         if val:
-            model.calibrate([t for t, _ in val], level_indices(val, model.level_labels))
+            model.calibrate([o[0] for o in val], level_indices(val, model.level_labels))
             metrics["validation"] = score(model, val)
     if val:
         print("validation (before any refit):", json.dumps(metrics["validation"]))
     seconds = time.perf_counter() - t0
-    print(f"trained in {seconds:.1f}s" + (" (including the refit on train + validation)" if args.refit else ""))
+    print(f"trained in {seconds:.1f}s" + (" (including the refit on train + validation)" if args.refit else "")
+          + (f"; fitted {model.title_copy_rows} title copies" if cfg.title_copies else ""))
     save_atomically(model, args.out, metrics, train_seconds=round(seconds, 1), refit=args.refit,
-                    train_size=len(train) + (len(val) if args.refit else 0), skipped=dict(counts))
+                    train_size=len(train) + (len(val) if args.refit else 0), skipped=dict(counts),
+                    title_copies=model.title_copy_rows)
     print(f"model and metrics.json written to {args.out}")
     return 0
 

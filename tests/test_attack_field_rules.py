@@ -147,7 +147,7 @@ def test_the_fielded_trainer_reads_an_offer_as_predict_does(tmp_path):
     src = tmp_path / "odd.jsonl"
     src.write_text("".join(json.dumps(o) + "\n" for o in offers))
     counts: Counter = Counter()
-    trained = [t for t, _ in read_offers(src, ("lvl1",), counts)]
+    trained = [o[0] for o in read_offers(src, ("lvl1",), counts)]
     predicted = [r.text for r in read_jsonl(src, fielded=True) if r.reason is None and r.text.strip()]
     assert trained == predicted and counts["no_title"] == 2
     assert predicted[2] == fielded_text("odd boots three", "", CRUMB)

@@ -33,8 +33,10 @@ def models(tmp_path_factory):
     without it and a six-class fielded model trained on the same files."""
     root = tmp_path_factory.mktemp("fields")
     fielded = root / "fielded"
+    # no title copies: taught each toy title alone, the model would lean on the titles, and these tests are
+    # about the breadcrumb and URL reaching it
     assert train_fielded_linear.main(["--data", str(write_gz(root / "f.json.gz", fielded_offers())),
-                                      "--out", str(fielded)]) == 0
+                                      "--out", str(fielded), "--no_title_copies"]) == 0
     _, test_rows = build_offer_datasets(root, 20, 5, {"on": [], "off": ["--breadcrumb", "off"]})
     assert train_linear_baseline.main(["--data", str(root / "off"), "--out", str(root / "linear_off")]) == 0
     assert train_linear_baseline.main(["--data", str(root / "on"), "--out", str(root / "linear_on")]) == 0

@@ -153,3 +153,27 @@ def test_evaluate_titles_only_scores_the_titles_and_refuses_a_dataset_without_th
     assert run(evaluate.main, ["--model", str(model), "--data", str(old), "--titles_only"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--titles_only needs a dataset with a text_title column" in err[0]
+
+
+def test_the_fielded_model_fits_each_title_alone_unless_told_not_to(tmp_path, monkeypatch):
+    import category_classification.models.fielded as fielded
+    from category_classification.train_fielded_linear import main as train_fielded
+    from tests.test_fielded import offers, write
+
+    rows = offers()
+    rows[0].update(Description="", CategoryText="", URL="")  # its text is its title: no copy
+    rows[1]["Name"] = "  Red   Cotton Shirt "  # the title by the one field rule, as predict.py reads it
+    data = write(tmp_path / "train.json.gz", rows)
+    seen = []
+    real = fielded.with_copies
+    monkeypatch.setattr(fielded, "with_copies", lambda texts, variants, cols: seen.append(variants[0]) or
+                        real(texts, variants, cols))
+    assert train_fielded(["--data", str(data), "--out", str(tmp_path / "m")]) == 0
+    info = json.loads((tmp_path / "m" / "category_model.json").read_text())
+    assert info["config"]["title_copies"] is True and info["title_copies"] == len(rows) - 1
+    from category_classification.data.text import TITLE_FIELDS, offer_field
+    assert seen == [[fielded.fielded_text(offer_field(r, TITLE_FIELDS), None) for r in rows]]
+    assert "[category]" not in seen[0][2] and seen[0][1] == "Red Cotton Shirt"
+    assert train_fielded(["--data", str(data), "--out", str(tmp_path / "n"), "--no_title_copies"]) == 0
+    info = json.loads((tmp_path / "n" / "category_model.json").read_text())
+    assert info["config"]["title_copies"] is False and info["title_copies"] == 0 and len(seen) == 1

@@ -22,7 +22,7 @@ from category_classification.data.text import (BREADCRUMB_FIELDS, DEFAULT_MAX_DE
                                                offer_text)
 from category_classification.inference.base import LevelScores, Predictor
 from category_classification.models.label_paths import level_marginals, log_softmax, path_posterior, path_problem
-from category_classification.models.linear import fit_temperature
+from category_classification.models.linear import fit_temperature, with_copies
 from category_classification.models.tfidf_io import (read_vocabulary, refuse_pickle, tfidf_from_state, tfidf_state,
                                                    write_vocabulary)
 
@@ -87,6 +87,10 @@ class FieldedConfig:
     prune_below: float = option(3e-3, "weights below this magnitude are dropped (a quarter of the size)")
     max_iter: int = option(2000, "LinearSVC iterations")
     seed: int = option(42, "random seed")
+    # as LinearConfig.title_copies: offers that arrive as a name only (predict.py --text, a feed of product names)
+    # are far shorter than any training text without them (docs/mwpd_best.md)
+    title_copies: bool = option(True, "also train on each training offer's title alone (no description, "
+                                      "breadcrumb or URL)")
 
     def __post_init__(self):
         if self.class_weight == "none":  # the flag's spelling of "no weighting"
@@ -165,12 +169,20 @@ class FieldedLinear:
         self.intercepts: dict = {}
         self.temperatures = {lv: 1.0 for lv in self.levels}
         self.paths = np.zeros((0, len(self.levels)), dtype=np.int64)
+        self.title_copy_rows = 0  # title copies the last fit added (FieldedConfig.title_copies)
 
-    def fit(self, texts: Sequence[str], y: Mapping[str, Sequence[int]]) -> "FieldedLinear":
+    def fit(self, texts: Sequence[str], y: Mapping[str, Sequence[int]],
+            titles: Sequence[str] | None = None) -> "FieldedLinear":
+        """`titles`: each offer's title alone as a model text (`fielded_text(title, None)`); with
+        `title_copies` they are fitted too, with the offer's labels."""
         import scipy.sparse as sp
         from sklearn.svm import LinearSVC
 
         cfg = self.config
+        if cfg.title_copies and titles is not None:
+            texts, y, (self.title_copy_rows,) = with_copies(texts, [titles], {lv: list(y[lv]) for lv in self.levels})
+        else:
+            self.title_copy_rows = 0
         for lv in self.levels:
             if len(self.level_labels[lv]) < 2:
                 raise UserError(f"{lv}: the training offers hold {len(self.level_labels[lv])} class(es); a "
