@@ -244,7 +244,7 @@ def train_hierarchy(args) -> int:
     t0 = time.perf_counter()
     texts, cols, copies = fit_rows([train], cfg, LEVELS)
     model = HierarchicalLinear(names, cfg).fit(texts, cols)
-    metrics = {}
+    metrics, fitted = {}, len(train)
     if val is not None:
         model.calibrate(val["text"], {lv: val[lv] for lv in LEVELS})
         metrics["validation"] = gs1_split_metrics(model, val, labels, args)
@@ -252,6 +252,7 @@ def train_hierarchy(args) -> int:
             temps = {lv: model.models[lv].temperature for lv in LEVELS}
             texts, cols, copies = fit_rows([train, val], cfg, LEVELS)
             model = HierarchicalLinear(names, cfg).fit(texts, cols)
+            fitted = len(train) + len(val)
             for lv in LEVELS:
                 model.models[lv].temperature = temps[lv]
     train_seconds = time.perf_counter() - t0
@@ -259,10 +260,11 @@ def train_hierarchy(args) -> int:
     if test is not None and len(test):
         metrics["test"] = gs1_split_metrics(model, test, labels, args)
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
-               breadcrumb_copies=copies["breadcrumb"], title_copies=copies["title"],
+               train_size=fitted, breadcrumb_copies=copies["breadcrumb"], title_copies=copies["title"],
                results=lambda stage: write_results(
                    stage, "hierarchical linear (per-level TF-IDF + LinearSVC, path decoding)", asdict(cfg),
-                   metrics, labels, extra={"train_seconds": round(train_seconds, 2), "refit": bool(args.refit),
+                   metrics, labels, extra={"train_seconds": round(train_seconds, 2), "train_size": fitted,
+                                           "refit": bool(args.refit),
                                            "breadcrumb_copies": copies["breadcrumb"],
                                            "title_copies": copies["title"]}, history_from=args.out))
     for split, m in metrics.items():
@@ -317,8 +319,10 @@ def main(argv=None) -> int:
               f"(>= {cfg.other_min_size} training rows each) + their own columns (--class_split none: not)")
     bias_cv = calibrate(model, val, args.other_bias, args.other_bias_objective, train, args.other_bias_folds)
     metrics = {"validation": split_metrics(model, val, labels, args)} if val is not None else {}
+    fitted = len(train)  # the offers the saved model is fitted on (train + validation with --refit)
     if args.refit and val is not None:
-        print(f"refitting on train + validation ({len(train) + len(val)} offers)")
+        fitted = len(train) + len(val)
+        print(f"refitting on train + validation ({fitted} offers)")
         model, copies = refit(model, train, val)
     train_seconds = time.perf_counter() - t0
     print(f"trained in {train_seconds:.1f}s")
@@ -328,13 +332,13 @@ def main(argv=None) -> int:
     if test is not None:
         metrics["test"] = split_metrics(model, test, labels, args)
 
-    extra = {"train_seconds": round(train_seconds, 2), "train_size": len(train), "refit": bool(args.refit),
+    extra = {"train_seconds": round(train_seconds, 2), "train_size": fitted, "refit": bool(args.refit),
              "breadcrumb_copies": copies["breadcrumb"], "title_copies": copies["title"],
              "temperature": model.temperature, "other_bias": model.other_bias,
              **({"other_bias_cv": bias_cv} if bias_cv else {}),
              "classes_without_training_examples": model.classes_without_training_examples}
     model.save(args.out, train_seconds=round(train_seconds, 2), data=str(args.data), refit=bool(args.refit),
-               breadcrumb_copies=copies["breadcrumb"], title_copies=copies["title"],
+               train_size=fitted, breadcrumb_copies=copies["breadcrumb"], title_copies=copies["title"],
                figures={s: {"macro_f1": m["macro_f1"], "accuracy": m["accuracy"]} for s, m in metrics.items()},
                results=lambda stage: write_results(stage, f"linear ({cfg.features} n-grams + LinearSVC)", asdict(cfg),
                                                    metrics, labels, extra=extra, history_from=args.out))

@@ -292,14 +292,17 @@ def _choose_rows(plan, config, clusters, labels, counts: Counter) -> np.ndarray:
     return keep
 
 
-def _assign(clusters, labels, forced, keep, config: BuildConfig) -> np.ndarray:
-    """Split code per row (-1 for rows not kept); refuses (or warns about) an empty validation/test."""
+def _assign(clusters, labels, forced, keep, config: BuildConfig, test_file: bool = False) -> np.ndarray:
+    """Split code per row (-1 for rows not kept); refuses (or warns about) an empty validation/test. With a
+    test file (`test_file`: a forced-test shard) the test split is its rows alone, even none of them: it is
+    never cut from the other files instead."""
     codes = np.full(clusters.size, -1, dtype=np.int8)
-    has_forced = bool(forced[keep].any())
+    has_forced = test_file or bool(forced[keep].any())
     codes[keep] = assign_splits(clusters[keep], labels[keep], config.val_size,
                                 0.0 if has_forced else config.test_size, config.seed,
                                 forced_test=forced[keep] if has_forced else None)
-    wanted = {"validation": config.val_size > 0, "test": config.test_size > 0 or has_forced}
+    # a test file kept whole cannot be too small for the sizes (one that kept nothing is its reader's to report)
+    wanted = {"validation": config.val_size > 0, "test": config.test_size > 0 and not has_forced}
     empty = [name for code, name in enumerate(SPLIT_NAMES) if wanted.get(name) and not (codes == code).any()]
     if empty:
         msg = (f"the {' and '.join(empty)} split came out empty: {int(keep.sum())} offers in "
@@ -404,7 +407,7 @@ def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, 
         reasons = ", ".join(f"{k} {v:,}" for k, v in counts.most_common() if k not in ("lines_read", "records_kept"))
         raise UserError(f"no offer was kept of {counts.get('lines_read', 0):,} lines read ({reasons or 'none'}): "
                         "check --map / --categories against the corpus")
-    codes = _assign(clusters, labels, forced, keep, config)
+    codes = _assign(clusters, labels, forced, keep, config, test_file=any(s.forced_test for s in shards))
     counts["records_kept"] = int(keep.sum())
     if plan.other_label:
         other = keep & (labels == len(plan.names) - 1)

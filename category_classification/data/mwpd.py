@@ -38,23 +38,34 @@ _SIX_RULES = (
 
 
 # A GS1 level label is "CODE_Name" in the MWPD files; a file from elsewhere may write the code alone, as a
-# JSON number, or with spaces around it: the code names the class in all of them.
-_GS1_CODE = re.compile(r"\s*(\d+)\s*(?:_|$)")
+# JSON number, with spaces around it, or with a space, "-" or ":" for the "_" ("67000000 Clothing", a GS1
+# code of 6 digits or more there, so a name such as "3 Piece Suits" is not taken for one): the code names the
+# class in all of them.
+_GS1_LABEL = re.compile(r"\s*(\d+)\s*(?:_(.*)|$)|\s*(\d{6,})(?:\s*[-:]\s*|\s+)(.*)", re.S)
+
+
+def _code_and_name(value) -> tuple[str | None, str]:
+    """(the GS1 code a level label starts with or None, the label's name without it, stripped)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None, ""
+    text = str(value)
+    match = _GS1_LABEL.fullmatch(text)
+    if not match:
+        return None, text.strip()
+    code = match.group(1) or match.group(3)
+    name = match.group(2) if match.group(1) else match.group(4)
+    return code, (name or "").strip()
 
 
 def gs1_code(value) -> str | None:
-    """The GS1 code a level label starts with ("67000000" of "67000000_Clothing", " 67000000 " or 67000000)."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        return None
-    match = _GS1_CODE.match(str(value))
-    return match.group(1) if match else None
+    """The GS1 code a level label starts with ("67000000" of "67000000_Clothing", "67000000 Clothing",
+    " 67000000 " or 67000000)."""
+    return _code_and_name(value)[0]
 
 
 def _name_key(value) -> str:
     """The class name of a level label without its code, case and spacing ignored."""
-    text = clean(value)
-    name = text.partition("_")[2] if gs1_code(text) else text
-    return " ".join(name.casefold().split())
+    return " ".join(_code_and_name(clean(value))[1].casefold().split())
 
 
 def same_classes(labels, known) -> dict:
@@ -89,6 +100,9 @@ def gs1_label(offer: dict, level: str) -> str | None:
         value = str(value)
     if not isinstance(value, str) or not value.strip():
         return None
+    code, name = _code_and_name(value)
+    if code:  # "67000000_Clothing", "67000000 Clothing": the name; "67000000": the code
+        return name or code
     code, _, name = value.partition("_")
     return (name or code).strip()
 
@@ -98,14 +112,26 @@ def gs1_label(offer: dict, level: str) -> str | None:
 MAX_ARRAY_BYTES = 32 << 20
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
+def _lstrip_bom(data: bytes) -> bytes:
+    """`data` without leading whitespace and a UTF-8 byte-order mark (which Windows tools write before a JSON
+    array: the array was read as one line that is not an object, or each of its lines as malformed JSON)."""
+    data = data.lstrip()
+    return data[len(_BOM):].lstrip() if data.startswith(_BOM) else data
+
+
 def _gzip_starts_an_array(path) -> bool:
     import gzip
 
     try:
         with gzip.open(path, "rb") as fh:
+            head = b""
             while block := fh.read(1 << 16):  # leading whitespace of any length
-                if block.strip():
-                    return block.lstrip()[:1] == b"["
+                head = _lstrip_bom(head + block)
+                if head.strip() and head != _BOM[:len(head)]:
+                    return head[:1] == b"["
     except (OSError, EOFError, zlib.error):
         pass
     return False
@@ -127,9 +153,10 @@ def _gunzip_whole(path, counts: Counter) -> bytes:
 
 def file_lines(path, counts: Counter | None = None) -> list[bytes]:
     """The raw lines of an MWPD file (JSON lines, plain or gzip; one JSON array works too). A damaged or
-    cut gzip file keeps the lines read before the damage and is counted as `corrupt_file`; a line over
-    lspc.MAX_LINE_BYTES comes back as lspc.OVERLONG_LINE (parse_json_object counts it)."""
-    from category_classification.data.lspc import _gunzip_lines, _zlib
+    cut gzip file keeps the lines read before the damage and is counted as `corrupt_file`; a line (or an
+    array's offer) over lspc.MAX_LINE_BYTES comes back as lspc.OVERLONG_LINE (parse_json_object counts it),
+    plain or gzip alike: the plain file's line was kept, so one file gave two test sets."""
+    from category_classification.data.lspc import MAX_LINE_BYTES, OVERLONG_LINE, _gunzip_lines, _zlib
 
     path = require_file(path, "MWPD file")
     counts = Counter() if counts is None else counts
@@ -155,16 +182,18 @@ def file_lines(path, counts: Counter | None = None) -> list[bytes]:
         raise UserError(f"cannot read MWPD file {path}: {exc.strerror or exc}") from None
     if data is None:
         return lines
-    stripped = data.lstrip()
+    stripped = _lstrip_bom(data)
     if stripped[:1] == b"[":  # one JSON array instead of JSON lines
         if len(stripped) > MAX_ARRAY_BYTES:
             raise UserError(f"{path}: a JSON array of more than {MAX_ARRAY_BYTES >> 20} MB; write it as JSON lines "
                             "(one offer per line), which is read at any size")
         try:
-            return [json.dumps(o).encode() for o in json.loads(stripped)]
+            lines = [json.dumps(o).encode() for o in json.loads(stripped)]
         except (ValueError, RecursionError):
-            pass  # fall back to line by line, so the bad lines are counted
-    return data.splitlines()
+            lines = data.splitlines()  # line by line, so the bad lines are counted
+    else:
+        lines = data.splitlines()
+    return [line if len(line) <= MAX_LINE_BYTES else OVERLONG_LINE for line in lines]
 
 
 def iter_records(path, counts: Counter | None = None, max_description_chars: int = DEFAULT_MAX_DESCRIPTION_CHARS,
@@ -188,13 +217,54 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
             counts["missing_title"] += 1
             continue
         description = clean(offer_field(offer, DESCRIPTION_FIELDS))
-        labels = {level: gs1_label(offer, level) for level in LABEL_LEVELS}
+        gs1 = {level: _raw_level(offer.get(level)) for level in GS1_LEVELS}
+        labels = {level: gs1_label(gs1, level) for level in LABEL_LEVELS}
         bare = offer_text(title, description, max_description_chars)
         crumb = offer_field(offer, BREADCRUMB_FIELDS) if breadcrumb else ""
         text = offer_text(title, description, max_description_chars, crumb) if crumb else bare
         yield OfferRecord(text, group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
                           labels=labels, ref={"line": n}, bare_text=bare if breadcrumb else None,
-                          title_text=offer_text(title))
+                          title_text=offer_text(title), gs1=gs1)
+
+
+def _raw_level(value) -> str | None:
+    """A GS1 level label as its file writes it, as text (a JSON number: its digits); None when it has none."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def respell_levels(records, training) -> dict:
+    """Give each of `records` (the held-out file's offers) the GS1 level labels of `training` where they name
+    the same class (same_classes: the same code, or the same name ignoring case and spacing), its 6-class
+    label and level-1 category following: a file writing "67000000" or "clothing" for the training files'
+    "67000000_Clothing" had every offer of a level build scored as a class of its own, a miss. Returns
+    {level: offers respelled}."""
+    known = {lv: {r.gs1.get(lv) for r in training} - {None} for lv in GS1_LEVELS}
+    respell = {lv: same_classes({r.gs1.get(lv) for r in records} - {None}, known[lv]) for lv in GS1_LEVELS}
+    changed = Counter()
+    for rec in records:
+        gs1 = {lv: respell[lv].get(rec.gs1.get(lv), rec.gs1.get(lv)) for lv in GS1_LEVELS}
+        if gs1 != rec.gs1:
+            changed.update(lv for lv in GS1_LEVELS if gs1[lv] != rec.gs1.get(lv))
+            rec.gs1, rec.labels = gs1, {level: gs1_label(gs1, level) for level in LABEL_LEVELS}
+            rec.category = rec.labels["lvl1"] or NO_LEVEL1
+    return {lv: changed[lv] for lv in GS1_LEVELS}
+
+
+def level_missing(rec, level: str) -> bool:
+    """Whether the offer lacks the GS1 level its label at `level` is read from, so it can be told neither a
+    target nor out of scope: no lvl1 code (or, in a segment where a 6-class rule reads level 3, no lvl3 code)
+    for the 6 classes; the level itself for lvl1/lvl2/lvl3; any level for 'all'. Such an offer (a null or
+    missing label) was taken for Other, or counted as outside the label set."""
+    if level == "all":
+        return not all(rec.labels[lv] for lv in GS1_LEVELS)
+    if level != "six":
+        return rec.labels[level] is None
+    if rec.labels["six"] is not None:
+        return False
+    lvl1, lvl3 = gs1_code(rec.gs1.get("lvl1")), gs1_code(rec.gs1.get("lvl3"))
+    return lvl1 is None or (lvl3 is None and any(f == "lvl3" and c[:2] == lvl1[:2] for f, c, _ in _SIX_RULES))
 
 
 def read_mwpd(path, level: str = "six", counts: Counter | None = None,
@@ -220,19 +290,27 @@ def _label_for(rec, level: str, targets, other_label):
     return other_label
 
 
-def _read_files(args, targets, config) -> list:
+def _read_files(args, targets, config) -> tuple[list, dict]:
     """(path, is_test, [(record, label)], counts) per file, the test file first so its titles can be
-    kept out of train/validation."""
+    kept out of train/validation, its labels in the training files' spelling (respell_levels); and
+    {level: test offers respelled}."""
     files = [(f, False) for f in args.mwpd] + ([(args.mwpd_test, True)] if args.mwpd_test else [])
     for f, _ in files:
         require_file(f, "MWPD file")
     files.sort(key=lambda f: not f[1])
-    out, test_groups = [], set()
+    read = []
     for path, is_test in files:
         counts: Counter = Counter()
+        read.append((path, is_test, list(iter_records(path, counts, config.max_description_chars, config.breadcrumb)),
+                     counts))
+    respelled = {}
+    if args.mwpd_test:
+        respelled = respell_levels(read[0][2], [r for _, is_test, recs, _ in read if not is_test for r in recs])
+    out, test_groups = [], set()
+    for path, is_test, records, counts in read:
         kept = []
-        for rec in iter_records(path, counts, config.max_description_chars, config.breadcrumb):
-            if args.label_level == "all" and not all(rec.labels[lv] for lv in GS1_LEVELS):
+        for rec in records:
+            if level_missing(rec, args.label_level):
                 counts["missing_level"] += 1
                 continue
             label = _label_for(rec, args.label_level, targets, args.other_label)
@@ -247,7 +325,21 @@ def _read_files(args, targets, config) -> list:
                 test_groups.add(rec.group)
         counts["records_kept"] += len(kept)
         out.append((path, is_test, kept, counts))
-    return out
+    return out, respelled
+
+
+def check_test_file(files, config) -> None:
+    """A --mwpd_test file none of whose offers is kept is refused (--allow_empty_splits: a warning and an
+    empty test split): the builder then cut the test split from the training files, and the figures the
+    user took for the held-out file's were those of offers out of the files trained on."""
+    for path, is_test, kept, counts in files:
+        if is_test and not kept:
+            reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items()) if k != "lines_read" and v)
+            msg = (f"--mwpd_test {path}: none of its {counts.get('lines_read', 0):,} lines is an offer of the label "
+                   f"set ({reasons or 'no offers'}), so there is nothing to score")
+            if not config.allow_empty_splits:
+                raise UserError(msg + "; check its lvl1/lvl2/lvl3 labels, --categories and --other_label")
+            print(f"WARNING: {msg}; the test split is empty", file=sys.stderr, flush=True)
 
 
 def hierarchy(records) -> dict:
@@ -274,7 +366,8 @@ def read_mwpd_files(args, config, tmp):
     from category_classification.data.records import ReadResult, parse_categories
 
     targets = parse_categories(args.categories, default=None)
-    files = _read_files(args, targets, config)
+    files, respelled = _read_files(args, targets, config)
+    check_test_file(files, config)
     found = sorted({label for _, _, kept, _ in files for _, label in kept if label != args.other_label})
     if not found:
         raise UserError("no offer of the MWPD files belongs to the chosen label set")
@@ -312,4 +405,6 @@ def read_mwpd_files(args, config, tmp):
                             counts=dict(counts), categories=categories))
     source = {"mwpd": [str(f) for f in args.mwpd], "mwpd_test": args.mwpd_test, "label_level": args.label_level}
     extra = {"files": [{"file": s.source, "test": s.forced_test, **s.counts} for s in shards]}
+    if args.mwpd_test:
+        extra["test_labels_respelled"] = respelled
     return ReadResult(shards, plan, source, extra)

@@ -23,7 +23,8 @@ class OfferRecord:
     source's own category (WDC `category` field, MWPD GS1 level 1); `labels` holds MWPD's classes by
     level; `ref` says where the offer came from; `bare_text` is the text without the shop's breadcrumb
     (None when the reader added none to `text`; equal to it when the offer has none); `title_text` is the
-    title alone under the same text rule (equal to `text` when the offer has nothing else)."""
+    title alone under the same text rule (equal to `text` when the offer has nothing else); `gs1` holds an
+    MWPD offer's GS1 level labels as its file spells them ("67000000_Clothing"; None where it has none)."""
 
     text: str | None
     group: int | None = None
@@ -33,6 +34,7 @@ class OfferRecord:
     reason: str | None = None
     bare_text: str | None = None
     title_text: str | None = None
+    gs1: dict = field(default_factory=dict)
 
 
 @dataclass
