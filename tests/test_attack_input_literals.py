@@ -4,10 +4,8 @@ builders and evaluate.py: one offer gets one text whatever its wrapping, and a t
 invisible) is skipped and counted, never scored. Each test holds the input that broke the old code."""
 
 import csv
-import gzip
 import io
 import json
-import zipfile
 from collections import Counter
 
 import pytest
@@ -17,6 +15,7 @@ from category_classification.core.cli import run
 from category_classification.data import lspc, mwpd
 from category_classification.data.text import offer_text
 from predict_fixtures import make_linear
+from tests.test_attack_field_rules import _lspc_zip
 from tests.test_attack_user_datasets import _linear, save, three
 
 XSD_STRING = "^^<http://www.w3.org/2001/XMLSchema#string>"
@@ -32,14 +31,6 @@ def _rows(path):
 
 def _texts(path):
     return [r.get("text") if "error" not in r else None for r in _rows(path)]
-
-
-def _lspc_zip(path, offers):
-    data = gzip.compress("".join(json.dumps({"cluster_id": 100 + i, "category": "Shoes", **o}) + "\n"
-                                 for i, o in enumerate(offers)).encode())
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("offers/part-0.json.gz", data)
-    return path
 
 
 def _jsonl(path, offers):
