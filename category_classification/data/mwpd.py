@@ -38,10 +38,11 @@ _SIX_RULES = (
 
 
 # A GS1 level label is "CODE_Name" in the MWPD files; a file from elsewhere may write the code alone, as a
-# JSON number, with spaces around it, or with a space, "-" or ":" for the "_" ("67000000 Clothing", a GS1
-# code of 6 digits or more there, so a name such as "3 Piece Suits" is not taken for one): the code names the
-# class in all of them.
-_GS1_LABEL = re.compile(r"\s*(\d+)\s*(?:_(.*)|$)|\s*(\d{6,})(?:\s*[-:]\s*|\s+)(.*)", re.S)
+# JSON number, with spaces around it, or with a space, "-" or ":" for the "_" ("67000000 Clothing"): the code
+# names the class in all of them. A code before a name is a GS1 (GPC) code, 8 digits: any other label is a
+# name of a user's own catalog, kept whole ("2000000 Lumens Flashlight", "100000 Piece Puzzle", "Men_Shoes"
+# were read as a code and a name, and classes of the same name after it merged into one).
+_GS1_LABEL = re.compile(r"\s*(\d+)\s*|\s*(\d{8})(?:\s*[_:-]\s*|\s+)(.*)", re.S)
 
 
 def _code_and_name(value) -> tuple[str | None, str]:
@@ -52,9 +53,7 @@ def _code_and_name(value) -> tuple[str | None, str]:
     match = _GS1_LABEL.fullmatch(text)
     if not match:
         return None, text.strip()
-    code = match.group(1) or match.group(3)
-    name = match.group(2) if match.group(1) else match.group(4)
-    return code, (name or "").strip()
+    return match.group(1) or match.group(2), (match.group(3) or "").strip()
 
 
 def gs1_code(value) -> str | None:
@@ -95,16 +94,12 @@ def gs1_label(offer: dict, level: str) -> str | None:
             if gs1_code(offer.get(fld)) == code:
                 return name
         return None
-    value = offer.get(level)
-    if isinstance(value, int) and not isinstance(value, bool):  # a bare code written as a JSON number
-        value = str(value)
-    if not isinstance(value, str) or not value.strip():
+    value = _raw_level(offer.get(level))
+    if value is None:
         return None
+    # "67000000_Clothing", "67000000 Clothing": the name; "67000000": the code; a label of no GS1 code: whole
     code, name = _code_and_name(value)
-    if code:  # "67000000_Clothing", "67000000 Clothing": the name; "67000000": the code
-        return name or code
-    code, _, name = value.partition("_")
-    return (name or code).strip()
+    return name or code
 
 
 # A file that is one JSON array is parsed whole (a JSON array of tiny objects takes ~50x its size in Python

@@ -214,8 +214,11 @@ def load_tokenizer(name_or_path):
 
 
 def user_tokenizer_path(spec: str | None) -> str | None:
-    """The folder a --tokenizer value names, or None for the built-in ones ("qwen", "bpe:N") and no value."""
-    if spec is None or spec.strip().lower() in ("", "qwen", "qwen3") or spec.strip().lower().startswith("bpe:"):
+    """The folder (or hub id) a --tokenizer value names, as resolve_tokenizer loads it, or None for the built-in
+    ones ("qwen", "bpe:N") and no value: the one reading of the flag, so check_apart (core/artifacts) judges the
+    folder that is loaded (" tok" was judged no folder, then loaded as tok)."""
+    spec = (spec or "").strip()
+    if spec.lower() in ("", "qwen", "qwen3") or spec.lower().startswith("bpe:"):
         return None
     return spec
 
@@ -223,15 +226,16 @@ def user_tokenizer_path(spec: str | None) -> str | None:
 def resolve_tokenizer(spec: str | None = "qwen", train_texts=None):
     """The tokenizer a `--tokenizer` flag names: "qwen" (default), "bpe:N" (trained on `train_texts`),
     or a Hugging Face name or local path."""
-    spec = (spec or "qwen").strip()
-    if spec.lower() in ("qwen", "qwen3"):
+    path = user_tokenizer_path(spec)
+    if path is not None:
+        return load_tokenizer(path)
+    spec = (spec or "").strip()
+    if not spec.lower().startswith("bpe:"):  # "qwen", "qwen3" or no value
         return load_qwen_tokenizer()
-    if spec.lower().startswith("bpe:"):
-        try:
-            n = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise UserError(f"--tokenizer bpe:N needs an integer N, got {spec!r}") from None
-        if train_texts is None:
-            raise UserError("--tokenizer bpe:N needs training texts")
-        return train_bpe_tokenizer(train_texts, n)
-    return load_tokenizer(spec)
+    try:
+        n = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise UserError(f"--tokenizer bpe:N needs an integer N, got {spec!r}") from None
+    if train_texts is None:
+        raise UserError("--tokenizer bpe:N needs training texts")
+    return train_bpe_tokenizer(train_texts, n)
