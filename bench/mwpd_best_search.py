@@ -228,13 +228,13 @@ def main(argv=None):
 
 
 def _cv_data():
-    from category_classification.data.text import TITLE_FIELDS, group_id, normalize_title, offer_field
-    from category_classification.models.fielded import fielded_text, mwpd_fielded_text
+    from category_classification.data.text import group_id, normalize_title
+    from category_classification.models.fielded import mwpd_fielded_text, mwpd_title_text
 
     offers = load(ROOT / "data/mwpd/train.json.gz") + load(ROOT / "data/mwpd/validation.json.gz")
     texts = np.array([mwpd_fielded_text(o) for o in offers], dtype=object)
     # each offer's title alone, as train_fielded_linear.read_offers gives it (FieldedConfig.title_copies)
-    titles = np.array([fielded_text(offer_field(o, TITLE_FIELDS), None) for o in offers], dtype=object)
+    titles = np.array([mwpd_title_text(o) for o in offers], dtype=object)
     groups = [group_id(normalize_title(clean(o.get("Name")))) for o in offers]
     y = {lvl: np.array([o[lvl] for o in offers]) for lvl in LEVELS}
     six = np.array([gs1_label(o, "six") or "" for o in offers])

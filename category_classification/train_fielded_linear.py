@@ -22,7 +22,7 @@ from category_classification.core.cli import UserError, add_dataclass_args, data
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.mwpd import gs1_label
 from category_classification.data.text import TITLE_FIELDS, clean, offer_field
-from category_classification.models.fielded import (FieldedConfig, FieldedLinear, fielded_text, mwpd_fielded_text,
+from category_classification.models.fielded import (FieldedConfig, FieldedLinear, mwpd_fielded_text, mwpd_title_text,
                                                      split_fields)
 
 LEVEL_SETS = {"all": ("lvl1", "lvl2", "lvl3"), "six": ("six",), "lvl1": ("lvl1",), "lvl2": ("lvl2",),
@@ -60,7 +60,7 @@ def read_offers(path, levels, counts: Counter, codes: bool = False,
         elif not all(labels.values()):
             counts["outside_label_set"] += 1
         else:
-            out.append((text, labels, fielded_text(title, None)))
+            out.append((text, labels, mwpd_title_text(offer)))
     if not out and not allow_none:
         raise UserError(f"{path}: no usable offers ({dict(counts)})")
     return out

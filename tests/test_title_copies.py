@@ -173,6 +173,7 @@ def test_the_fielded_model_fits_each_title_alone_unless_told_not_to(tmp_path, mo
     assert info["config"]["title_copies"] is True and info["title_copies"] == len(rows) - 1
     from category_classification.data.text import TITLE_FIELDS, offer_field
     assert seen == [[fielded.fielded_text(offer_field(r, TITLE_FIELDS), None) for r in rows]]
+    assert seen[0] == [fielded.mwpd_title_text(r) for r in rows]
     assert "[category]" not in seen[0][2] and seen[0][1] == "Red Cotton Shirt"
     assert train_fielded(["--data", str(data), "--out", str(tmp_path / "n"), "--no_title_copies"]) == 0
     info = json.loads((tmp_path / "n" / "category_model.json").read_text())

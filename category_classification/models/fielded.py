@@ -65,6 +65,12 @@ def mwpd_fielded_text(offer: Mapping) -> str:
                                                           URL_FIELDS)))
 
 
+def mwpd_title_text(offer: Mapping) -> str:
+    """An MWPD offer's title alone as a model text (no description, breadcrumb or URL), picked by the same
+    rule as `mwpd_fielded_text`: the text of its title copy (FieldedConfig.title_copies)."""
+    return fielded_text(offer_field(offer, TITLE_FIELDS), None)
+
+
 def split_fields(text: str) -> tuple[str, str, str]:
     """(offer text, breadcrumb, URL words) of a model input; a field given twice keeps its last value."""
     parts = _MARKS.split(text)
