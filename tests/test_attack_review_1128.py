@@ -118,3 +118,32 @@ def test_a_csv_catalog_converted_by_the_docs_gives_the_texts_predict_reads(tmp_p
     assert train.features["label"].names == ["Garden", "Toys"]
     fed = {r.text for r in read_csv(tmp_path / "shop.csv")} - {"mystery box"}
     assert sorted(train["text"]) == sorted(fed) and "doll kite 1" in fed
+
+
+def test_max_other_fraction_shapes_training_never_the_held_out_file(tmp_path):
+    """--max_other_fraction caps the Other share of what is trained on; a held-out file (--mwpd_test) is the
+    stream a user scores and is kept whole: the cap thinned its Other offers, so its figures were not the
+    file's."""
+    import gzip
+
+    from datasets import load_from_disk
+
+    def write(path, seed, n_in, n_out):
+        rows = [{"Name": f"shirt blouse tee {seed} {i}", "lvl1": "67000000_Clothing", "lvl2": "67010000_Clothing",
+                 "lvl3": "67010800_Upper Body Wear/Tops"} for i in range(n_in)]
+        rows += [{"Name": f"kibble catfood treats {seed} {i}", "lvl1": "10000000_Pet Care/Food",
+                  "lvl2": "10100000_Pet Care", "lvl3": "10101500_Pet Food"} for i in range(n_out)]
+        with gzip.open(path, "wt", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
+
+    write(tmp_path / "train.json.gz", "a", 40, 60)
+    write(tmp_path / "test.json.gz", "b", 10, 30)
+    assert run(build_lspc_dataset.main, ["--mwpd", str(tmp_path / "train.json.gz"), "--mwpd_test",
+                                         str(tmp_path / "test.json.gz"), "--other_label", "Other",
+                                         "--max_other_fraction", "0.2", "--val_size", "0.2", "--quiet",
+                                         "--out", str(tmp_path / "d")]) == 0
+    dsd = load_from_disk(str(tmp_path / "d"))
+    other = dsd["test"].features["label"].names.index("Other")
+    assert sum(y == other for y in dsd["test"]["label"]) == 30 and len(dsd["test"]) == 40  # the file, whole
+    trained = [y for s in ("train", "validation") for y in dsd[s]["label"]]
+    assert 0 < sum(y == other for y in trained) <= 0.2 * len(trained)  # the cap holds where it belongs

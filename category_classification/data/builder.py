@@ -278,17 +278,19 @@ def label_rows(plan: LabelPlan, categories, clusters, labels, sources, majority=
     return np.where(labels < 0, table[sources], labels), sources
 
 
-def _choose_rows(plan, config, clusters, labels, counts: Counter) -> np.ndarray:
-    """Rows that stay: labelled ones, with whole Other groups sampled away above --max_other_fraction."""
+def _choose_rows(plan, config, clusters, labels, counts: Counter, forced=None) -> np.ndarray:
+    """Rows that stay: labelled ones, with whole Other groups sampled away above --max_other_fraction. The
+    cap shapes what is trained on: a test file's rows (`forced`) are scored as they are, never thinned."""
     from category_classification.data.splits import cap_group_share
 
     keep = labels >= 0
     counts["cluster_category_outside"] += int((~keep).sum())
     if plan.other_label and config.max_other_fraction is not None:
-        other = keep & (labels == len(plan.names) - 1)
-        capped = keep & cap_group_share(clusters, other, config.max_other_fraction, config.seed)
-        counts["other_over_cap"] += int(keep.sum() - capped.sum())
-        keep = capped
+        pool = np.flatnonzero(keep if forced is None else keep & ~forced)
+        other = labels[pool] == len(plan.names) - 1
+        dropped = pool[~cap_group_share(clusters[pool], other, config.max_other_fraction, config.seed)]
+        keep[dropped] = False
+        counts["other_over_cap"] += int(dropped.size)
     return keep
 
 
@@ -402,7 +404,7 @@ def split_and_save(shards, plan: LabelPlan, config: BuildConfig, tmp_dir: Path, 
     if plan.other_label in plan.targets:
         raise UserError(f"--other_label {plan.other_label} is also a target class; choose another name")
     labels, sources = label_rows(plan, categories, clusters, labels, sources, majority)
-    keep = _choose_rows(plan, config, clusters, labels, counts)
+    keep = _choose_rows(plan, config, clusters, labels, counts, forced)
     if not keep.any():
         reasons = ", ".join(f"{k} {v:,}" for k, v in counts.most_common() if k not in ("lines_read", "records_kept"))
         raise UserError(f"no offer was kept of {counts.get('lines_read', 0):,} lines read ({reasons or 'none'}): "
