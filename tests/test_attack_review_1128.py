@@ -1,6 +1,7 @@
 """A review of the 2026-11-28 changes, attacking them: a user's own catalog labels read as GS1 codes, a
---tokenizer value judged by one rule and loaded by another, and a CSV catalog converted for training by one
-rule and read for prediction by another. Each test holds the input that broke the code before its fix."""
+--tokenizer value judged by one rule and loaded by another, a CSV catalog converted for training by one
+rule and read for prediction by another, and --max_other_fraction thinning a held-out file. Each test holds
+the input that broke the code before its fix."""
 
 import csv
 import json
