@@ -64,7 +64,7 @@ def dataset_splits(args, model_labels) -> dict:
 
 
 def score(ens, args, splits: dict) -> None:
-    from category_classification.data.dataset_dir import other_label_of
+    from category_classification.data.dataset_dir import other_label_of, sources_of
     from category_classification.evaluate import predicted_labels
     from category_classification.evaluation import metrics as evaluation
 
@@ -83,7 +83,7 @@ def score(ens, args, splits: dict) -> None:
         pred = probs.argmax(axis=1).tolist()
         ens_metrics[split_name] = evaluation.add_open_set(  # the open-set figures, as evaluate.py gives them
             evaluation.evaluate_split(split, pred, labels, **evaluation.eval_options(args)), split["label"], pred,
-            labels, other_label_of(args.data), probs)
+            labels, other_label_of(args.data), probs, sources_of(split))
     width = max(len("ensemble"), *map(len, names))
     print(f"{'model':<{width}}  " + "  ".join(f"{s + ' macro-F1 / acc':>28}" for s in args.splits))
     rows = [(n, members[n]) for n in names] + [("ensemble", ens_metrics)]

@@ -159,7 +159,7 @@ def main(argv=None):
     from category_classification.core.artifacts import text_settings
     from category_classification.evaluation import metrics as evaluation
     from category_classification.data.dataset_dir import (build_report, label_names, load_dataset_dir, other_label_of,
-                                                           usable_split)
+                                                           sources_of, usable_split)
     from category_classification.inference.predictors import choose_threshold, load_predictor, threshold_table
 
     for name in ("target_precision", "target_coverage"):
@@ -199,7 +199,7 @@ def main(argv=None):
     probs, preds, chosen, level_preds = predicted_labels(scores, predictor.labels, data_labels)
     m = evaluation.evaluate_split(split, preds, data_labels, **evaluation.eval_options(args))
     # a dataset with an out-of-scope class gets the open-set figures the trainers report (README's yardstick)
-    evaluation.add_open_set(m, split["label"], preds, data_labels, other_label_of(args.data), probs)
+    evaluation.add_open_set(m, split["label"], preds, data_labels, other_label_of(args.data), probs, sources_of(split))
     gs1 = gs1_block(split, level_preds, evaluation)
     if gs1:
         m["gs1"] = gs1

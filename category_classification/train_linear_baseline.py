@@ -24,7 +24,7 @@ from pathlib import Path
 
 from category_classification.core.artifacts import check_model_out
 from category_classification.core.cli import UserError, add_dataclass_args, add_eval_args, dataclass_from_args, run
-from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir, sources_of
 from category_classification.evaluation.metrics import (add_open_set, classes_without_training_examples,
                                                         eval_options, evaluate_split, format_metrics,
                                                         format_open_set, gs1_metrics, write_results)
@@ -181,7 +181,7 @@ def split_metrics(model: LinearTextClassifier, split, labels, args) -> dict:
     probs = model.predict_proba(split["text"])
     pred = probs.argmax(axis=1)
     m = evaluate_split(split, pred, labels, **eval_options(args))
-    return add_open_set(m, split["label"], pred, labels, model.config.other_label, probs)
+    return add_open_set(m, split["label"], pred, labels, model.config.other_label, probs, sources_of(split))
 
 
 def fit_linear(labels, cfg: LinearConfig, splits) -> tuple[LinearTextClassifier, dict]:

@@ -6,6 +6,7 @@ trainer's recorded training size and the open-set figures checked against scikit
 import gzip
 import json
 import random
+from collections import Counter
 
 import pytest
 from datasets import load_from_disk
@@ -219,6 +220,7 @@ def test_readme_path_scores_the_held_out_file_as_scikit_learn_does(files):
     assert metrics["classes_without_training_examples"] == ["Baby"]
     names = dsd["test"].features["label"].names
     other = names.index("Other")
+    src = dsd["test"]["source_category"]
     for titles in (False, True):
         preds = files / f"readme_preds_{titles}.jsonl"
         argv = ["--model", str(model), "--data", str(files / "readme"), "--split", "test", "--save_preds",
@@ -241,3 +243,6 @@ def test_readme_path_scores_the_held_out_file_as_scikit_learn_does(files):
         given = [i for i, q in enumerate(p) if q != other]
         assert o["accepted_precision"] == pytest.approx(sum(y[i] == p[i] for i in given) / len(given))
         assert o["in_scope_recall"] == pytest.approx(sum(y[i] == p[i] for i in inside) / len(inside))
+        # the out-of-scope offers given a label, counted by the source category each came from
+        leaked = Counter(src[i] for i, (t, q) in enumerate(zip(y, p)) if t == other and q != other)
+        assert o["accepted_by_source"] == dict(leaked)

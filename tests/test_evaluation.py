@@ -165,3 +165,17 @@ def test_evaluate_says_when_the_model_was_refit_on_the_scored_validation_split(t
         assert evaluate.main(["--model", str(tmp_path / name), "--data", str(d), "--split", split]) == 0
         err = capsys.readouterr().err
         assert ("was refit on train + validation" in err) == noted, (name, split, err)
+
+
+def test_open_set_counts_the_leaked_out_of_scope_offers_by_source_category():
+    from category_classification.evaluation.metrics import add_open_set, format_open_set
+
+    names = ["Books", "Shoes", "Other"]
+    y_true = [0, 1, 2, 2, 2, 2, 2]
+    y_pred = [0, 2, 0, 1, 0, 2, 2]  # three Other offers given a label: two Toys, one Music
+    sources = ["Books", "Shoes", "Toys", "Music", "Toys", "Toys", "Music"]
+    m = add_open_set({}, y_true, y_pred, names, "Other", sources=sources)["open_set"]
+    assert m["accepted_by_source"] == {"Toys": 2, "Music": 1}
+    assert list(m["accepted_by_source"]) == ["Toys", "Music"]  # most first
+    assert "by source category: Toys 2, Music 1" in format_open_set(m)
+    assert "accepted_by_source" not in add_open_set({}, y_true, y_pred, names, "Other")["open_set"]

@@ -147,6 +147,14 @@ def _blank_texts(texts):
     return blank
 
 
+def sources_of(split):
+    """The `source_category` column as a list (each offer's category before labelling: the kinds of product
+    an Other class holds), or None when the dataset has none."""
+    from category_classification.data.builder import SOURCE_COLUMN
+
+    return list(split[SOURCE_COLUMN]) if SOURCE_COLUMN in split.column_names else None
+
+
 def languages_of(split):
     """The `language` column as a list, or None when the dataset was built without it."""
     return list(split["language"]) if "language" in split.column_names else None

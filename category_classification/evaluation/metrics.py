@@ -315,10 +315,23 @@ def open_set_curve(probs: np.ndarray, y_true: Sequence[int], label_names: Sequen
     return points
 
 
-def add_open_set(split_metrics: dict, y_true, y_pred, label_names, other_label: str | None, probs=None) -> dict:
-    """Add the `open_set` block (with its threshold curve when `probs` is given) to one split's metrics."""
+def accepted_by_source(y_true, y_pred, label_names, other_label: str, sources) -> dict:
+    """{source category: out-of-scope offers of it given a target label}, most first: which kinds of product
+    leak into the classes (a dataset's source_category, MWPD's GS1 level 1 or WDC's category)."""
+    other = list(label_names).index(other_label)
+    t, p = np.asarray(y_true), np.asarray(y_pred)
+    leaked = Counter(str(sources[i]) for i in np.flatnonzero((t == other) & (p != other)))
+    return dict(sorted(leaked.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def add_open_set(split_metrics: dict, y_true, y_pred, label_names, other_label: str | None, probs=None,
+                 sources=None) -> dict:
+    """Add the `open_set` block (with its threshold curve when `probs` is given, and with `sources`, the
+    split's source categories, the out-of-scope offers given a label counted by them) to one split's metrics."""
     if other_label and other_label in label_names:
         block = open_set_metrics(y_true, y_pred, label_names, other_label)
+        if sources is not None:
+            block["accepted_by_source"] = accepted_by_source(y_true, y_pred, label_names, other_label, sources)
         if probs is not None:
             block["curve"] = open_set_curve(probs, y_true, label_names, other_label)
         split_metrics["open_set"] = block
@@ -351,4 +364,7 @@ def format_open_set(block: Mapping) -> str:
             f"  in_scope_recall={block['in_scope_recall']:.4f}"
             f"  out_of_scope_accept_rate={block['out_of_scope_accept_rate']:.4f}"
             f"  target_macro_f1={block['target_macro_f1']:.4f}"
-            f"  (in scope {block['n_in_scope']}, out of scope {block['n_out_of_scope']})")
+            f"  (in scope {block['n_in_scope']}, out of scope {block['n_out_of_scope']})"
+            + ("\n  out-of-scope offers given a label, by source category: "
+               + ", ".join(f"{k} {v}" for k, v in list(block["accepted_by_source"].items())[:12])
+               + (", ..." if len(block["accepted_by_source"]) > 12 else "") if block.get("accepted_by_source") else ""))
