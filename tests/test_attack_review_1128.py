@@ -18,16 +18,9 @@ stay_offline()
 
 from category_classification import build_lspc_dataset  # noqa: E402
 from category_classification.core.cli import run  # noqa: E402
+from test_attack_flags_early import _one_error  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _one_error(err: str, *words: str) -> str:
-    errors = [x for x in err.splitlines() if x.startswith("error: ")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    for w in words:
-        assert w in errors[0], (w, errors[0])
-    return errors[0]
 
 
 # GS1 label parsing (data/mwpd.py) on labels that are no GS1 code
