@@ -37,7 +37,7 @@ def _scores_from_cm(cm: np.ndarray) -> dict:
     macro_f1 = float(f1[present].mean()) if present.any() else 0.0
     weighted_f1 = float((f1 * support).sum() / n) if n else 0.0
     accuracy = float(tp.sum() / n) if n else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1, "support": support,
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support, "present": present,
             "macro_f1": macro_f1, "weighted_f1": weighted_f1, "accuracy": accuracy, "n": int(n)}
 
 
@@ -289,8 +289,8 @@ def open_set_metrics(y_true: Sequence[int], y_pred: Sequence[int], label_names: 
     targets = [i for i in range(len(label_names)) if i != other]
     cm = confusion_matrix(t[in_scope], np.where(given, p, other)[in_scope], len(label_names))
     scores = _scores_from_cm(cm)
-    f1, seen = scores["f1"], (scores["support"] > 0) | (cm.sum(axis=0) > 0)
-    targets = [i for i in targets if seen[i]]
+    f1 = scores["f1"]
+    targets = [i for i in targets if scores["present"][i]]
     return {
         "accepted_precision": float(right.sum() / given.sum()) if given.any() else 0.0,
         "in_scope_recall": float(right[in_scope].mean()) if in_scope.any() else 0.0,
