@@ -84,7 +84,7 @@ def model_texts(split, settings: dict) -> list:
     out = []
     for text, bare in zip(texts, split["text_bare"]):
         if (not isinstance(bare, str) or not isinstance(text, str) or not text.startswith(bare)
-                or not "!" <= bare[:1] <= "~" and text_problem(bare)):
+                or text_problem(bare)):
             out.append(text)  # a hand-made column (a bare text missing, or blank as missing): the text as it is
         elif not settings.get("fielded"):
             out.append(bare)

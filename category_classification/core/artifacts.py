@@ -53,6 +53,12 @@ def _is_inside(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+def _overlap(a, b) -> bool:
+    """Whether one of two paths is, or lies inside, the other (symlinks resolved)."""
+    a, b = Path(a).expanduser().resolve(), Path(b).expanduser().resolve()
+    return _is_inside(a, b) or _is_inside(b, a)
+
+
 def check_apart(out, sources: dict) -> None:
     """Refuse an --out that is, holds or lies inside a local model folder the run reads (`sources`: flag ->
     value, e.g. {"--model": ...}; symlinks resolved): a backbone inside --out (an earlier run's merged/) is
@@ -63,7 +69,7 @@ def check_apart(out, sources: dict) -> None:
         if src is None or not str(src).strip() or not Path(str(src)).expanduser().exists():
             continue
         folder = Path(str(src)).expanduser().resolve()
-        if _is_inside(folder, target) or _is_inside(target, folder):
+        if _overlap(folder, target):
             where = ("is" if folder == target else "lies inside" if _is_inside(folder, target) else "holds")
             raise UserError(f"{flag} {src} {where} --out {out}: the save would write over the model the run reads; "
                             "name an --out apart from it")
@@ -86,8 +92,7 @@ def check_model_out(out, inputs=(), kinds=None, sources=None) -> Path:
     except OSError:
         pass
     for src in inputs:
-        if src is not None and (_is_inside(out.resolve(), Path(src).resolve())
-                                or _is_inside(Path(src).resolve(), out.resolve())):
+        if src is not None and _overlap(out, src):
             raise UserError(f"--out {out} is or holds the input {src}; name a folder of its own")
     if out.is_dir() and any(out.iterdir()):
         ours = ((out / MODEL_INFO).is_file() or (out / "checkpoints").is_dir()

@@ -299,7 +299,7 @@ def _assign(clusters, labels, forced, keep, config: BuildConfig, test_file: bool
     test file (`test_file`: a forced-test shard) the test split is its rows alone, even none of them: it is
     never cut from the other files instead."""
     codes = np.full(clusters.size, -1, dtype=np.int8)
-    has_forced = test_file or bool(forced[keep].any())
+    has_forced = test_file  # forced rows come from a test file alone
     codes[keep] = assign_splits(clusters[keep], labels[keep], config.val_size,
                                 0.0 if has_forced else config.test_size, config.seed,
                                 forced_test=forced[keep] if has_forced else None)

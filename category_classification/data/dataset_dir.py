@@ -122,29 +122,16 @@ def _unusable(split, blank: bool = False):
     table = split.with_format("arrow")
     no_text = table["text"].is_null().to_numpy(zero_copy_only=False)
     if blank:
-        no_text |= _blank_texts(table["text"])
+        from category_classification.data.text import text_problem
+
+        no_text |= np.array([t is not None and text_problem(t) is not None for t in table["text"].to_pylist()],
+                            dtype=bool)
     no_label = np.zeros(len(split), dtype=bool)
     for column, feature in split.features.items():
         if isinstance(feature, ClassLabel):
             ids = pc.fill_null(table[column], -1).to_numpy()
             no_label |= (ids < 0) | (ids >= feature.num_classes)
     return no_text, no_label
-
-
-def _blank_texts(texts):
-    """Mask of the non-null texts that `text_problem` refuses; a text whose first non-space character is
-    printable ASCII has visible text, so only the others are judged one by one."""
-    import numpy as np
-    import pyarrow.compute as pc
-
-    from category_classification.data.text import text_problem
-
-    visible = pc.fill_null(pc.match_substring_regex(texts, r"^[ \t\n\r]*[!-~]"), True).to_numpy(zero_copy_only=False)
-    blank = np.zeros(len(visible), dtype=bool)
-    others = np.flatnonzero(~visible)
-    if others.size:
-        blank[others] = [text_problem(t) is not None for t in texts.take(others).to_pylist()]
-    return blank
 
 
 def sources_of(split):

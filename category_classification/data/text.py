@@ -66,7 +66,10 @@ def clean(value, max_chars: int = 0) -> str:
 
 def has_visible_text(text: str) -> bool:
     """False for a text of only whitespace, control and invisible format characters (the builders' and the
-    predictors' one test of a blank title)."""
+    predictors' one test of a blank title). A printable ASCII first character is visible text: most values are
+    judged by it alone, with no cleaning (the builders' hot path)."""
+    if "!" <= text[:1] <= "~":
+        return True
     visible = clean(text.lstrip(), 64)
     return bool(visible) and (visible.isascii() or bool(_FORMAT.sub("", visible).strip()))
 
@@ -168,8 +171,7 @@ def offer_field(offer, fields, literals: bool = True) -> str:
             continue
         if literals:
             value = literal_value(value)
-        # a printable ASCII first character is visible text (most values: no cleaning on the builder's hot path)
-        if value and ("!" <= value[0] <= "~" or has_visible_text(value)):
+        if value and has_visible_text(value):
             return value
     return ""
 
