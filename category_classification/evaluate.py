@@ -230,11 +230,16 @@ def main(argv=None):
         print(f"results written to {args.out}")
     if args.save_preds:
         from category_classification.core.artifacts import write_text_atomic
+        from category_classification.data.records import OFFER_ID_COLUMN
 
         lines = []
+        # offer_id: the offer's own id (datasets built since it existed), which joins the line back to its offer
+        ids = split[OFFER_ID_COLUMN] if OFFER_ID_COLUMN in split.column_names else None
         for i, (y, p, score) in enumerate(zip(split["label"], preds, chosen)):
             # `row`: the offer's row in the split, which skipped offers (no text or label) would otherwise shift
-            rec = {"row": int(rows[i]), "label": int(y), "pred": int(p), "score": float(score)}
+            rec = {"row": int(rows[i]), **({"offer_id": ids[i]} if ids is not None else {}), "label": int(y),
+                   "pred": int(p), "label_name": data_labels[int(y)], "pred_name": data_labels[int(p)],
+                   "score": float(score)}
             if level_preds:
                 rec["levels"] = {lv: names[i] for lv, names in level_preds.items()}
             lines.append(json.dumps(rec, ensure_ascii=False) + "\n")

@@ -53,7 +53,7 @@ def clusters_of(split):
 def test_columns_and_label_names(built):
     dsd, _ = built
     assert set(dsd) == {"train", "validation", "test", "full"}
-    assert dsd["train"].column_names == ["text", "text_title", "label", "cluster", "language"]
+    assert dsd["train"].column_names == ["text", "text_title", "label", "cluster", "offer_id", "language"]
     assert dsd["train"].features["label"].names == sorted(dsd["train"].features["label"].names)
     assert dsd["train"].features["label"].names == ["Automotive", "Baby", "Books", "Clothing", "Jewelry", "Shoes"]
     assert all(isinstance(t, str) and t for t in col(dsd["test"], "text"))
@@ -329,7 +329,7 @@ def test_mwpd_other_label_keeps_offers_outside_the_six(tmp_path):
     assert label_counts(dsd)["Other"] == 3000 - 1662 == sum(report["other_by_source_category"].values())
     assert "Food/Beverage/Tobacco" in report["other_by_source_category"]
     assert dsd["train"].column_names == ["text", "text_bare", "text_title", "label", "cluster", "source_category",
-                                         "fine_category"]
+                                         "fine_category", "offer_id"]
     sources = Counter(c for s in dsd for c, y in zip(col(dsd[s], "source_category"), col(dsd[s], "label")) if y == 6)
     assert dict(sources) == report["other_by_source_category"]  # the GS1 level-1 class
     # fine_category: each offer's GS1 level-3 class, read back against the file itself
@@ -352,7 +352,8 @@ def test_mwpd_six_classes_carry_level_3_but_gs1_levels_do_not(tmp_path):
     assert build_lspc_dataset.main(["--mwpd", str(MWPD / "validation.json.gz"), "--label_level", "lvl1",
                                     "--out", str(lvl1), "--quiet"]) == 0
     dsd = load_from_disk(str(six))
-    assert dsd["train"].column_names == ["text", "text_bare", "text_title", "label", "cluster", "fine_category"]
+    assert dsd["train"].column_names == ["text", "text_bare", "text_title", "label", "cluster", "fine_category",
+                                         "offer_id"]
     names = dsd["train"].features["label"].names
     pairs = {(names[y], f) for s in dsd for f, y in zip(col(dsd[s], "fine_category"), col(dsd[s], "label"))}
     assert {f for n, f in pairs if n == "Jewelry"} == {"Jewellery", "Watches"}
@@ -372,7 +373,8 @@ def test_mwpd_all_levels_layout_and_hierarchy(tmp_path):
                                     "--out", str(out), "--quiet"]) == 0
     dsd = load_from_disk(str(out))
     train = dsd["train"]
-    assert train.column_names == ["text", "text_bare", "text_title", "label", "lvl1", "lvl2", "lvl3", "cluster"]
+    assert train.column_names == ["text", "text_bare", "text_title", "label", "lvl1", "lvl2", "lvl3", "cluster",
+                                  "offer_id"]
     assert train.features["label"].names == train.features["lvl1"].names
     assert col(train, "label") == col(train, "lvl1")
     hierarchy = load_hierarchy(out)

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from category_classification.core.cli import UserError
-from category_classification.data.records import TEXT_TITLE_COLUMN  # named where every reader sees it
+from category_classification.data.records import OFFER_ID_COLUMN, TEXT_TITLE_COLUMN  # where every reader sees them
 from category_classification.data.splits import SPLIT_NAMES, assign_splits
 
 SHARD_BATCH = 65536
@@ -92,11 +92,11 @@ TEXT_BARE_COLUMN = "text_bare"
 # MWPD 6-class and --other_label datasets: each offer's GS1 level-3 class, so a trainer can learn every target
 # class as sub-classes (Clothing is nine product kinds; docs/benchmarks.md, "Offers outside the six classes").
 FINE_COLUMN = "fine_category"
-STRING_COLUMNS = ("text", TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN, FINE_COLUMN)
+STRING_COLUMNS = ("text", TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN, FINE_COLUMN, OFFER_ID_COLUMN)
 
 
 def features_for(label_names, levels: dict | None = None, source_category: bool = False, bare_text: bool = False,
-                 fine_category: bool = False, title_text: bool = False):
+                 fine_category: bool = False, title_text: bool = False, offer_id: bool = False):
     from datasets import ClassLabel, Features, Value
 
     cols = {"text": Value("string")}
@@ -111,27 +111,31 @@ def features_for(label_names, levels: dict | None = None, source_category: bool 
         cols[SOURCE_COLUMN] = Value("string")
     if fine_category:
         cols[FINE_COLUMN] = Value("string")
+    if offer_id:
+        cols[OFFER_ID_COLUMN] = Value("string")
     return Features(cols)
 
 
-def shard_schema(levels=(), bare_text: bool = False, fine_category: bool = False, title_text: bool = False) -> pa.Schema:
+def shard_schema(levels=(), bare_text: bool = False, fine_category: bool = False, title_text: bool = False,
+                 offer_id: bool = False) -> pa.Schema:
     """Pass-1 rows: the final columns as plain ints, plus `source` (the row's source-category code)."""
     texts = [("text", pa.string())] + ([(TEXT_BARE_COLUMN, pa.string())] if bare_text else []) + (
         [(TEXT_TITLE_COLUMN, pa.string())] if title_text else [])
     fine = [(FINE_COLUMN, pa.string())] if fine_category else []
+    ids = [(OFFER_ID_COLUMN, pa.string())] if offer_id else []
     return pa.schema([*texts, ("label", pa.int64()), *((lv, pa.int64()) for lv in levels),
-                      ("cluster", pa.int64()), ("source", pa.int32()), *fine])
+                      ("cluster", pa.int64()), ("source", pa.int32()), *fine, *ids])
 
 
 class ShardWriter:
     """Appends column batches (dicts: "text" (and with `bare_text` TEXT_BARE_COLUMN, with `title_text`
-    TEXT_TITLE_COLUMN, with `fine_category` FINE_COLUMN) a list, the rest arrays; a missing `label` is -1) to
-    one Arrow stream file."""
+    TEXT_TITLE_COLUMN, with `fine_category` FINE_COLUMN, with `offer_id` OFFER_ID_COLUMN) a list, the rest
+    arrays; a missing `label` is -1) to one Arrow stream file."""
 
     def __init__(self, path, levels=(), bare_text: bool = False, fine_category: bool = False,
-                 title_text: bool = False):
+                 title_text: bool = False, offer_id: bool = False):
         self.path = str(path)
-        self.schema = shard_schema(levels, bare_text, fine_category, title_text)
+        self.schema = shard_schema(levels, bare_text, fine_category, title_text, offer_id)
         self.sink = pa.OSFile(self.path, "wb")
         self.writer = pa.ipc.new_stream(self.sink, self.schema)
         self.rows = 0
@@ -183,7 +187,7 @@ def _member_to_shard(task):
     index, member = task
     w = _WORKER
     counts: Counter = Counter()
-    writer = ShardWriter(Path(w["tmp_dir"]) / f"shard-{index:05d}.arrow", title_text=True)
+    writer = ShardWriter(Path(w["tmp_dir"]) / f"shard-{index:05d}.arrow", title_text=True, offer_id=True)
     rows = None
     for item in read_member(w["zip_path"], member, w["plan"], counts):
         if isinstance(item, dict):
@@ -317,14 +321,14 @@ def _assign(clusters, labels, forced, keep, config: BuildConfig, test_file: bool
 
 def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources=None, categories=()) -> dict:
     """Copy each shard's rows, batch by batch, into one Arrow file per split with the final labels (and,
-    for an Other class, each row's source category name; the bare text, the title text and the fine category
-    where the shards hold them)."""
+    for an Other class, each row's source category name; the bare text, the title text, the fine category and
+    the offer id where the shards hold them)."""
     with_source = bool(plan.other_label)
     shard_columns = {n for s in shards for n in pa.ipc.open_stream(pa.memory_map(s.path)).schema.names}
     bare, fine = TEXT_BARE_COLUMN in shard_columns, FINE_COLUMN in shard_columns
-    title = TEXT_TITLE_COLUMN in shard_columns
+    title, ids = TEXT_TITLE_COLUMN in shard_columns, OFFER_ID_COLUMN in shard_columns
     schema = features_for(plan.names, plan.levels, source_category=with_source, bare_text=bare, title_text=title,
-                          fine_category=fine).arrow_schema
+                          fine_category=fine, offer_id=ids).arrow_schema
     names = pa.array(list(categories) or [""], pa.string())
     paths = {name: tmp_dir / f"{name}.arrow" for name in SPLIT_NAMES}
     sinks = {name: pa.OSFile(str(p), "wb") for name, p in paths.items()}
@@ -343,6 +347,8 @@ def _write_splits(shards, codes, labels, plan: LabelPlan, tmp_dir: Path, sources
                 cols.append(names.take(pa.array(sources[offset: offset + batch.num_rows], pa.int64())))
             if fine:
                 cols.append(batch.column(FINE_COLUMN))
+            if ids:
+                cols.append(batch.column(OFFER_ID_COLUMN))
             offset += batch.num_rows
             rows = pa.record_batch(cols, schema=schema)
             for code, name in enumerate(SPLIT_NAMES):

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from category_classification.core.cli import UserError, require_file
-from category_classification.data.records import TEXT_TITLE_COLUMN
+from category_classification.data.records import OFFER_ID_COLUMN, TEXT_TITLE_COLUMN
 from category_classification.data.text import (DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS, TITLE_FIELDS, clean,
-                                               offer_field, offer_texts)
+                                               offer_field, offer_id, offer_texts)
 
 try:  # ISA-L inflates gzip about twice as fast as zlib, same streams and API
     from isal import isal_zlib as _zlib
@@ -341,13 +341,14 @@ class ReadPlan:
 
 
 class MemberRows:
-    """Rows a worker keeps from one member (text, title text, cluster, source-category code), handed out in
+    """Rows a worker keeps from one member (text, title text, offer id, cluster, source-category code), handed out in
     batches; `vocab` names the codes; the votes (cluster, category code) make the majority map."""
 
     def __init__(self, plan: ReadPlan, counts: Counter):
         self.plan, self.counts = plan, counts
         self.texts: list[str] = []
         self.titles: list[str] = []
+        self.ids: list[str] = []
         self.clusters: list[int] = []
         self.sources: list[int] = []
         self.vote_cid = array("q")  # one (cluster, category code) vote per offer with a category
@@ -394,14 +395,15 @@ class MemberRows:
             return
         self.texts.append(text)
         self.titles.append(title_text)  # what the model text is for an offer that arrives as a title only
+        self.ids.append(offer_id(obj))
         self.clusters.append(cid)
         self.sources.append(code)
 
     def take(self) -> dict:
-        out = {"text": self.texts, TEXT_TITLE_COLUMN: self.titles, "cluster": np.asarray(self.clusters, dtype=np.int64),
-               "source": np.asarray(self.sources, dtype=np.int32)}
+        out = {"text": self.texts, TEXT_TITLE_COLUMN: self.titles, OFFER_ID_COLUMN: self.ids,
+               "cluster": np.asarray(self.clusters, dtype=np.int64), "source": np.asarray(self.sources, dtype=np.int32)}
         self.counts["records_kept"] += len(self.texts)
-        self.texts, self.titles, self.clusters, self.sources = [], [], [], []
+        self.texts, self.titles, self.ids, self.clusters, self.sources = [], [], [], [], []
         return out
 
 
@@ -497,8 +499,8 @@ def _read_by_map(lines, rows: MemberRows, batch_lines: int):
 
 
 def read_member(zip_path, member: str, plan: ReadPlan, counts: Counter, batch_lines: int = 16384):
-    """Yield column batches {"text", "text_title", "cluster", "source"} of the kept offers of one member, then a last
-    item: the MemberRows (its category vocabulary and cluster votes). Every line is counted."""
+    """Yield column batches {"text", "text_title", "offer_id", "cluster", "source"} of the kept offers of one
+    member, then a last item: the MemberRows (its category vocabulary and cluster votes). Every line is counted."""
     rows = MemberRows(plan, counts)
     reader = _read_by_map if plan.cmap is not None else _read_by_field
     yield from reader(iter_member_lines(zip_path, member, counts), rows, batch_lines)

@@ -12,12 +12,13 @@ import re
 import sys
 import zlib
 from collections import Counter
+from pathlib import Path
 
 from category_classification.core.cli import UserError, require_file
 from category_classification.data.lspc import parse_json_object
 from category_classification.data.text import (BREADCRUMB_FIELDS, DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS,
                                                TITLE_FIELDS, clean, group_id, has_visible_text, normalize_title,
-                                               offer_field, offer_text)
+                                               offer_field, offer_id, offer_text)
 
 BREADCRUMB_FIELD = "CategoryText"  # the MWPD files' spelling; readers take any of text.BREADCRUMB_FIELDS
 
@@ -218,7 +219,7 @@ def iter_records(path, counts: Counter | None = None, max_description_chars: int
         crumb = offer_field(offer, BREADCRUMB_FIELDS) if breadcrumb else ""
         text = offer_text(title, description, max_description_chars, crumb) if crumb else bare
         yield OfferRecord(text, group=group_id(normalize_title(title)), category=labels["lvl1"] or NO_LEVEL1,
-                          labels=labels, ref={"line": n}, bare_text=bare if breadcrumb else None,
+                          labels=labels, ref={"line": n, "id": offer_id(offer)}, bare_text=bare if breadcrumb else None,
                           title_text=offer_text(title), gs1=gs1)
 
 
@@ -356,8 +357,8 @@ def read_mwpd_files(args, config, tmp):
     6 classes or with an Other class, FINE_COLUMN = GS1 level 3)."""
     import numpy as np
 
-    from category_classification.data.builder import (FINE_COLUMN, TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN, LabelPlan,
-                                                      Shard, ShardWriter)
+    from category_classification.data.builder import (FINE_COLUMN, OFFER_ID_COLUMN, TEXT_BARE_COLUMN, TEXT_TITLE_COLUMN,
+                                                      LabelPlan, Shard, ShardWriter)
     from category_classification.data.records import ReadResult, parse_categories
 
     targets = parse_categories(args.categories, default=None)
@@ -383,11 +384,13 @@ def read_mwpd_files(args, config, tmp):
         categories = sorted({rec.category for rec, _ in kept})
         code = {c: k for k, c in enumerate(categories)}
         writer = ShardWriter(tmp / f"mwpd-{i}.arrow", levels=tuple(plan.levels), bare_text=config.breadcrumb,
-                             fine_category=fine, title_text=True)
+                             fine_category=fine, title_text=True, offer_id=True)
         columns = {"text": [rec.text for rec, _ in kept], TEXT_TITLE_COLUMN: [rec.title_text for rec, _ in kept],
                    "label": np.array([index[lab] for _, lab in kept], dtype=np.int64),
                    "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
                    "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}
+        # the file's own ID, else where the offer stands in it
+        columns[OFFER_ID_COLUMN] = [rec.ref["id"] or f"{Path(path).name}:{rec.ref['line']}" for rec, _ in kept]
         if config.breadcrumb:
             columns[TEXT_BARE_COLUMN] = [rec.bare_text for rec, _ in kept]
         if fine:  # GS1 level 3 ("" where the offer has none): sub-classes for the trainer

@@ -14,6 +14,9 @@ DEFAULT_CATEGORIES = ("Automotive", "Baby", "Books", "Clothing", "Jewelry", "Sho
 # trainer can also learn from offers that arrive as a title only (LinearConfig.title_copies). Named here, where
 # every reader sees it: the LSPC reader's batches carry it (data/builder.py writes it).
 TEXT_TITLE_COLUMN = "text_title"
+# Each offer's own id (the MWPD file's ID, the LSPC offer's id), so per-offer predictions (evaluate.py
+# --save_preds) join back to the offers they score; an MWPD offer without one is named FILE:LINE.
+OFFER_ID_COLUMN = "offer_id"
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Synthetic corpora in the exact lspcV2020.zip format, for tests and benchmarks (the real zip is 100+ GB).
 
-Offers have the real fields (cluster_id, title, description, brand, url, ...) with realistic lengths;
+Offers have the real fields (id, cluster_id, title, description, brand, url, ...) with realistic lengths;
 `bad_lines=True` mixes in one line of every kind the builder must skip.
 """
 
@@ -100,6 +100,7 @@ def write_lspc_zip(out_dir, n_offers=1000, n_members=3, n_clusters=None, mapped_
     truth = {"mapped_offers": 0, "bad_lines": 0, "offers": n_offers, "offers_by_category": {}}
     per_member = [n_offers // n_members + (1 if i < n_offers % n_members else 0) for i in range(n_members)]
     first_mapped = cluster_ids[0] if n_mapped else 0
+    next_id = 0
     with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_STORED) as zf:
         for m, count in enumerate(per_member):
             lines = []
@@ -107,7 +108,7 @@ def write_lspc_zip(out_dir, n_offers=1000, n_members=3, n_clusters=None, mapped_
                 cid = rng.choice(cluster_ids)
                 cat = cluster_cat[cid]
                 title, description = rng.choice(pools[cat])
-                offer = {"url": f"https://shop{rng.randint(1, 500)}.example/p/{rng.randint(1, 10**7)}",
+                offer = {"id": next_id, "url": f"https://shop{rng.randint(1, 500)}.example/p/{rng.randint(1, 10**7)}",
                          "nodeID": f"_:n{rng.randint(1, 10**9)}", "cluster_id": cid, "title": title,
                          "brand": rng.choice(BRANDS), "price": f"{rng.randint(1, 500)}.99",
                          "priceCurrency": "EUR", "lang": rng.choice(LANG_TAGS)}
@@ -118,6 +119,7 @@ def write_lspc_zip(out_dir, n_offers=1000, n_members=3, n_clusters=None, mapped_
                     by_cat = truth["offers_by_category"]
                     by_cat[offer["category"]] = by_cat.get(offer["category"], 0) + 1
                 lines.append(json.dumps(offer, ensure_ascii=False).encode("utf-8"))
+                next_id += 1  # the corpus's offer ids: one per offer, counted through the zip
                 truth["mapped_offers"] += cid in mapped
             if with_bad_lines and m == 0:
                 bad = bad_lines(first_mapped)

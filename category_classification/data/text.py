@@ -11,6 +11,7 @@ collapses, the model text is capped at MAX_TEXT_CHARS, and a text that ends up b
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import unicodedata
 
@@ -90,6 +91,28 @@ TITLE_FIELDS = ("title", "name", "Title", "Name")
 DESCRIPTION_FIELDS = ("description", "Description")
 BREADCRUMB_FIELDS = ("breadcrumb", "CategoryText")
 URL_FIELDS = ("url", "URL")
+ID_FIELDS = ("id", "ID", "Id")  # an offer's own id (MWPD files write "ID"): the first with a value
+
+
+def id_field(record: dict) -> str | None:
+    """Which of ID_FIELDS a record's id comes from: the first holding a value (not null, not empty), else the
+    first present (its null or empty value is copied as given), else None."""
+    present = [k for k in ID_FIELDS if k in record]
+    return next((k for k in present if record[k] not in (None, "")), present[0] if present else None)
+
+
+def offer_id(record: dict) -> str:
+    """The record's id as text, as a dataset's offer_id column holds it ("" without one): a string as given, a
+    number as its digits, any other JSON value as its JSON."""
+    key = id_field(record)
+    value = None if key is None else record[key]
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return encodable(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return encodable(json.dumps(value, ensure_ascii=False))
 
 
 # Some crawls (the LSPC corpus) write a field as an RDF (N-Triples) literal: "value", "value"@en or "value"@es-419

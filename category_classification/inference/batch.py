@@ -31,8 +31,8 @@ from category_classification.data.lspc import MAX_LINE_BYTES
 # An offer's fields are picked by the dataset builder's own rule (text.offer_field, over these spellings): the
 # breadcrumb is read only for models trained with it, the URL only for fielded models (the URL's words)
 from category_classification.data.text import (BREADCRUMB_FIELDS, DEFAULT_MAX_DESCRIPTION_CHARS, DESCRIPTION_FIELDS,
-                                               TITLE_FIELDS, URL_FIELDS, clean, encodable, literal_value, model_text,
-                                               offer_field, offer_text, text_problem)
+                                               TITLE_FIELDS, URL_FIELDS, clean, encodable, id_field, literal_value,
+                                               model_text, offer_field, offer_text, text_problem)
 
 # tried in this order when --text_field is not given: a ready-made model text, else a title (which gets the
 # offer's description and, for a model trained with them, breadcrumb and URL added, as in training)
@@ -42,7 +42,6 @@ _OTHER_FIELDS = DESCRIPTION_FIELDS + BREADCRUMB_FIELDS + URL_FIELDS
 # "nan", `str(None)` "None", SQL exports NULL). Such a cell is empty, as the offer's JSON line has null there:
 # a "nan" title is a blank text, a "nan" description is no description.
 MISSING_CELLS = frozenset({"nan", "NaN", "-nan", "None", "none", "null", "NULL", "<NA>"})
-ID_FIELDS = ("id", "ID", "Id")  # copied to the output as "id" (MWPD files write "ID"): the first with a value
 MAX_REPORTED = 10  # bad records printed one by one; the rest only counted
 BELOW_THRESHOLD = "(below threshold)"  # the label-count key of predictions whose label is null
 
@@ -153,7 +152,7 @@ def read_jsonl(path: Path, text_field: str | None = None, max_description_chars:
 
 def _json_record(obj, ref: dict, text_field, max_description_chars: int, breadcrumb: bool, fielded: bool) -> Record:
     text, reason = _text_from_obj(obj, text_field, max_description_chars, breadcrumb, fielded)
-    key = _id_field(obj) if isinstance(obj, dict) else None
+    key = id_field(obj) if isinstance(obj, dict) else None
     if key is not None:
         ref["id"] = obj[key]
     return Record(ref, text, reason)
@@ -191,13 +190,6 @@ def read_json_array(path: Path, text_field: str | None = None,
         return read_jsonl(path, text_field, max_description_chars, breadcrumb, fielded)
     return (_json_record(obj, {"line": n}, text_field, max_description_chars, breadcrumb, fielded)
             for n, obj in enumerate(items, 1))
-
-
-def _id_field(record: dict) -> str | None:
-    """Which of ID_FIELDS a record's id comes from: the first holding a value (not null, not empty), else the
-    first present (its null or empty value is copied as given), else None."""
-    present = [k for k in ID_FIELDS if k in record]
-    return next((k for k in present if record[k] not in (None, "")), present[0] if present else None)
 
 
 class _RecordTooLong(Exception):
@@ -313,7 +305,7 @@ def _csv_rows(records, at: dict, fields, max_description_chars: int, breadcrumb:
             yield Record(ref, reason=problem)
             continue
         row = {name: "" if cells[i].strip() in MISSING_CELLS else cells[i] for name, i in at.items() if i < len(cells)}
-        key = _id_field(row)
+        key = id_field(row)
         if key is not None:
             ref["id"] = encodable(row[key])
         value, is_title, _ = _main_field(row, fields)
