@@ -4,14 +4,24 @@ from __future__ import annotations
 
 
 def pick_device(preference: str | None = None):
-    """'auto' (or None) picks CUDA, then MPS, then CPU; anything else is passed to torch.device."""
+    """'auto' (or None) picks CUDA, then MPS, then CPU; anything else is passed to torch.device, once this
+    machine is known to have it (a CUDA device asked for where there is none was an AssertionError trace
+    from the first tensor moved there)."""
     import torch
 
-    from category_classification.core.cli import check_device
+    from category_classification.core.cli import UserError, check_device
 
     check_device(preference)
     if preference and preference != "auto":
-        return torch.device(preference)
+        device = torch.device(preference)
+        mps = getattr(torch.backends, "mps", None)
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if device.type == "cuda" and (device.index or 0) >= count:
+            raise UserError(f"--device {preference}: this machine has {count or 'no'} CUDA device"
+                            f"{'s' if count != 1 else ''} torch can use; pass --device cpu or auto")
+        if device.type == "mps" and not (mps is not None and mps.is_available()):
+            raise UserError(f"--device {preference}: no MPS device here; pass --device cpu or auto")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)

@@ -14,14 +14,27 @@ from pathlib import Path
 
 import numpy as np
 
-from category_classification.core.artifacts import TEXT_SETTINGS, read_model_info, write_model_info
+from category_classification.core.artifacts import MODEL_INFO, TEXT_SETTINGS, read_model_info, write_model_info
 from category_classification.core.cli import UserError
+from category_classification.inference.predictors import OnnxPredictor, load_predictor, max_length_of
+from category_classification.models.hf import check_vocab
 from category_classification.models.registry import (check_folder, damaged_files_are_user_errors, exportable_kinds,
                                                       model_kind)
 
 FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 OPSET = 17
+PARITY_FILE = "parity.json"
+# What an export writes beside category_model.json, so a re-export removes those of the earlier export it
+# does not write again: its int8 file, parity report and training figures, and the tokenizer files another
+# tokenizer (or transformers 4, which wrote special_tokens_map.json) saved, which the loader would read with
+# the new tokenizer.json (special_tokens_map.json and added_tokens.json change the ids it gives).
+EXPORT_FILES = (FP32_FILE, INT8_FILE, PARITY_FILE, "metrics.json", "tokenizer.json", "tokenizer_config.json",
+                "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model",
+                "sentencepiece.bpe.model", "spm.model")
+# Agreement with torch's labels each file of an export must reach on --check_data (docs/serving.md)
+AGREEMENT_TARGETS = {"fp32": 0.999, "int8": 0.99}
 
 
 def _logits_module(model, forward_logits):
@@ -52,7 +65,12 @@ def load_torch_for_export(model_dir):
     cls = kind.predictor_class()
     with damaged_files_are_user_errors(d, kind, info):
         parts = cls.load_parts(d, info, "cpu", for_export=True)
-    info = dict(info, pad_token_id=int(parts.pad_id))
+    rows, width = cls.model_sizes(parts.model)
+    if width != len(info["labels"]):  # the export would name labels its graph does not score
+        raise UserError(f"{d}: the model gives {width} scores per offer but {MODEL_INFO} names "
+                        f"{len(info['labels'])} labels; retrain the model")
+    check_vocab(parts.tokenizer, rows, d)
+    info = dict(info, pad_token_id=int(parts.pad_id), vocab_size=int(rows))
     return _logits_module(parts.model, cls.forward_logits), parts.tokenizer, info, parts.source
 
 
@@ -67,7 +85,7 @@ def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OP
     out.mkdir(parents=True, exist_ok=True)
     # Two examples of different lengths with padding, so no shape is specialised into the graph.
     enc = tokenizer(["an example offer title for tracing", "short"], truncation=True,
-                    max_length=int(info.get("max_length") or 128), padding=True, return_tensors="pt")
+                    max_length=max_length_of(model_dir, info), padding=True, return_tensors="pt")
     ids, mask = enc["input_ids"].long(), enc["attention_mask"].long()
     t0 = time.perf_counter()
     dyn = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
@@ -90,25 +108,33 @@ def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OP
     elif (src / "metrics.json").is_file():
         shutil.copyfile(src / "metrics.json", out / "metrics.json")
     keep = {k: info[k] for k in ("max_length", "base_model", "num_parameters", *TEXT_SETTINGS) if k in info}
+    # what this export wrote, so a re-export removes only those of its files it does not write again
+    written = sorted(p.name for p in out.iterdir() if p.is_file() and p.name in EXPORT_FILES)
     write_model_info(out, "onnx", info["labels"], source_kind=info["kind"], source_dir=str(model_dir),
                      files=files, default_precision="int8" if "int8" in files else "fp32",
-                     pad_token_id=info["pad_token_id"], opset=opset, **keep)
+                     pad_token_id=info["pad_token_id"], vocab_size=info["vocab_size"], opset=opset,
+                     written=written, **keep)
     return read_model_info(out)
 
 
-def export_staged(model_dir, out_dir, **kwargs) -> dict:
+def export_staged(model_dir, out_dir, check=None, **kwargs) -> dict:
     """`export_onnx` into a stage inside `out_dir` (core/artifacts.staged_folder), then each file moved in
     by a rename: a run killed mid-export leaves the earlier export whole, never an fp32 file of one model
-    beside an int8 file of another; the files of an earlier export the new one lacks (its int8 file, its
-    parity report) are removed, a user's own files kept."""
+    beside an int8 file of another. `check(stage)` runs on the finished export before anything is moved in:
+    when it raises, `out_dir` stays as it was. The files the earlier export wrote (earlier_files) that the
+    new one lacks (its int8 file, parity report, training figures, tokenizer files) are removed, a user's own
+    files kept."""
     from category_classification.core.artifacts import staged_folder
 
     out = Path(out_dir)
     created = not out.exists()
+    earlier = earlier_files(out)
     try:
         with staged_folder(out) as stage:
             export_onnx(model_dir, stage, **kwargs)
-            stale = [f for f in (INT8_FILE, "parity.json") if not (stage / f).exists()]
+            if check is not None:
+                check(stage)
+            stale = [f for f in earlier if not (stage / f).exists()]
     except BaseException:
         if created and out.is_dir() and not any(out.iterdir()):  # a failed first export leaves no folder
             out.rmdir()
@@ -116,6 +142,22 @@ def export_staged(model_dir, out_dir, **kwargs) -> dict:
     for f in stale:  # after the new model info is in place: it no longer names them
         (out / f).unlink(missing_ok=True)
     return read_model_info(out)
+
+
+def earlier_files(out: Path) -> list[str]:
+    """The files of EXPORT_FILES the export already in `out` wrote: those its model info lists (and its
+    parity report), or for an export made before that list every one of EXPORT_FILES; none without an
+    export there. Only names of EXPORT_FILES: an edited list cannot name a user's file or a path elsewhere."""
+    try:
+        info = read_model_info(out) if (out / MODEL_INFO).is_file() else {}
+    except (UserError, OSError, ValueError):
+        info = {}
+    if info.get("kind") != "onnx":
+        return []
+    listed = info.get("written")
+    if not isinstance(listed, list):
+        return list(EXPORT_FILES)
+    return [f for f in EXPORT_FILES if f in listed or f == PARITY_FILE]
 
 
 def quantize_int8(fp32_path, int8_path) -> Path:
@@ -154,7 +196,25 @@ def parity(torch_predictor, onnx_predictors: dict, texts, y_true=None) -> dict:
     return report
 
 
+def check_export(model_dir, export_dir, texts, y_true, batch_size: int = 64, **extra) -> dict:
+    """Parity of each file of the export in `export_dir` with the torch model of `model_dir` on `texts`
+    (y_true: label indices in the model's order), written with `extra` to parity.json there."""
+    info = read_model_info(export_dir)
+    # the class itself, not load_predictor: a stage is locked by its save, and a reader would wait for it
+    onnx_preds = {p: OnnxPredictor.from_dir(Path(export_dir), info, batch_size=batch_size, precision=p)
+                  for p in info["files"]}
+    report = {**parity(load_predictor(model_dir, batch_size=batch_size), onnx_preds, texts, y_true), **extra}
+    write_parity(export_dir, report)
+    return report
+
+
+def missed_targets(report: dict) -> list[str]:
+    """The files of a parity report below their agreement target, as sentences."""
+    return [f"{p} agrees with torch on only {report[p]['agreement']:.4%} (< {target:.1%})"
+            for p, target in AGREEMENT_TARGETS.items() if p in report and report[p]["agreement"] < target]
+
+
 def write_parity(out_dir, report: dict) -> Path:
-    path = Path(out_dir) / "parity.json"
+    path = Path(out_dir) / PARITY_FILE
     path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return path

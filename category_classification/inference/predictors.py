@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from category_classification.core.artifacts import MODEL_INFO
 from category_classification.core.cli import UserError
 from category_classification.inference.base import Predictor, softmax  # noqa: F401 (the API)
 from category_classification.models.registry import load_predictor  # noqa: F401 (the API)
@@ -50,13 +51,36 @@ class LinearPredictor(Predictor):
         return out
 
 
+def max_length_of(model_dir, info: dict) -> int:
+    """category_model.json "max_length": the tokens a text is cut to (128 when absent or 0); any other value
+    that is not a positive whole number is a damaged file, refused in one line."""
+    value = info.get("max_length") or 128
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{model_dir}: {MODEL_INFO} is damaged (max_length {value!r} is no positive whole "
+                        "number); retrain or re-export the model")
+    return value
+
+
 class _TokenizedPredictor(Predictor):
     """Shared by the torch and ONNX predictors: tokenize, sort by length, pad per batch, run, unsort."""
 
     def __init__(self, model_dir, info, batch_size=64):
         super().__init__(model_dir, info, batch_size)
-        self.max_length = int(info.get("max_length") or 128)
+        self.max_length = max_length_of(model_dir, info)
         self.pad_id = 0
+
+    def check_fits(self, rows: int | None, width, model: str) -> None:
+        """Refuse at load, in one line, a folder whose parts are another model's: a tokenizer with ids past the
+        model's `rows` embedding rows (those texts fail inside the model, the others get wrong labels), or a
+        model giving `width` scores per offer where category_model.json names another number of labels
+        (every batch fails). `model` names the file in the message."""
+        from category_classification.models.hf import check_vocab
+
+        if isinstance(rows, int) and not isinstance(rows, bool):
+            check_vocab(self.tokenizer, rows, self.model_dir)
+        if isinstance(width, int) and width != len(self.labels):
+            raise UserError(f"{self.model_dir}: {model} gives {width} scores per offer but {MODEL_INFO} names "
+                            f"{len(self.labels)} labels; retrain or re-export the model")
 
     def _encode(self, texts):
         # An empty text still gets one position, so every row has something to pool.
@@ -105,7 +129,8 @@ class TorchPredictor(_TokenizedPredictor):
         self.device = pick_device(device)
         parts = self.load_parts(model_dir, info, self.device)
         self.model, self.tokenizer, self.pad_id, self.info = parts.model, parts.tokenizer, parts.pad_id, parts.info
-        self.max_length = int(self.info.get("max_length") or 128)
+        self.max_length = max_length_of(model_dir, self.info)
+        self.check_fits(*self.model_sizes(self.model), "the model")
 
     @classmethod
     def from_dir(cls, model_dir, info, *, batch_size=64, device="cpu", precision=None, threads=None):
@@ -121,6 +146,11 @@ class TorchPredictor(_TokenizedPredictor):
 
     @staticmethod
     def forward_logits(model, input_ids, attention_mask):
+        raise NotImplementedError
+
+    @staticmethod
+    def model_sizes(model) -> tuple[int, int]:
+        """(embedding rows, scores per offer) of a loaded model: what its tokenizer and labels must fit."""
         raise NotImplementedError
 
     def logits_for_batch(self, ids, mask):
@@ -166,6 +196,10 @@ class EncoderPredictor(TorchPredictor):
     def forward_logits(model, input_ids, attention_mask):
         return model(input_ids, attention_mask)["logits"]
 
+    @staticmethod
+    def model_sizes(model):
+        return model.embed.num_embeddings, model.config.num_labels
+
 
 class HFPredictor(TorchPredictor):
     """A Hugging Face sequence classifier, such as the LoRA trainer's merged model (models/hf.py loads it)."""
@@ -185,6 +219,13 @@ class HFPredictor(TorchPredictor):
     @staticmethod
     def forward_logits(model, input_ids, attention_mask):
         return model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    @staticmethod
+    def model_sizes(model):
+        return model.get_input_embeddings().num_embeddings, model.config.num_labels
+
+
+FEEDS = ("input_ids", "attention_mask")  # what an export's graph takes (inference/onnx_export.py)
 
 
 class OnnxPredictor(_TokenizedPredictor):
@@ -215,15 +256,23 @@ class OnnxPredictor(_TokenizedPredictor):
         self.session = ort.InferenceSession(str(self.model_dir / files[precision]), opts,
                                             providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if not self.input_names <= set(FEEDS) or "input_ids" not in self.input_names or "logits" not in outputs:
+            # another tool's graph (token_type_ids, an output named otherwise): every batch would fail
+            raise UserError(f"{model_dir}: {files[precision]} takes {sorted(self.input_names)} and gives "
+                            f"{sorted(outputs)}; an export of ours takes input_ids (and attention_mask) and gives "
+                            "logits: re-export the model")
         self.tokenizer = load_tokenizer(self.model_dir)
         self.pad_id = int(info.get("pad_token_id", 0) or 0)
+        width = (outputs["logits"] or [None])[-1]
+        self.check_fits(info.get("vocab_size"), width, files[precision])
 
     @classmethod
     def from_dir(cls, model_dir, info, *, batch_size=64, device="cpu", precision=None, threads=None):
         return cls(model_dir, info, batch_size, precision=precision, threads=threads)
 
     def logits_for_batch(self, ids, mask):
-        feed = {"input_ids": ids, "attention_mask": mask}
+        feed = dict(zip(FEEDS, (ids, mask)))
         return self.session.run(["logits"], {k: v for k, v in feed.items() if k in self.input_names})[0]
 
     def describe(self):

@@ -109,7 +109,12 @@ def position_limit(model) -> int | None:
 def check_tokenizer_fits(model, tokenizer, name_or_path) -> None:
     """A tokenizer whose ids run past the model's embedding rows (another model's) fails mid-run with an
     IndexError: refuse it before any work."""
-    rows = model.get_input_embeddings().num_embeddings
+    check_vocab(tokenizer, model.get_input_embeddings().num_embeddings, name_or_path)
+
+
+def check_vocab(tokenizer, rows: int, name_or_path) -> None:
+    """The check of check_tokenizer_fits for a model known by its number of embedding rows (an ONNX export
+    records it): a tokenizer with more tokens is another model's."""
     if len(tokenizer) > rows:
         raise UserError(f"the tokenizer has {len(tokenizer):,} tokens but model {str(name_or_path)!r} embeds "
                         f"{rows:,}: it is another model's tokenizer; use the model's own")

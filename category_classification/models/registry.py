@@ -24,7 +24,8 @@ class ModelKind:
     inference.base.Predictor. `files` are what the folder holds beside category_model.json: "{key}" takes
     the value of `key` in category_model.json ("{key=default}" when it may be absent; a dict or list value
     names several files), "a|b" accepts either. `onnx_export`: export_onnx.py can export it, through the
-    class's `load_parts(model_dir, info, device, for_export=True)` and `forward_logits(model, ids, mask)`.
+    class's `load_parts(model_dir, info, device, for_export=True)`, `forward_logits(model, ids, mask)` and
+    `model_sizes(model)` (embedding rows and scores per offer, which the tokenizer and labels must fit).
     """
 
     predictor: str
