@@ -213,8 +213,8 @@ def ensure_exports(models: list[Path], runs: Path, data: str, split: str, log) -
                "--out", str(out), "--quantize", "int8", "--check_data", data, "--check_split", split]
         r = subprocess.run(cmd, capture_output=True, text=True)
         log(r.stdout.strip())
-        if r.returncode not in (0, 2) or not (out / "category_model.json").is_file():
-            log(f"export of {d} failed:\n{r.stderr[-2000:]}")
+        if r.returncode != 0:  # a failed parity check writes nothing: an export already there is an older one's
+            log(f"export of {d} failed (not measured):\n{r.stderr[-2000:]}")
             continue
         added.append(out)
     return sorted(set(models) | set(added))
