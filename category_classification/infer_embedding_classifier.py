@@ -35,10 +35,10 @@ def main(argv=None):
     import torch
 
     from category_classification.evaluation import metrics as evaluation
-    from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
+    from category_classification.data.dataset_dir import label_names, load_dataset_dir, usable_split
     from category_classification.core.devices import pick_device
     from category_classification.models.encoder_io import load_encoder, predict_logits
-    from category_classification.training.checkpoints import read_checkpoint
+    from category_classification.training.checkpoints import epoch_weights
 
     from category_classification.core.artifacts import check_file_out, jsonl_first_line_has, write_text_atomic
     from category_classification.core.cli import check_settings
@@ -58,12 +58,16 @@ def main(argv=None):
     device = pick_device(args.device)
     model, tokenizer, info = load_encoder(model_dir, device=device)
     if ckpt.is_file():  # weights of one epoch's training checkpoint instead of the kept best epoch
-        model.load_state_dict(read_checkpoint(ckpt)["model"])
+        try:
+            model.load_state_dict(epoch_weights(ckpt, info["train_info"].get("run"), model_dir))
+        except RuntimeError as exc:  # a checkpoint without a run record, of another shape
+            raise UserError(f"checkpoint {ckpt} does not fit the model in {model_dir}: its weights have other "
+                            f"names or shapes ({type(exc).__name__}); it is another training run's") from None
     labels = info["labels"]
     dsd = load_dataset_dir(args.data)
     if label_names(dsd) != labels:
         raise UserError(f"the dataset's labels {label_names(dsd)} differ from the model's {labels}")
-    split = get_split(dsd, args.split)
+    split, rows = usable_split(dsd, args.split)  # rows: the dataset rows kept, which --save_preds names
     max_length = args.max_length or info["max_length"]
     texts = list(split["text"])
     t0 = time.perf_counter()
@@ -77,7 +81,7 @@ def main(argv=None):
     if args.save_preds:
         gold = list(split["label"])
         write_text_atomic(args.save_preds, "".join(
-            json.dumps({"index": i, "text": text, "label": labels[y], "label_id": int(y), "pred": labels[p],
+            json.dumps({"index": int(rows[i]), "text": text, "label": labels[y], "label_id": int(y), "pred": labels[p],
                         "pred_id": int(p), "prob": round(float(probs[i, p]), 6)}, ensure_ascii=False) + "\n"
             for i, (text, y, p) in enumerate(zip(texts, gold, preds))))
         print(f"predictions written to {args.save_preds}")

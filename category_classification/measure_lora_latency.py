@@ -11,9 +11,20 @@ from category_classification.core.cli import UserError, require_file, run
 def read_texts(args):
     """(texts, label names or None, the dataset's label names or None) from --dataset/--split or --txt (one
     offer per line)."""
-    if args.txt:
-        lines = require_file(args.txt, "text file").read_text(encoding="utf-8").splitlines()
-        texts = [line for line in lines if line.strip()]
+    if args.txt:  # read as predict.py reads a .txt: a line that is not UTF-8 is skipped and counted, not a traceback
+        from category_classification.data.text import model_text, text_problem
+        from category_classification.inference.batch import read_txt
+
+        texts, skipped = [], []
+        for rec in read_txt(require_file(args.txt, "text file")):
+            problem = rec.reason or text_problem(rec.text)
+            if not problem:
+                texts.append(model_text(rec.text))
+            elif problem != "blank text":  # blank lines were always passed over
+                skipped.append(f"line {rec.ref['line']}: {problem}")
+        if skipped:
+            print(f"note: skipped {len(skipped)} lines of {args.txt} ({', '.join(skipped[:3])}"
+                  + (", ..." if len(skipped) > 3 else "") + ")")
         labels = names = None
     else:
         from category_classification.data.dataset_dir import get_split, label_names, load_dataset_dir
@@ -81,6 +92,11 @@ def main(argv=None):
             raise UserError(f"{args.model}: category_model.json names {len(model_labels)} labels but the model "
                             f"has {model.config.num_labels} outputs; retrain or re-export the model")
     seq_len = args.seq_len or int(info.get("max_length", 128))
+    from category_classification.models.hf import position_limit
+
+    limit = position_limit(model)  # a longer input crashes inside the model, after the timing began
+    if limit and seq_len > limit:
+        raise UserError(f"--seq_len {seq_len} is more than the {limit} tokens model {args.model!r} can read")
     preds, seconds, sizes = time_batches(model, tokenizer, texts, args.batch, seq_len, device,
                                          args.warmup_batches)
     summary = {"model": str(args.model), "device": device.type, "dtype": str(model.dtype).replace("torch.", ""),

@@ -31,6 +31,8 @@ from category_classification.evaluation.metrics import (add_open_set, classes_wi
 from category_classification.models.linear import (COPY_KINDS, LinearConfig, LinearTextClassifier, copy_variants,
                                                    with_copies)
 
+OUT_KINDS = ("linear", "hierarchical_linear")  # the model folders this trainer replaces (the demo checks them too)
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -280,7 +282,7 @@ def train_hierarchy(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    check_model_out(args.out, [args.data], kinds=("linear", "hierarchical_linear"),
+    check_model_out(args.out, [args.data], kinds=OUT_KINDS,
                     sources={"--embed_model": args.embed_model})
     if args.other_bias not in ("cv", "auto"):
         try:

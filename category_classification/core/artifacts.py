@@ -105,8 +105,9 @@ def check_model_out(out, inputs=(), kinds=None, sources=None) -> Path:
             except (OSError, ValueError, UnicodeDecodeError, AttributeError):
                 found = None
             if found not in kinds:
-                raise UserError(f"--out {out} holds a {found or 'damaged'} model, which this tool does not write "
-                                f"({' / '.join(kinds)}); name a new or empty folder")
+                found = str(found) if found else "damaged"
+                raise UserError(f"--out {out} holds {'an' if found[0] in 'aeiou' else 'a'} {found} model, which this "
+                                f"tool does not write ({' / '.join(kinds)}); name a new or empty folder")
     probe = out.resolve()
     while not probe.exists():  # nothing is created here: a run that stops on a later error leaves no folder
         probe = probe.parent

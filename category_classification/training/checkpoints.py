@@ -62,6 +62,20 @@ def read_checkpoint(path) -> dict:
     return ckpt
 
 
+def epoch_weights(path, model_run: dict | None, model_dir) -> dict:
+    """The model weights of training checkpoint `path`, for the model folder whose run record is `model_run`
+    (train_info.json): a checkpoint of another run (a retraining into the folder killed before it saved, a
+    file copied in) holds weights for another tokenizer or shape, so it is refused in one line, never loaded
+    into this folder's tokenizer and config."""
+    ckpt = read_checkpoint(path)
+    theirs = ckpt.get("run")
+    if model_run and theirs and model_run.get("fingerprint") != theirs.get("fingerprint"):
+        diff = differences(model_run, theirs) or ["unknown settings"]
+        raise UserError(f"checkpoint {path} was made by another training run than the model in {model_dir} "
+                        f"({'; '.join(diff)}): its weights do not go with that folder's tokenizer and config")
+    return ckpt["model"]
+
+
 def record_of(ckpt: dict, settings_keys) -> dict:
     """The run record stored in a checkpoint; for one written before records existed, its flags (no data
     fingerprint), so a resume can still be checked against the settings."""

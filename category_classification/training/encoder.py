@@ -27,6 +27,7 @@ V2_DEFAULTS = dict(head="residual", classifier_hidden=768, classifier_dropout=0.
 # Settings that do not change the trained weights: a checkpoint may be resumed with other values of these.
 RUN_NEUTRAL = ("data", "out", "preset", "device", "threads", "eval_batch_size", "save_every", "keep_checkpoints",
                "resume", "memory_summary_freq")
+OUT_KINDS = ("encoder",)  # the model folders this trainer replaces (the demo checks them too)
 M, T = "model", "training"
 
 
@@ -127,7 +128,7 @@ def setup(cfg: EncoderTrainConfig):
         torch.set_num_threads(cfg.threads)
     dist_info, device = setup_distributed(cfg.device)
     seed_everything(cfg.seed)
-    out = check_model_out(cfg.out, [cfg.data], kinds=("encoder",),
+    out = check_model_out(cfg.out, [cfg.data], kinds=OUT_KINDS,
                           sources={"--tokenizer": user_tokenizer_path(cfg.tokenizer)})
     return SimpleNamespace(cfg=cfg, dist=dist_info, device=device, out=out, ckpt_dir=out / "checkpoints",
                            log=print if dist_info.is_main else (lambda *a, **k: None))
@@ -164,8 +165,13 @@ def load_data(r) -> None:
     r.labels = label_names(dsd)
     train_split = get_split(dsd, cfg.train_split, train=True)
     r.eval_splits = {name: get_split(dsd, name) for name in ("validation", "test") if name in dsd}
+    # an empty split (built with --allow_empty_splits) was an IndexError traceback: an empty test is left out
+    r.eval_splits = {name: s for name, s in r.eval_splits.items() if len(s) or name == "validation"}
     if "validation" not in r.eval_splits:
         raise UserError("the dataset needs a validation split to pick the best epoch")
+    if not len(r.eval_splits["validation"]):
+        raise UserError(f"the validation split of {cfg.data} holds no offers to score, and the best epoch is picked "
+                        "on it; build the dataset with a validation split that holds offers")
     r.missing = classes_without_training_examples({"train": train_split, **r.eval_splits}, r.labels)
     r.record = run_record(cfg.run_settings(), data_fingerprint(cfg.data, r.labels))
     labels = list(train_split["label"])

@@ -277,6 +277,10 @@ def load_splits(cfg: LoraTrainConfig) -> dict:
     train_split = select_per_class(get_split(dsd, "train", train=True), cfg.balance_to_min_class,
                                    cfg.max_samples_per_class, cfg.seed)
     splits = {"train": train_split, "validation": get_split(dsd, "validation"), "test": get_split(dsd, "test")}
+    for name, role in (("validation", "picks its best checkpoint on it"), ("test", "reports its figures on it")):
+        if not len(splits[name]):  # (built with --allow_empty_splits) was a traceback after the whole training
+            raise UserError(f"the {name} split of {cfg.data} holds no offers to score, and the LoRA trainer {role}; "
+                            f"build the dataset with a {name} split that holds offers")
     missing = classes_without_training_examples(splits, labels)
     return {"labels": labels, "splits": splits, "missing": missing}
 
