@@ -57,7 +57,8 @@ def model_files(model_dir: Path, info: dict, precision: str | None) -> list[Path
     skip_onnx = set()
     if info.get("files"):  # an ONNX export: only the chosen precision's file
         chosen = info["files"].get(precision or info.get("default_precision", "fp32"))
-        skip_onnx = {f for f in info["files"].values() if f != chosen}
+        # a graph over 2 GiB keeps its weights in FILE.data beside it (inference/onnx_export.gather_weights)
+        skip_onnx = {name for f in info["files"].values() if f != chosen for name in (f, f + ".data")}
     files = []
     for root, dirs, names in os.walk(model_dir):
         dirs[:] = [d for d in dirs if d not in NOT_MODEL_DIRS and not d.startswith("checkpoint")]

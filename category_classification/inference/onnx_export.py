@@ -2,12 +2,15 @@
 and the parity check of an export against the torch model it came from.
 
 The exported directory holds model.onnx (and model.int8.onnx), the tokenizer and category_model.json of
-kind "onnx", so predict.py, evaluate.py and serve.py run it on onnxruntime without torch.
+kind "onnx", so predict.py, evaluate.py and serve.py run it on onnxruntime without torch. A model whose
+weights protobuf cannot hold (over 2 GiB: Qwen3-Embedding-0.6B in fp32) keeps them in one data file beside
+each graph, model.onnx.data (and model.int8.onnx.data).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,7 +19,7 @@ import numpy as np
 
 from category_classification.core.artifacts import MODEL_INFO, TEXT_SETTINGS, read_model_info, write_model_info
 from category_classification.core.cli import UserError
-from category_classification.inference.predictors import OnnxPredictor, load_predictor, max_length_of
+from category_classification.inference.predictors import DATA_SUFFIX, OnnxPredictor, load_predictor, max_length_of
 from category_classification.models.hf import check_vocab
 from category_classification.models.registry import (check_folder, damaged_files_are_user_errors, exportable_kinds,
                                                       model_kind)
@@ -25,11 +28,16 @@ FP32_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
 OPSET = 17
 PARITY_FILE = "parity.json"
+# Protobuf refuses a file over 2 GiB; a graph whose weights take more than this (2 GiB less room for the graph
+# itself) keeps them in its data file. torch's exporter already writes them out there, one file per tensor.
+WEIGHTS_INLINE_MAX = 2**31 - 2**27
+DATA_ALIGN = 4096  # each tensor starts on a page in the data file, so onnxruntime can map it instead of copying
 # What an export writes beside category_model.json, so a re-export removes those of the earlier export it
-# does not write again: its int8 file, parity report and training figures, and the tokenizer files another
-# tokenizer (or transformers 4, which wrote special_tokens_map.json) saved, which the loader would read with
-# the new tokenizer.json (special_tokens_map.json and added_tokens.json change the ids it gives).
-EXPORT_FILES = (FP32_FILE, INT8_FILE, PARITY_FILE, "metrics.json", "tokenizer.json", "tokenizer_config.json",
+# does not write again: its int8 file, data files, parity report and training figures, and the tokenizer files
+# another tokenizer (or transformers 4, which wrote special_tokens_map.json) saved, which the loader would read
+# with the new tokenizer.json (special_tokens_map.json and added_tokens.json change the ids it gives).
+EXPORT_FILES = (FP32_FILE, FP32_FILE + DATA_SUFFIX, INT8_FILE, INT8_FILE + DATA_SUFFIX, PARITY_FILE, "metrics.json",
+                "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "added_tokens.json", "chat_template.jinja", "chat_template.json",
                 "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model", "spiece.model",
                 "sentencepiece.bpe.model", "spm.model")
@@ -74,8 +82,12 @@ def load_torch_for_export(model_dir):
     return _logits_module(parts.model, cls.forward_logits), parts.tokenizer, info, parts.source
 
 
-def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OPSET, log=print) -> dict:
-    """Write model.onnx (+ model.int8.onnx), the tokenizer and category_model.json into `out_dir`."""
+def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OPSET, log=print,
+                inline_max: int = WEIGHTS_INLINE_MAX) -> dict:
+    """Write model.onnx (+ model.int8.onnx), the tokenizer and category_model.json into `out_dir`; weights over
+    `inline_max` bytes go to one data file per graph (gather_weights)."""
+    import gc
+
     import torch
 
     wrapped, tokenizer, info, src = load_torch_for_export(model_dir)
@@ -95,9 +107,14 @@ def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OP
         torch.onnx.export(wrapped, (ids, mask), str(out / FP32_FILE), input_names=["input_ids", "attention_mask"],
                           output_names=["logits"], dynamic_axes=dyn, opset_version=opset, dynamo=False)
     log(f"exported {out / FP32_FILE} in {time.perf_counter() - t0:.1f}s")
+    del wrapped, enc, ids, mask
+    gc.collect()  # the torch model is done with before the quantizer takes its memory (5x the fp32 weights)
+    data = gather_weights(out / FP32_FILE, inline_max)
+    if data:
+        log(f"weights in {out / data}")
     files = {"fp32": FP32_FILE}
     if quantize == "int8":
-        quantize_int8(out / FP32_FILE, out / INT8_FILE)
+        quantize_int8(out / FP32_FILE, out / INT8_FILE, external=bool(data))
         files["int8"] = INT8_FILE
         log(f"quantized {out / INT8_FILE}")
     elif quantize:
@@ -145,9 +162,10 @@ def export_staged(model_dir, out_dir, check=None, **kwargs) -> dict:
 
 
 def earlier_files(out: Path) -> list[str]:
-    """The files of EXPORT_FILES the export already in `out` wrote: those its model info lists (and its
-    parity report), or for an export made before that list every one of EXPORT_FILES; none without an
-    export there. Only names of EXPORT_FILES: an edited list cannot name a user's file or a path elsewhere."""
+    """The files the export already in `out` wrote: those of EXPORT_FILES its model info lists (and its
+    parity report), or for an export made before that list every one of EXPORT_FILES, and the weight files
+    its graphs name (legacy_weight_files); none without an export there. Only names of EXPORT_FILES and files
+    our graphs read: an edited list cannot name a user's file or a path elsewhere."""
     try:
         info = read_model_info(out) if (out / MODEL_INFO).is_file() else {}
     except (UserError, OSError, ValueError):
@@ -155,18 +173,117 @@ def earlier_files(out: Path) -> list[str]:
     if info.get("kind") != "onnx":
         return []
     listed = info.get("written")
-    if not isinstance(listed, list):
-        return list(EXPORT_FILES)
-    return [f for f in EXPORT_FILES if f in listed or f == PARITY_FILE]
+    own = (list(EXPORT_FILES) if not isinstance(listed, list)
+           else [f for f in EXPORT_FILES if f in listed or f == PARITY_FILE])
+    return own + [f for f in legacy_weight_files(out, info) if f not in own]
 
 
-def quantize_int8(fp32_path, int8_path) -> Path:
-    """Dynamic int8 quantization of the weights (activations quantized per batch at run time)."""
+def legacy_weight_files(out: Path, info: dict) -> list[str]:
+    """The weight files beside model.onnx / model.int8.onnx in `out` that those graphs read and no file list
+    names: an export over 2 GiB made before gather_weights left torch's one file per tensor. A graph over
+    64 MiB holds its weights itself and is not read (reading it would cost its size in memory)."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    files = info.get("files")
+    names = set()
+    for graph in [g for g in (FP32_FILE, INT8_FILE) if isinstance(files, dict) and g in files.values()]:
+        path = out / graph
+        try:
+            if not path.is_file() or path.stat().st_size > 64 << 20:
+                continue
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception:  # a damaged graph names nothing we could trust
+            continue
+        names |= {ExternalDataInfo(t).location for t in _graph_tensors(model.graph) if uses_external_data(t)}
+    return sorted(n for n in names if Path(n).name == n and n != MODEL_INFO and not n.startswith(".")
+                  and (out / n).is_file() and not (out / n).is_symlink())
+
+
+def quantize_int8(fp32_path, int8_path, external: bool = False) -> Path:
+    """Dynamic int8 quantization of the weights (activations quantized per batch at run time); `external`: its
+    weights go to one data file beside it (int8_path + DATA_SUFFIX), as those of an fp32 graph over 2 GiB do."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    data = Path(str(int8_path) + DATA_SUFFIX)
+    if external and os.path.lexists(data):  # onnx appends tensors to an existing data file
+        raise FileExistsError(f"{data} exists; quantize into a new folder")
     # Per-channel weight scales keep the argmax of small classifiers close to fp32 (parity >= 99%).
-    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True)
+    quantize_dynamic(str(fp32_path), str(int8_path), weight_type=QuantType.QInt8, per_channel=True,
+                     use_external_data_format=external)
+    if data.is_file():  # onnx creates it readable by its owner only; it is served like the graph beside it
+        os.chmod(data, Path(int8_path).stat().st_mode & 0o777)
     return Path(int8_path)
+
+
+def gather_weights(graph_path, inline_max: int = WEIGHTS_INLINE_MAX) -> str | None:
+    """Move the weights of the ONNX graph at `graph_path` into one data file beside it (its name + DATA_SUFFIX)
+    when torch's exporter wrote them to files of their own (it does over 2 GiB: one per tensor, named after
+    it, which no file list could name in advance) or the graph file is over `inline_max` bytes. Those
+    per-tensor files are removed. Returns the data file's name, or None when the weights stay in the graph."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    path = Path(graph_path)
+    model = onnx.load(str(path), load_external_data=False)
+    tensors = list(_graph_tensors(model.graph))
+    scattered = sorted({ExternalDataInfo(t).location for t in tensors if uses_external_data(t)})
+    if not scattered and path.stat().st_size <= inline_max:
+        return None
+    name = path.name + DATA_SUFFIX
+    if any(Path(loc).name != loc or loc in (name, path.name) for loc in scattered):
+        raise ValueError(f"{path} names weight files outside its folder or under our names: {scattered}")
+    with open(path.parent / name, "xb") as data:
+        for t in tensors:
+            if uses_external_data(t):
+                ext = ExternalDataInfo(t)
+                src = path.parent / ext.location
+                start = ext.offset or 0
+                length = ext.length if ext.length is not None else src.stat().st_size - start
+            elif t.HasField("raw_data") and len(t.raw_data) >= 1024:  # small tensors stay in the graph
+                src, start, length = None, 0, len(t.raw_data)
+            else:
+                continue
+            data.write(b"\0" * (-data.tell() % DATA_ALIGN))
+            offset = data.tell()
+            if src is None:
+                data.write(t.raw_data)
+                t.ClearField("raw_data")
+            else:
+                _copy_range(src, start, length, data)
+            del t.external_data[:]
+            for key, value in (("location", name), ("offset", offset), ("length", length)):
+                entry = t.external_data.add()
+                entry.key, entry.value = key, str(value)
+            t.data_location = onnx.TensorProto.EXTERNAL
+    onnx.save_model(model, str(path))
+    for loc in scattered:  # written by torch's exporter beside the graph, now held by the data file
+        (path.parent / loc).unlink()
+    return name
+
+
+def _graph_tensors(graph):
+    """Every tensor of an ONNX graph: initializers and node attributes, subgraphs included."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _graph_tensors(sub)
+
+
+def _copy_range(src: Path, start: int, length: int, dst, chunk: int = 64 << 20) -> None:
+    """Copy `length` bytes of `src` from `start` to the open file `dst`, 64 MiB at a time."""
+    with open(src, "rb") as fh:
+        fh.seek(start)
+        while length > 0:
+            block = fh.read(min(chunk, length))
+            if not block:
+                raise ValueError(f"{src} ends before the {length} more bytes its graph gives it")
+            dst.write(block)
+            length -= len(block)
 
 
 def agreement(a, b) -> float:

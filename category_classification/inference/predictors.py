@@ -226,6 +226,7 @@ class HFPredictor(TorchPredictor):
 
 
 FEEDS = ("input_ids", "attention_mask")  # what an export's graph takes (inference/onnx_export.py)
+DATA_SUFFIX = ".data"  # a graph's weights when they are not inside it (over 2 GiB): model.onnx -> model.onnx.data
 
 
 class OnnxPredictor(_TokenizedPredictor):
@@ -246,6 +247,12 @@ class OnnxPredictor(_TokenizedPredictor):
             raise UserError(f"{model_dir} has no {precision} model (has: {', '.join(files) or 'none'})")
         self.precision = precision
         self.runtime = f"onnxruntime-{precision}"
+        data = f"{files[precision]}{DATA_SUFFIX}"
+        written = info.get("written")
+        if isinstance(written, list) and data in written and not (self.model_dir / data).is_file():
+            # onnxruntime's own message is a long path cut short before the file's name
+            raise UserError(f"{model_dir}: {data}, the weights of {files[precision]}, is missing; copy the whole "
+                            "export folder or re-export the model")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
