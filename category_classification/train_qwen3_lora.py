@@ -28,7 +28,8 @@ def main(argv=None, defaults: LoraTrainConfig | None = None):
     if result:  # empty on the non-main processes of a distributed run
         print(f"trained in {result['train_seconds']:.1f}s; validation macro_f1="
               f"{result['validation']['macro_f1']:.4f} accuracy={result['validation']['accuracy']:.4f}")
-        print(format_metrics(result["test"], result["labels"], title="[test]"))
+        if "test" in result:  # a dataset without test offers has no test figures
+            print(format_metrics(result["test"], result["labels"], title="[test]"))
         print(f"model written to {args.out} (merged model in {args.out}/merged)")
     return 0
 

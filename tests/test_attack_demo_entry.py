@@ -329,11 +329,12 @@ def test_encoder_v2_on_an_empty_validation_or_test_split(empty_splits, tmp_path,
     assert "validation" in metrics and "test" not in metrics
 
 
-def test_lora_v2_on_an_empty_validation_or_test_split_stops_before_loading_the_model(empty_splits, tmp_path,
-                                                                                      capsys, monkeypatch):
+def test_lora_v2_stops_early_on_an_empty_validation_split_and_trains_without_test_offers(
+        empty_splits, tmp_path, capsys, monkeypatch):
     """Was: with an empty validation split a KeyError traceback (`eval_macro_f1` not found) at the first
     evaluation, with an empty test split an AttributeError traceback after the whole training (on a GPU, hours
-    lost), each leaving an empty --out folder."""
+    lost), each leaving an empty --out folder. Now an empty validation split is one line before the model
+    loads, and an empty test split is left out of the figures."""
     from category_classification import train_qwen3_lora_v2
     from category_classification.models.tokenization import load_qwen_tokenizer
     from category_classification.training import lora
@@ -344,15 +345,20 @@ def test_lora_v2_on_an_empty_validation_or_test_split_stops_before_loading_the_m
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the splits were checked")
 
-    monkeypatch.setattr(lora, "build_model", no_model)
-    for name, words in (("no_validation", "validation split"), ("no_test", "test split")):
-        out = tmp_path / f"lora_{name}"
+    argv = ["--model", str(model), "--epochs", "1", "--device", "cpu", "--threads", "1", "--seq_len", "16"]
+    with monkeypatch.context() as m:
+        m.setattr(lora, "build_model", no_model)
+        out = tmp_path / "lora_no_validation"
         capsys.readouterr()
-        assert run(train_qwen3_lora_v2.main, ["--data", str(empty_splits[name]), "--out", str(out), "--model",
-                                              str(model), "--epochs", "1", "--device", "cpu", "--threads", "1",
-                                              "--seq_len", "16"]) == 2
-        _one_error(capsys.readouterr().err, words, "holds no offers")
+        assert run(train_qwen3_lora_v2.main, ["--data", str(empty_splits["no_validation"]), "--out", str(out),
+                                              *argv]) == 2
+        _one_error(capsys.readouterr().err, "validation split", "holds no offers")
         assert not out.exists()
+    # an empty test split (--test_size 0) is left out, as the encoder trainer does: trained, figures of validation
+    out = tmp_path / "lora_no_test"
+    assert run(train_qwen3_lora_v2.main, ["--data", str(empty_splits["no_test"]), "--out", str(out), *argv]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "validation" in metrics and "test" not in metrics
 
 
 # the cc-* console scripts

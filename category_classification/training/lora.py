@@ -277,10 +277,11 @@ def load_splits(cfg: LoraTrainConfig) -> dict:
     train_split = select_per_class(get_split(dsd, "train", train=True), cfg.balance_to_min_class,
                                    cfg.max_samples_per_class, cfg.seed)
     splits = {"train": train_split, "validation": get_split(dsd, "validation"), "test": get_split(dsd, "test")}
-    for name, role in (("validation", "picks its best checkpoint on it"), ("test", "reports its figures on it")):
-        if not len(splits[name]):  # (built with --allow_empty_splits) was a traceback after the whole training
-            raise UserError(f"the {name} split of {cfg.data} holds no offers to score, and the LoRA trainer {role}; "
-                            f"build the dataset with a {name} split that holds offers")
+    if not len(splits["validation"]):  # (built with --allow_empty_splits) was a traceback at the first evaluation
+        raise UserError(f"the validation split of {cfg.data} holds no offers to score, and the LoRA trainer picks "
+                        "its best checkpoint on it; build the dataset with a validation split that holds offers")
+    if not len(splits["test"]):  # nothing to report on (--test_size 0): left out, as the encoder trainer does
+        del splits["test"]
     missing = classes_without_training_examples(splits, labels)
     return {"labels": labels, "splits": splits, "missing": missing}
 
@@ -357,9 +358,10 @@ def claim_run_dir(out: Path, work_dir: Path) -> None:
 
 
 def predict_splits(trainer, tokenized: dict) -> dict:
-    """Validation and test predictions; every process takes part (the Trainer gathers)."""
+    """Validation and test predictions (test when the dataset has one); every process takes part (the Trainer
+    gathers)."""
     preds = {}
-    for name in ("validation", "test"):
+    for name in [n for n in ("validation", "test") if n in tokenized]:
         logits = trainer.predict(tokenized[name]).predictions
         logits = logits[0] if isinstance(logits, tuple) else logits
         preds[name] = logits.argmax(axis=-1).tolist()
@@ -432,7 +434,7 @@ def train(cfg: LoraTrainConfig, eval_options: dict | None = None, log=print) -> 
     # Evaluation and the output folder, written beside --out and moved in when complete.
     eval_options = eval_options or {}
     split_metrics = {name: evaluation.evaluate_split(splits[name], preds[name], labels, **eval_options)
-                     for name in ("validation", "test")}
+                     for name in preds}
     staging = out / (work_dir.name + "-out")
     save_outputs(cfg, trainer, tokenizer, labels, device, staging)
     extra = {"train_seconds": round(train_seconds, 1), "trainable_parameters": trainable,
