@@ -107,9 +107,10 @@ class Steps:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("written_by") == WRITER and isinstance(data.get("steps"), dict):
                 return data["steps"]
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):  # RecursionError: a hand-made "[[[[..." was a traceback
             pass
-        raise UserError(f"{self.path} was not written by the demo; move it away or choose another --runs")
+        raise UserError(f"{self.path} was not written by the demo (or is damaged); move it away or choose another "
+                        "--runs")
 
     def key(self, argv_for_key: list[str], inputs) -> str:
         return hashlib.sha1(json.dumps([self.code, argv_for_key, inputs]).encode()).hexdigest()[:16]
@@ -120,7 +121,10 @@ class Steps:
         rec = self.steps.get(name)
         if isinstance(rec, dict) and rec.get("made_from") == key and "output" in rec \
                 and rec["output"] == _folder_stamp(out):
-            return float(rec.get("seconds") or 0.0)
+            seconds = rec.get("seconds") or 0.0
+            # a hand-edited "seconds" ("x", a list) was a traceback: such a record is not the demo's, run it again
+            if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds):
+                return float(seconds)
         return None
 
     def started(self, name: str, key: str) -> bool:

@@ -231,10 +231,12 @@ def main(argv=None):
     if args.save_preds:
         from category_classification.core.artifacts import write_text_atomic
         from category_classification.data.records import OFFER_ID_COLUMN
+        from category_classification.data.text import id_text
 
         lines = []
-        # offer_id: the offer's own id (datasets built since it existed), which joins the line back to its offer
-        ids = split[OFFER_ID_COLUMN] if OFFER_ID_COLUMN in split.column_names else None
+        # offer_id: the offer's own id (datasets built since it existed), which joins the line back to its offer;
+        # as text, as the builder writes it (a hand-made column of bytes or dates was a TypeError after the scoring)
+        ids = [id_text(v) for v in split[OFFER_ID_COLUMN]] if OFFER_ID_COLUMN in split.column_names else None
         for i, (y, p, score) in enumerate(zip(split["label"], preds, chosen)):
             # `row`: the offer's row in the split, which skipped offers (no text or label) would otherwise shift
             rec = {"row": int(rows[i]), **({"offer_id": ids[i]} if ids is not None else {}), "label": int(y),

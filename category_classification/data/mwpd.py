@@ -380,6 +380,10 @@ def read_mwpd_files(args, config, tmp):
     # the target classes' sub-classes (LinearConfig.class_split): coarse classes only, not GS1 levels
     fine = bool(args.other_label) or args.label_level == "six"
     shards = []
+    # FILE of an offer's FILE:LINE id: the file's name, or its path as given where two files share that name
+    # (shop_a/offers.jsonl, shop_b/offers.jsonl gave their offers the same ids)
+    names = [Path(path).name for path, *_ in files]
+    file_ids = [name if names.count(name) == 1 else str(path) for name, (path, *_) in zip(names, files)]
     for i, (path, is_test, kept, counts) in enumerate(files):
         categories = sorted({rec.category for rec, _ in kept})
         code = {c: k for k, c in enumerate(categories)}
@@ -390,7 +394,7 @@ def read_mwpd_files(args, config, tmp):
                    "cluster": np.array([rec.group for rec, _ in kept], dtype=np.int64),
                    "source": np.array([code[rec.category] for rec, _ in kept], dtype=np.int32)}
         # the file's own ID, else where the offer stands in it
-        columns[OFFER_ID_COLUMN] = [rec.ref["id"] or f"{Path(path).name}:{rec.ref['line']}" for rec, _ in kept]
+        columns[OFFER_ID_COLUMN] = [rec.ref["id"] or f"{file_ids[i]}:{rec.ref['line']}" for rec, _ in kept]
         if config.breadcrumb:
             columns[TEXT_BARE_COLUMN] = [rec.bare_text for rec, _ in kept]
         if fine:  # GS1 level 3 ("" where the offer has none): sub-classes for the trainer

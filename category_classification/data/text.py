@@ -110,14 +110,24 @@ def offer_id(record: dict) -> str:
     if type(value) is str and value:
         return encodable(value)
     key = id_field(record)
-    value = None if key is None else record[key]
+    return id_text(None if key is None else record[key])
+
+
+def id_text(value) -> str:
+    """An id value as text, by offer_id's rule ("" for None); also for the offer_id column of a dataset made by
+    hand, whose cells may be bytes, dates or NaN, which a JSON line cannot hold as they are."""
     if value is None:
         return ""
     if isinstance(value, str):
         return encodable(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return encodable(json.dumps(value, ensure_ascii=False))
+    if isinstance(value, (bytes, bytearray)):
+        return encodable(value.decode("utf-8", "replace"))
+    try:
+        return encodable(json.dumps(value, ensure_ascii=False))
+    except (TypeError, ValueError):  # not a JSON value (a date, a decimal): its own spelling
+        return encodable(str(value))
 
 
 # Some crawls (the LSPC corpus) write a field as an RDF (N-Triples) literal: "value", "value"@en or "value"@es-419
