@@ -105,12 +105,10 @@ def offer_id(record: dict) -> str:
     """The record's id as text, as a dataset's offer_id column holds it ("" without one): a string as given, a
     number as its digits, any other JSON value as its JSON."""
     value = record.get("id")  # the corpus's own spelling, first in ID_FIELDS: the builder's hot path
-    if type(value) is int:
-        return str(value)
-    if type(value) is str and value:
-        return encodable(value)
-    key = id_field(record)
-    return id_text(None if key is None else record[key])
+    if value is None or value == "":
+        key = id_field(record)
+        value = None if key is None else record[key]
+    return id_text(value)
 
 
 def id_text(value) -> str:

@@ -130,7 +130,7 @@ def export_onnx(model_dir, out_dir, quantize: str | None = None, opset: int = OP
     write_model_info(out, "onnx", info["labels"], source_kind=info["kind"], source_dir=str(model_dir),
                      files=files, default_precision="int8" if "int8" in files else "fp32",
                      pad_token_id=info["pad_token_id"], vocab_size=info["vocab_size"], opset=opset,
-                     written=written, data_files=[f for f in written if f.endswith(DATA_SUFFIX)], **keep)
+                     written=written, **keep)
     return read_model_info(out)
 
 
@@ -162,11 +162,11 @@ def export_staged(model_dir, out_dir, check=None, **kwargs) -> dict:
 
 
 def earlier_files(out: Path) -> list[str]:
-    """The files the export already in `out` wrote: those of EXPORT_FILES its model info lists (and its
-    parity report), or for an export made before that list every one of EXPORT_FILES, and, for an export made
-    before gather_weights (no `data_files`), the weight files its graphs name (legacy_weight_files); none
-    without an export there. Only names of EXPORT_FILES and files our graphs read: an edited list cannot
-    name a user's file or a path elsewhere."""
+    """The files the export already in `out` wrote: those of EXPORT_FILES its model info lists as `written`
+    (and its parity report); for an export made before that list (and before gather_weights), every one of
+    EXPORT_FILES and the weight files its graphs name (legacy_weight_files); none without an export there.
+    Only names of EXPORT_FILES and files our graphs read: an edited list cannot name a user's file or a path
+    elsewhere, and a graph of the user's saved over ours cannot name theirs once the list exists."""
     try:
         info = read_model_info(out) if (out / MODEL_INFO).is_file() else {}
     except (UserError, OSError, ValueError):
@@ -174,11 +174,9 @@ def earlier_files(out: Path) -> list[str]:
     if info.get("kind") != "onnx":
         return []
     listed = info.get("written")
-    own = (list(EXPORT_FILES) if not isinstance(listed, list)
-           else [f for f in EXPORT_FILES if f in listed or f == PARITY_FILE])
-    if isinstance(info.get("data_files"), list):  # made with gather_weights: its graphs read only files it lists,
-        return own  # so another file a graph there names is a user's (their own graph saved over ours)
-    return own + [f for f in legacy_weight_files(out, info) if f not in own]
+    if isinstance(listed, list):
+        return [f for f in EXPORT_FILES if f in listed or f == PARITY_FILE]
+    return list(EXPORT_FILES) + [f for f in legacy_weight_files(out, info) if f not in EXPORT_FILES]
 
 
 def legacy_weight_files(out: Path, info: dict) -> list[str]:
